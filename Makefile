@@ -1,0 +1,24 @@
+# Two entry points: `make demo` (train + evaluate on the generated dataset) and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e ".[test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/keras-insightface demo
+
+test: $(STAMP)
+	XLA_FLAGS="--xla_force_host_platform_device_count=8" $(VENV)/bin/python -m pytest -q tests
+
+bench: $(STAMP)
+	$(VENV)/bin/python bench/train_step.py --cpu
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,38 @@
+"""Backbones by name: each entry applies a backbone to an input tensor and returns its last feature map.
+
+Example:
+    >>> from keras_insightface.backbones import get_backbone, list_backbones
+    >>> "r50" in list_backbones()
+    True
+"""
+
+import functools
+import types
+
+from keras_insightface.backbones.iresnet import iresnet
+
+BACKBONES = types.MappingProxyType(
+    {
+        "r18": functools.partial(iresnet, depth=18),
+        "r34": functools.partial(iresnet, depth=34),
+        "r50": functools.partial(iresnet, depth=50),
+        "r100": functools.partial(iresnet, depth=100),
+        "r200": functools.partial(iresnet, depth=200),
+        # CPU-sized r18 for the demo and the tests: quarter width (16/32/64/128) and a stride-2 stem,
+        # about 1/60 of r18's compute; not a recognition model for real faces.
+        "r18_tiny": functools.partial(iresnet, depth=18, width=16, stem_strides=2),
+    }
+)
+
+
+def list_backbones():
+    """Names accepted by ``buildin_models``."""
+    return sorted(BACKBONES)
+
+
+def get_backbone(name):
+    """The backbone builder registered as ``name`` (case-insensitive)."""
+    key = name.lower()
+    if key not in BACKBONES:
+        raise ValueError(f"Unknown backbone {name!r}; available: {', '.join(list_backbones())}")
+    return BACKBONES[key]

@@ -1,0 +1,72 @@
+"""IR-ResNet (insightface's ``iresnet``): the standard face-recognition backbone.
+
+Layer order follows insightface arcface_torch: a 3x3 stride-1 stem with BN + PReLU, then four stages of
+pre-BN ``IBasicBlock`` (BN -> conv3x3 -> BN -> PReLU -> conv3x3(stride) -> BN, plus a 1x1 conv + BN
+shortcut when the shape changes), every stage starting with stride 2. 112x112 inputs end at 7x7.
+Stride-2 convolutions pad one pixel explicitly, as PyTorch/MXNet do, so converted weights line up.
+
+Example:
+    >>> import keras
+    >>> from keras_insightface.backbones.iresnet import iresnet
+    >>> inputs = keras.Input((112, 112, 3))
+    >>> iresnet(inputs, depth=18, width=16).shape
+    (None, 7, 7, 128)
+"""
+
+import keras
+
+BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 14, 3), 100: (3, 13, 30, 3), 200: (6, 26, 60, 6)}
+
+
+def _bn(x, name, momentum, epsilon):
+    return keras.layers.BatchNormalization(momentum=momentum, epsilon=epsilon, name=name)(x)
+
+
+def _conv3x3(x, filters, strides, name):
+    if strides > 1:
+        x = keras.layers.ZeroPadding2D(1, name=name + "_pad")(x)
+        padding = "valid"
+    else:
+        padding = "same"
+    return keras.layers.Conv2D(filters, 3, strides=strides, padding=padding, use_bias=False, name=name)(x)
+
+
+def _prelu(x, name):
+    alpha = keras.initializers.Constant(0.25)
+    return keras.layers.PReLU(alpha_initializer=alpha, shared_axes=[1, 2], name=name)(x)
+
+
+def _basic_block(x, filters, strides, name, momentum, epsilon):
+    if strides != 1 or x.shape[-1] != filters:
+        shortcut = keras.layers.Conv2D(filters, 1, strides=strides, use_bias=False, name=name + "_shortcut_conv")(x)
+        shortcut = _bn(shortcut, name + "_shortcut_bn", momentum, epsilon)
+    else:
+        shortcut = x
+    y = _bn(x, name + "_1_bn", momentum, epsilon)
+    y = _conv3x3(y, filters, 1, name + "_1_conv")
+    y = _bn(y, name + "_2_bn", momentum, epsilon)
+    y = _prelu(y, name + "_2_prelu")
+    y = _conv3x3(y, filters, strides, name + "_2_conv")
+    y = _bn(y, name + "_3_bn", momentum, epsilon)
+    return keras.layers.Add(name=name + "_add")([shortcut, y])
+
+
+def iresnet(inputs, depth=50, width=64, stem_strides=1, bn_momentum=0.9, bn_epsilon=1e-5):
+    """Apply an IR-ResNet of ``depth`` (18/34/50/100/200) to ``inputs``; returns the last feature map.
+
+    ``width`` is the stem/first-stage channel count (64 in insightface); stages use 1x, 2x, 4x, 8x.
+    ``stem_strides=2`` quarters the compute of every stage (a CPU-sized variant; insightface uses 1).
+    """
+    if depth not in BLOCKS:
+        raise ValueError(f"iresnet depth must be one of {sorted(BLOCKS)}, received depth={depth}")
+    if width < 1:
+        raise ValueError(f"iresnet width must be positive, received width={width}")
+    x = _conv3x3(inputs, width, stem_strides, "stem_conv")
+    x = _bn(x, "stem_bn", bn_momentum, bn_epsilon)
+    x = _prelu(x, "stem_prelu")
+    for stage, num_blocks in enumerate(BLOCKS[depth]):
+        filters = width * 2**stage
+        for block in range(num_blocks):
+            strides = 2 if block == 0 else 1
+            x = _basic_block(x, filters, strides, f"stack{stage + 1}_block{block + 1}", bn_momentum, bn_epsilon)
+    return x

@@ -1,0 +1,221 @@
+"""The ``keras-insightface`` command: ``demo``, ``train`` and ``eval``.
+
+Examples:
+    keras-insightface demo
+    keras-insightface train --data datasets/faces_emore --eval datasets/lfw.bin --model r50 \\
+        --batch-size 512 --scales 16,32,64 --epochs 5,5,40 --mixed-precision mixed_bfloat16
+    keras-insightface eval -m checkpoints/r50_basic_lfw_epoch_40_0.998.keras -t lfw.bin cfp_fp.bin
+"""
+
+import argparse
+import os
+import sys
+import time
+
+import keras_insightface  # noqa: F401 - selects the JAX backend before Keras is imported
+from keras_insightface.errors import DataError
+
+LOSSES = {"arcface": "ArcfaceLoss", "arcface_simple": "ArcfaceLossSimple", "cosface": "CosFaceLoss"}
+
+
+def _int_list(text):
+    return [int(v) for v in text.split(",") if v.strip()]
+
+
+def _float_list(text):
+    return [float(v) for v in text.split(",") if v.strip()]
+
+
+def build_schedule(loss, scales, epochs):
+    """Stage dicts from ``--loss``, ``--scales`` and ``--epochs`` (one stage per scale)."""
+    from keras_insightface.losses.margin import MARGIN_LOSSES
+
+    if len(scales) != len(epochs):
+        raise ValueError(f"--scales and --epochs need the same length, received {scales} and {epochs}")
+    cls = MARGIN_LOSSES[LOSSES[loss]]
+    return [{"loss": cls(scale=scale), "epoch": epoch} for scale, epoch in zip(scales, epochs)]
+
+
+def results_table(history, eval_names, stage_epochs=None):
+    """The per-epoch markdown table printed at the end of a run."""
+    stage_of = []
+    for index, count in enumerate(stage_epochs or []):
+        stage_of += [index + 1] * count
+    header = ["epoch", "stage", "lr", "loss", "accuracy"]
+    for name in eval_names:
+        header += [name, f"{name} thresh", f"{name} 10-fold"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for epoch in range(len(history.get("loss", []))):
+        row = [str(epoch + 1), str(stage_of[epoch]) if epoch < len(stage_of) else "-"]
+        row += [f"{history['lr'][epoch]:.5f}", f"{history['loss'][epoch]:.4f}", f"{history['accuracy'][epoch]:.4f}"]
+        for name in eval_names:
+            values = [history.get(key, []) for key in (name, name + "_thresh", name + "_kfold")]
+            std = history.get(name + "_kfold_std", [])
+            if epoch < len(values[0]):
+                row += [f"{values[0][epoch]:.4f}", f"{values[1][epoch]:.4f}", f"{values[2][epoch]:.4f} ± {std[epoch]:.4f}"]
+            else:
+                row += ["-", "-", "-"]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def _add_train_args(parser, defaults):
+    parser.add_argument("--model", default=defaults["model"], help="backbone name for buildin_models")
+    parser.add_argument("--emb-shape", type=int, default=defaults["emb_shape"])
+    parser.add_argument("--output-layer", default="GDC", choices=["GDC", "E", "GAP", "F"])
+    parser.add_argument("--batch-size", type=int, default=defaults["batch_size"])
+    parser.add_argument("--lr-base", type=float, default=defaults["lr_base"])
+    parser.add_argument("--lr-min", type=float, default=1e-5)
+    parser.add_argument("--warmup", type=int, default=defaults["warmup"], help="warmup epochs")
+    parser.add_argument("--weight-decay", type=float, default=5e-4)
+    parser.add_argument("--loss", default="arcface", choices=sorted(LOSSES))
+    parser.add_argument("--scales", type=_float_list, default=defaults["scales"], help="scale per stage, e.g. 16,32,64")
+    parser.add_argument("--epochs", type=_int_list, default=defaults["epochs"], help="epochs per stage, e.g. 5,5,40")
+    parser.add_argument("--mixed-precision", default="float32", choices=["float32", "mixed_bfloat16", "mixed_float16"])
+    parser.add_argument("--save-path", default=defaults["save_path"], help="run name, e.g. r50_arcface.keras")
+    parser.add_argument("--checkpoint-dir", default=defaults["checkpoint_dir"])
+    parser.add_argument("--num-workers", type=int, default=None, help="decode processes (default: cores - 1)")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run_training(args, data_path, eval_paths, baseline=False):
+    """Train per ``args``; write history JSON, best basic model and a PNG plot; print the results table."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from keras_insightface.evaluation.verification import evaluate_bin
+    from keras_insightface.plot import hist_plot_split
+    from keras_insightface.training.train import Train
+
+    schedule = build_schedule(args.loss, args.scales, args.epochs)
+    start = time.time()
+    trainer = Train(
+        data_path,
+        save_path=args.save_path,
+        eval_paths=eval_paths,
+        basic_model=args.model,
+        batch_size=args.batch_size,
+        lr_base=args.lr_base,
+        lr_min=args.lr_min,
+        lr_warmup_steps=args.warmup,
+        weight_decay=args.weight_decay,
+        mixed_precision=args.mixed_precision,
+        emb_shape=args.emb_shape,
+        output_layer=args.output_layer,
+        checkpoint_dir=args.checkpoint_dir,
+        num_workers=args.num_workers,
+        seed=args.seed,
+    )
+    print(
+        f">>>> {trainer.source.name}: {len(trainer.source)} images, {trainer.num_classes} identities,"
+        f" {trainer.loader.steps_per_epoch} steps per epoch of {args.batch_size}"
+    )
+    untrained = {}
+    if baseline:
+        for path in eval_paths:
+            untrained[path] = evaluate_bin(trainer.basic_model, path, args.batch_size)
+    try:
+        history = trainer.train(schedule)
+    finally:
+        trainer.close()
+    names = [cb.name for cb in trainer.eval_callbacks]
+    plot_path = trainer.prefix + ".png"
+    if history:
+        hist_plot_split(trainer.history_path, epochs=args.epochs, names=[f"scale {s:g}" for s in args.scales]).savefig(
+            plot_path
+        )
+    print("\n" + results_table(history, names, args.epochs) + "\n")
+    for path, result in untrained.items():
+        name = os.path.splitext(os.path.basename(path))[0]
+        best = max(history.get(name, [float("nan")]))
+        print(
+            f"{name}: untrained model {result['accuracy']:.4f} (10-fold {result['kfold_mean']:.4f}),"
+            f" best after training {best:.4f}"
+        )
+    print(f"history: {trainer.history_path}\nbest basic model: {trainer.best_model_path}\nplot: {plot_path}")
+    print(f"total time {time.time() - start:.0f} s")
+    return history
+
+
+def cmd_demo(args):
+    from keras_insightface.data.synthetic import generate_dataset
+
+    cache = args.cache_dir or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "keras_insightface", "synthetic"
+    )
+    start = time.time()
+    paths = generate_dataset(cache, seed=args.data_seed)
+    print(f">>>> Generated dataset ready in {cache} ({time.time() - start:.0f} s)")
+    return run_training(args, paths["train"], [paths["val"]], baseline=True)
+
+
+def cmd_train(args):
+    return run_training(args, args.data, args.eval)
+
+
+def cmd_eval(args):
+    import keras
+
+    from keras_insightface.evaluation.verification import evaluate_bin
+
+    if not os.path.isfile(args.model):
+        raise DataError(f"{args.model}: model file does not exist")
+    model = keras.saving.load_model(args.model, compile=False)
+    print("| set | accuracy | threshold | 10-fold |\n|---|---|---|---|")
+    for path in args.test_bin:
+        result = evaluate_bin(model, path, args.batch_size, flip=not args.no_flip)
+        name = os.path.splitext(os.path.basename(path))[0]
+        print(
+            f"| {name} | {result['accuracy']:.4f} | {result['threshold']:.4f} |"
+            f" {result['kfold_mean']:.4f} ± {result['kfold_std']:.4f} |"
+        )
+
+
+def make_parser():
+    parser = argparse.ArgumentParser(prog="keras-insightface", description=__doc__.split("\n")[0])
+    parser.add_argument("--traceback", action="store_true", help="show full tracebacks for input errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="generate the synthetic face dataset, train a small model, evaluate")
+    _add_train_args(
+        demo,
+        dict(model="r18_tiny", emb_shape=128, batch_size=64, lr_base=0.1, warmup=1, scales=[16, 32, 64],
+             epochs=[2, 2, 2], save_path="demo_r18_tiny.keras", checkpoint_dir=os.path.join("runs", "demo")),
+    )
+    demo.add_argument("--cache-dir", default=None, help="where the generated dataset is kept")
+    demo.add_argument("--data-seed", type=int, default=0)
+    demo.set_defaults(func=cmd_demo)
+
+    train = sub.add_parser("train", help="train on a .rec folder, class folders or a list file")
+    train.add_argument("--data", required=True, help="train.rec folder, class-folder root or list file")
+    train.add_argument("--eval", nargs="*", default=[], help=".bin verification packs")
+    _add_train_args(
+        train,
+        dict(model="r50", emb_shape=512, batch_size=128, lr_base=0.1, warmup=0, scales=[16, 32, 64],
+             epochs=[5, 5, 40], save_path="keras_insightface.keras", checkpoint_dir="checkpoints"),
+    )
+    train.set_defaults(func=cmd_train)
+
+    evaluate = sub.add_parser("eval", help="verification accuracy of a saved basic model on .bin packs")
+    evaluate.add_argument("-m", "--model", required=True, help="a .keras basic model")
+    evaluate.add_argument("-t", "--test-bin", nargs="+", required=True, help=".bin packs")
+    evaluate.add_argument("-b", "--batch-size", type=int, default=64)
+    evaluate.add_argument("--no-flip", action="store_true", help="do not add the flipped image's embedding")
+    evaluate.set_defaults(func=cmd_eval)
+    return parser
+
+
+def main(argv=None):
+    args = make_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (DataError, ValueError) as error:
+        if args.traceback:
+            raise
+        print(f"keras-insightface {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

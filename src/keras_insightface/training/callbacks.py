@@ -1,0 +1,125 @@
+"""Training callbacks: throughput in the progress bar, NaN stop, history JSON, best basic-model saving."""
+
+import glob
+import json
+import math
+import os
+import time
+
+import keras
+import numpy as np
+
+
+def _to_float(value):
+    return float(np.asarray(value))
+
+
+class Throughput(keras.callbacks.Callback):
+    """Puts ``img/s`` (images per second since the last report) into the batch logs the progress bar shows."""
+
+    def __init__(self, batch_size, every=10):
+        super().__init__()
+        self.batch_size, self.every = batch_size, every
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start, self._count, self._rate = time.perf_counter(), 0, 0.0
+        self._epoch_start, self._epoch_batches = self._start, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._count += 1
+        self._epoch_batches += 1
+        if self._count >= self.every:
+            now = time.perf_counter()
+            self._rate = self._count * self.batch_size / (now - self._start)
+            self._start, self._count = now, 0
+        if logs is not None and self._rate:
+            logs["img/s"] = self._rate
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and self._epoch_batches:
+            logs["img/s"] = self._epoch_batches * self.batch_size / (time.perf_counter() - self._epoch_start)
+
+
+class StopOnNaN(keras.callbacks.Callback):
+    """Stops ``fit`` when the loss is not finite (checked every ``every`` batches and at epoch end).
+
+    Checking reads the loss back from the device, so it is not done on every batch.
+    """
+
+    def __init__(self, every=50):
+        super().__init__()
+        self.every, self.triggered = every, False
+
+    def _check(self, logs):
+        if logs and "loss" in logs and not math.isfinite(_to_float(logs["loss"])):
+            self.triggered = True
+            self.model.stop_training = True
+            print("\n>>>> Loss is NaN or Inf: training stops and nothing more is saved.")
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (batch + 1) % self.every == 0:
+            self._check(logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._check(logs)
+
+
+def write_json_atomic(path, data):
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1)
+    os.replace(tmp, path)
+
+
+class HistoryJSON(keras.callbacks.Callback):
+    """Appends each epoch's ``lr``, ``loss``, ``accuracy`` and eval results to the seed-style history JSON.
+
+    ``history`` is shared with ``Train`` so epochs accumulate across stages; ``lr_fn`` gives the learning
+    rate at the current optimizer step.
+    """
+
+    def __init__(self, path, history, lr_fn, stop_guard=None):
+        super().__init__()
+        self.path, self.history, self.lr_fn, self.stop_guard = path, history, lr_fn, stop_guard
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None or (self.stop_guard is not None and self.stop_guard.triggered):
+            return
+        record = {"lr": self.lr_fn(), "loss": logs.get("loss"), "accuracy": logs.get("cos_accuracy")}
+        record.update({k: v for k, v in logs.items() if k not in record and not k.startswith(("cos_", "logits_"))})
+        for key, value in record.items():
+            if value is not None:
+                self.history.setdefault(key, []).append(_to_float(value))
+        write_json_atomic(self.path, self.history)
+
+
+class BestBasicModel(keras.callbacks.Callback):
+    """Saves the basic model as ``<prefix>_basic_<set>_epoch_<E>_<acc>.keras`` when ``<set>`` accuracy improves.
+
+    The previous best file is removed. Without an eval set, the latest basic model is saved every epoch.
+    Nothing is saved once the loss is NaN.
+    """
+
+    def __init__(self, basic_model, prefix, monitor=None, stop_guard=None, best=-1.0):
+        super().__init__()
+        self.basic_model, self.prefix, self.monitor, self.stop_guard = basic_model, prefix, monitor, stop_guard
+        self.best, self.saved = best, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None or (self.stop_guard is not None and self.stop_guard.triggered):
+            return
+        if self.monitor is None:
+            self.saved = f"{self.prefix}_basic_model_latest.keras"
+            self.basic_model.save(self.saved)
+            return
+        value = logs.get(self.monitor)
+        if value is None or _to_float(value) <= self.best:
+            return
+        self.best = _to_float(value)
+        path = f"{self.prefix}_basic_{self.monitor}_epoch_{epoch + 1}_{self.best:.6f}.keras"
+        self.basic_model.save(path)
+        for old in glob.glob(glob.escape(f"{self.prefix}_basic_{self.monitor}_epoch_") + "*.keras"):
+            if old != path:
+                os.remove(old)
+        self.saved = path
+        print(f">>>> Improved {self.monitor} to {self.best:.6f}: saved {path}")

@@ -1,0 +1,215 @@
+"""``Train``: the seed system's training driver — a dataset, a basic model, and a list of stage dicts.
+
+Example:
+    >>> from keras_insightface import Train, ArcfaceLoss
+    >>> tt = Train("datasets/faces_emore", save_path="r50_arcface.keras", eval_paths=["datasets/lfw.bin"],
+    ...            basic_model="r50", batch_size=512, lr_base=0.1, lr_warmup_steps=1)   # doctest: +SKIP
+    >>> tt.train([{"loss": ArcfaceLoss(scale=16), "epoch": 5},
+    ...           {"loss": ArcfaceLoss(scale=32), "epoch": 5},
+    ...           {"loss": ArcfaceLoss(scale=64), "epoch": 40}])                          # doctest: +SKIP
+
+Stages run back to back; epochs accumulate, the classifier (``NormDense``) and the optimizer carry over,
+and the learning rate follows one warmup + cosine curve over all stages.
+"""
+
+import os
+
+import keras
+import numpy as np
+
+from keras_insightface.data.augment import RandomFlipCast
+from keras_insightface.data.loader import make_loader
+from keras_insightface.data.sources import open_source
+from keras_insightface.errors import DataError
+from keras_insightface.evaluation.verification import eval_callback
+from keras_insightface.heads.margin import MarginHead
+from keras_insightface.heads.norm_dense import NormDense
+from keras_insightface.losses.cross_entropy import MarginCrossEntropy
+from keras_insightface.losses.margin import get_margin_loss
+from keras_insightface.models import buildin_models
+from keras_insightface.training import callbacks as cbs
+from keras_insightface.training.optimizers import L2SGD
+from keras_insightface.training.schedules import WarmupCosine
+
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+def build_train_model(basic_model, head, margin_loss, augment):
+    """``(uint8 images, int labels) -> {"logits": margin logits, "cos": cosine logits}``."""
+    images = keras.Input(basic_model.input_shape[1:], dtype="uint8", name="images")
+    labels = keras.Input((), dtype="int32", name="labels")
+    cos = head(basic_model(augment(images)))
+    logits = MarginHead(margin_loss, name="margin")([cos, labels])
+    return keras.Model([images, labels], {"logits": logits, "cos": cos}, name=basic_model.name + "_train")
+
+
+def _with_targets(iterator):
+    """Adapt ``(images, labels)`` batches to the training model's inputs and targets."""
+    for images, labels in iterator:
+        yield (images, labels), {"logits": labels, "cos": labels}
+
+
+class Train:
+    """Train a face-recognition model with a schedule of stages.
+
+    Args:
+        data_path: ``.rec`` folder/file, class-folder root, or ``path<TAB>label`` list file.
+        save_path: file name of the run, e.g. ``r50_arcface.keras``; outputs go to ``checkpoint_dir``
+            unless it holds a directory: ``<name>_hist.json``, ``<name>_basic_<set>_epoch_<E>_<acc>.keras``.
+        eval_paths: ``.bin`` verification packs evaluated every ``eval_freq`` epochs; the first one
+            decides which basic model is kept as best.
+        basic_model: a ``buildin_models`` name (built with ``emb_shape``/``output_layer``) or a keras.Model.
+        batch_size, lr_base, lr_min: as the seed; lr goes warmup -> cosine down to ``lr_min`` per batch.
+        lr_decay_steps: cosine period in epochs; 0 spans the whole schedule.
+        lr_warmup_steps: warmup epochs (linear from 0).
+        weight_decay: coupled L2 of the default SGD (momentum 0.9), 5e-4 as insightface.
+        mixed_precision: ``float32``, ``mixed_bfloat16`` or ``mixed_float16``.
+    """
+
+    def __init__(
+        self,
+        data_path,
+        save_path,
+        eval_paths=(),
+        basic_model="r50",
+        batch_size=128,
+        lr_base=0.1,
+        lr_decay=0.05,
+        lr_decay_steps=0,
+        lr_min=1e-5,
+        lr_warmup_steps=0,
+        eval_freq=1,
+        weight_decay=5e-4,
+        momentum=0.9,
+        mixed_precision="float32",
+        emb_shape=512,
+        output_layer="GDC",
+        checkpoint_dir="checkpoints",
+        num_workers=None,
+        seed=0,
+        verbose=1,
+    ):
+        if mixed_precision not in PRECISIONS:
+            raise ValueError(f"mixed_precision must be one of {PRECISIONS}, received {mixed_precision!r}")
+        missing = [p for p in eval_paths if not os.path.isfile(p)]
+        if missing:
+            raise DataError(f"{missing[0]}: eval .bin file does not exist")
+        self.source = open_source(data_path)
+        self.loader = make_loader(self.source, batch_size, seed=seed, num_workers=num_workers)
+        self.num_classes = self.loader.num_classes
+        self.batch_size, self.lr_base, self.lr_min, self.lr_decay = batch_size, lr_base, lr_min, lr_decay
+        self.lr_decay_steps, self.lr_warmup_steps, self.eval_freq = lr_decay_steps, lr_warmup_steps, eval_freq
+        self.weight_decay, self.momentum, self.verbose = weight_decay, momentum, verbose
+        self.seed = seed
+
+        directory, filename = os.path.split(save_path)
+        self.save_dir = directory or checkpoint_dir
+        os.makedirs(self.save_dir, exist_ok=True)
+        self.name = os.path.splitext(filename)[0]
+        self.prefix = os.path.join(self.save_dir, self.name)
+        self.history_path = self.prefix + "_hist.json"
+
+        previous_policy = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(mixed_precision)
+        try:
+            if isinstance(basic_model, str):
+                basic_model = buildin_models(basic_model, output_layer=output_layer, emb_shape=emb_shape)
+            self.basic_model = basic_model
+            self.head = NormDense(self.num_classes, name="norm_dense")
+            self.augment = RandomFlipCast(seed=seed, name="augment")
+        finally:
+            keras.config.set_dtype_policy(previous_policy)
+
+        self.eval_callbacks = [eval_callback(self.basic_model, p, batch_size, eval_freq=eval_freq) for p in eval_paths]
+        self.history = {}
+        self.initial_epoch = 0
+        self.optimizer = None
+        self.train_model = None
+        self._iterator = None
+
+    def _lr_schedule(self, total_epochs):
+        steps = self.loader.steps_per_epoch
+        period = self.lr_decay_steps if self.lr_decay_steps > 0 else total_epochs
+        return WarmupCosine(
+            self.lr_base,
+            total_steps=max(period * steps, 1),
+            warmup_steps=min(self.lr_warmup_steps * steps, period * steps),
+            lr_min=self.lr_min,
+            step_offset=self.initial_epoch * steps,
+        )
+
+    def _stage_optimizer(self, stage, total_epochs):
+        optimizer = stage.get("optimizer")
+        if optimizer is None and self.optimizer is not None:
+            return self.optimizer
+        schedule = self._lr_schedule(total_epochs)
+        if optimizer is None or optimizer in ("sgd", "SGD"):
+            return L2SGD(learning_rate=schedule, momentum=self.momentum, l2=self.weight_decay)
+        if isinstance(optimizer, str):
+            return keras.optimizers.get({"class_name": optimizer, "config": {"learning_rate": schedule}})
+        return optimizer
+
+    def _current_lr(self):
+        lr = self.optimizer.learning_rate
+        return float(np.asarray(lr))
+
+    def train(self, train_schedule, initial_epoch=None):
+        """Run each stage dict (``loss``, ``epoch``, optional ``optimizer``) in turn; returns the history dict."""
+        if isinstance(train_schedule, dict):
+            train_schedule = [train_schedule]
+        for index, stage in enumerate(train_schedule):
+            if "epoch" not in stage or int(stage["epoch"]) < 1:
+                raise ValueError(f"Stage {index} needs a positive 'epoch', received {stage!r}")
+            if "loss" not in stage:
+                raise ValueError(f"Stage {index} needs a 'loss' such as ArcfaceLoss(scale=16), received {stage!r}")
+        if initial_epoch is not None:
+            self.initial_epoch = initial_epoch
+        total_epochs = self.initial_epoch + sum(int(s["epoch"]) for s in train_schedule)
+        if self._iterator is None:
+            self._iterator = iter(self.loader.dataset)
+        guard = cbs.StopOnNaN()
+        monitor = self.eval_callbacks[0].name if self.eval_callbacks else None
+        saver = cbs.BestBasicModel(self.basic_model, self.prefix, monitor, guard)
+        for stage in train_schedule:
+            margin_loss = get_margin_loss(stage["loss"])
+            self.optimizer = self._stage_optimizer(stage, total_epochs)
+            self.train_model = build_train_model(self.basic_model, self.head, margin_loss, self.augment)
+            self.train_model.compile(
+                optimizer=self.optimizer,
+                loss={"logits": MarginCrossEntropy(margin_loss.label_smoothing)},
+                metrics={"cos": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]},
+                jit_compile=True,
+            )
+            epochs = self.initial_epoch + int(stage["epoch"])
+            if self.verbose:
+                print(f">>>> Stage: {margin_loss}, epochs {self.initial_epoch + 1}..{epochs}, lr now {self._lr_or_base():.6f}")
+            callbacks = [
+                cbs.Throughput(self.batch_size),
+                guard,
+                *self.eval_callbacks,
+                saver,
+                cbs.HistoryJSON(self.history_path, self.history, self._current_lr, guard),
+            ]
+            self.train_model.fit(
+                _with_targets(self._iterator),
+                epochs=epochs,
+                initial_epoch=self.initial_epoch,
+                steps_per_epoch=self.loader.steps_per_epoch,
+                callbacks=callbacks,
+                verbose=self.verbose,
+                shuffle=False,
+            )
+            if guard.triggered:
+                break
+            self.initial_epoch = epochs
+        self.best_model_path = saver.saved
+        return self.history
+
+    def _lr_or_base(self):
+        return self._current_lr() if self.optimizer is not None else self.lr_base
+
+    def close(self):
+        """Stop the loader's worker processes."""
+        if self._iterator is not None and hasattr(self._iterator, "close"):
+            self._iterator.close()
+        self._iterator = None

@@ -1,0 +1,36 @@
+"""Shared test helpers: the real-faces fixture folder and small generated datasets."""
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import simplejpeg  # noqa: E402
+
+REAL_FACES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real_faces"
+
+
+@pytest.fixture
+def real_faces():
+    """``../shared/fixtures/real_faces`` beside the checkout; skipped when the shared folder is absent."""
+    if not REAL_FACES.is_dir():
+        pytest.skip(f"real-face fixtures not found at {REAL_FACES} (../shared is only beside a project checkout)")
+    return REAL_FACES
+
+
+def jpeg(image, quality=90):
+    return simplejpeg.encode_jpeg(np.ascontiguousarray(image, dtype=np.uint8), quality=quality)
+
+
+def class_images(num_classes, per_class, seed=0, size=112):
+    """Noisy copies of one random pattern per class: a dataset a tiny model separates in a few steps."""
+    rng = np.random.default_rng(seed)
+    patterns = rng.integers(0, 256, (num_classes, 8, 8, 3)).repeat(size // 8, 1).repeat(size // 8, 2)
+    samples = []
+    for label in range(num_classes):
+        for _ in range(per_class):
+            noisy = patterns[label] + rng.normal(0, 20, patterns[label].shape)
+            samples.append((jpeg(np.clip(noisy, 0, 255)), label))
+    return samples

@@ -1,0 +1,169 @@
+"""RecordIO without MXNet: headers, multi-part records, the insightface layout and its errors."""
+
+import pickle
+import struct
+
+import numpy as np
+import pytest
+import simplejpeg
+
+from keras_insightface.data import recordio
+from keras_insightface.errors import DataError
+
+MAGIC_BYTES = struct.pack("<I", recordio.MAGIC)
+
+
+def _jpeg(seed, size=16):
+    rng = np.random.default_rng(seed)
+    return simplejpeg.encode_jpeg(np.ascontiguousarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)))
+
+
+def _cflags(rec_path):
+    """Continuation flags of every part in a .rec file, in file order."""
+    data = rec_path.read_bytes()
+    flags, pos = [], 0
+    while pos < len(data):
+        magic, lrec = struct.unpack_from("<II", data, pos)
+        assert magic == recordio.MAGIC
+        length = lrec & ((1 << 29) - 1)
+        flags.append(lrec >> 29)
+        pos += 8 + length + (-length % 4)
+    return flags
+
+
+def test_header_round_trip_scalar_and_array():
+    flag, label, id_, id2, payload = recordio.unpack(recordio.pack_header(7, id=3, id2=4) + b"jpeg")
+    assert (flag, label, id_, id2, payload) == (0, 7.0, 3, 4, b"jpeg")
+    flag, label, id_, id2, payload = recordio.unpack(recordio.pack_header([5, 9.5]) + b"xy")
+    assert flag == 2 and id_ == 0 and id2 == 0 and payload == b"xy"
+    assert label.dtype == np.float32
+    np.testing.assert_array_equal(label, [5, 9.5])
+    with pytest.raises(DataError):
+        recordio.unpack(b"short")
+
+
+def test_writer_reader_round_trip_with_multipart(tmp_path):
+    rng = np.random.default_rng(0)
+    payloads = {k: rng.bytes(int(rng.integers(0, 300))) for k in range(20)}
+    payloads[20] = b"abcd" + MAGIC_BYTES + b"efgh" + MAGIC_BYTES + MAGIC_BYTES + b"ij"
+    payloads[21] = MAGIC_BYTES
+    payloads[22] = b"x" + MAGIC_BYTES + b"yyy"
+    payloads[23] = b""
+    rec, idx = tmp_path / "a.rec", tmp_path / "a.idx"
+    with recordio.RecordWriter(rec, idx) as writer:
+        for key, payload in payloads.items():
+            writer.write(key, payload)
+    flags = _cflags(rec)
+    assert 1 in flags and 2 in flags and 3 in flags
+    reader = recordio.RecordReader(rec, idx)
+    assert len(reader) == len(payloads) and reader.keys == list(payloads)
+    for key, payload in payloads.items():
+        assert reader.read(key) == payload
+    clone = pickle.loads(pickle.dumps(reader))
+    assert clone.read(20) == payloads[20]
+    reader.close()
+    clone.close()
+
+
+def _samples(num_classes, per_class, seed=0):
+    rng = np.random.default_rng(seed)
+    samples = [(_jpeg(int(seed * 1000 + c * 10 + i)), c) for c in range(num_classes) for i in range(per_class)]
+    order = rng.permutation(len(samples))
+    return [samples[i] for i in order]
+
+
+def test_insightface_layout_round_trip(tmp_path):
+    samples = _samples(num_classes=4, per_class=3)
+    recordio.write_insightface_rec(tmp_path, samples, num_classes=4)
+    assert recordio.read_property(tmp_path / "property") == (4, 112, 112)
+    ds = recordio.InsightfaceRec(tmp_path)
+    assert ds.has_header and ds.num_images == len(ds) == 12 and ds.num_classes == 4
+    got = sorted(ds[i] for i in range(len(ds)))
+    assert got == sorted(samples)
+    assert ds.labels.dtype == np.int64
+    np.testing.assert_array_equal(ds.labels, [ds[i][1] for i in range(len(ds))])
+    assert ds[-1] == ds[11]
+    with pytest.raises(IndexError):
+        ds[12]
+    header = recordio.unpack(ds.reader.read(0))
+    np.testing.assert_array_equal(header[1], [13, 17])
+    for c in range(4):
+        _, (start, end), _, _, _ = recordio.unpack(ds.reader.read(13 + c))
+        assert all(ds[int(k) - 1][1] == c for k in range(int(start), int(end)))
+    same = recordio.InsightfaceRec(tmp_path / "train.rec")
+    assert same[0] == ds[0]
+    clone = pickle.loads(pickle.dumps(ds))
+    assert clone[5] == ds[5]
+
+
+def test_write_rejects_out_of_range_labels(tmp_path):
+    with pytest.raises(DataError, match="label 3"):
+        recordio.write_insightface_rec(tmp_path, [(_jpeg(0), 3)], num_classes=3)
+
+
+def test_rec_without_header_record(tmp_path):
+    samples = _samples(num_classes=3, per_class=2, seed=1)
+    with recordio.RecordWriter(tmp_path / "train.rec", tmp_path / "train.idx") as writer:
+        for key, (jpeg, label) in enumerate(samples):
+            writer.write(key, recordio.pack_header(label) + jpeg)
+    ds = recordio.InsightfaceRec(tmp_path)
+    assert not ds.has_header and len(ds) == 6 and ds.num_classes == 3
+    assert [ds[i] for i in range(6)] == samples
+    np.testing.assert_array_equal(ds.labels, [label for _, label in samples])
+
+
+def test_label_arrays_and_out_of_range_labels(tmp_path):
+    with recordio.RecordWriter(tmp_path / "train.rec", tmp_path / "train.idx") as writer:
+        writer.write(0, recordio.pack_header([1, 0.5]) + _jpeg(0))
+        writer.write(1, recordio.pack_header([5, 0.5]) + _jpeg(1))
+    recordio.write_property(tmp_path / "property", 2, 112, 112)
+    with pytest.raises(DataError, match="train.rec.*label 5"):
+        recordio.InsightfaceRec(tmp_path)
+    recordio.write_property(tmp_path / "property", 6, 112, 112)
+    ds = recordio.InsightfaceRec(tmp_path)
+    assert ds[0][1] == 1 and ds.labels.tolist() == [1, 5]
+
+
+def test_missing_files_and_corrupt_magic(tmp_path):
+    with pytest.raises(DataError, match="train.rec"):
+        recordio.InsightfaceRec(tmp_path)
+    with pytest.raises(DataError, match="missing.rec"):
+        recordio.RecordReader(tmp_path / "missing.rec", tmp_path / "missing.idx")
+    recordio.write_insightface_rec(tmp_path, _samples(2, 2), num_classes=2)
+    with pytest.raises(DataError, match="nope.idx: index file missing"):
+        recordio.RecordReader(tmp_path / "train.rec", tmp_path / "nope.idx")
+    reader = recordio.RecordReader(tmp_path / "train.rec")
+    with pytest.raises(DataError, match="key 99"):
+        reader.read(99)
+    offset = reader.offset(2)
+    reader.close()
+    data = bytearray((tmp_path / "train.rec").read_bytes())
+    data[offset : offset + 4] = b"\0\0\0\0"
+    (tmp_path / "train.rec").write_bytes(bytes(data))
+    reader = recordio.RecordReader(tmp_path / "train.rec")
+    with pytest.raises(DataError, match=rf"train.rec: key 2 at offset {offset}: bad magic"):
+        reader.read(2)
+    reader.close()
+    (tmp_path / "bad.idx").write_text("0\t0\nnot a line\n")
+    with pytest.raises(DataError, match="bad.idx: line 2"):
+        recordio.RecordReader(tmp_path / "train.rec", tmp_path / "bad.idx")
+
+
+def test_property_errors(tmp_path):
+    (tmp_path / "property").write_text("10,112\n")
+    with pytest.raises(DataError, match="property"):
+        recordio.read_property(tmp_path)
+    with pytest.raises(DataError, match="property file missing"):
+        recordio.read_property(tmp_path / "sub")
+
+
+def test_labels_from_split_headers_and_long_label_arrays(tmp_path):
+    jpegs = [_jpeg(i) for i in range(3)]
+    with recordio.RecordWriter(tmp_path / "train.rec", tmp_path / "train.idx") as writer:
+        writer.write(0, recordio.pack_header(1, id=recordio.MAGIC) + jpegs[0])
+        writer.write(1, recordio.pack_header([0] + [0.25] * 80) + jpegs[1])
+        writer.write(2, recordio.pack_header([2] + [0.25] * 80, id2=recordio.MAGIC) + jpegs[2])
+    assert 1 in _cflags(tmp_path / "train.rec")
+    ds = recordio.InsightfaceRec(tmp_path)
+    assert ds.labels.tolist() == [1, 0, 2] and ds.num_classes == 3
+    assert [ds[i] for i in range(3)] == list(zip(jpegs, [1, 0, 2]))

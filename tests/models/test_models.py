@@ -1,0 +1,89 @@
+"""buildin_models: insightface's iresnet layout, the four embedding heads, normalisation and dtypes."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_insightface.backbones import get_backbone, list_backbones
+from keras_insightface.models import buildin_models
+
+
+def iresnet_parameter_count(blocks, width=64):
+    """Parameters of insightface's iresnet up to the last stage, counted from its layer list (BN: 4 per channel)."""
+    bn = lambda c: 4 * c  # noqa: E731 - gamma, beta, moving mean, moving variance
+    total = 3 * 3 * 3 * width + bn(width) + width  # stem conv, BN, PReLU
+    inplanes = width
+    for stage, count in enumerate(blocks):
+        planes = width * 2**stage
+        for block in range(count):
+            total += bn(inplanes) + 9 * inplanes * planes + bn(planes) + planes + 9 * planes * planes + bn(planes)
+            if block == 0:
+                total += inplanes * planes + bn(planes)  # 1x1 stride-2 shortcut + BN
+            inplanes = planes
+    return total
+
+
+@pytest.mark.parametrize("name,blocks", [("r18", (2, 2, 2, 2)), ("r50", (3, 4, 14, 3)), ("r100", (3, 13, 30, 3))])
+def test_iresnet_matches_insightface_layout(name, blocks):
+    inputs = keras.Input((112, 112, 3))
+    features = get_backbone(name)(inputs)
+    backbone = keras.Model(inputs, features)
+    assert features.shape == (None, 7, 7, 512)
+    assert backbone.count_params() == iresnet_parameter_count(blocks)
+    adds = [layer for layer in backbone.layers if isinstance(layer, keras.layers.Add)]
+    assert len(adds) == sum(blocks)
+    prelu = backbone.get_layer("stem_prelu")
+    np.testing.assert_allclose(np.asarray(prelu.alpha), 0.25)
+    assert backbone.get_layer("stack1_block1_2_conv").strides == (2, 2)  # stride on the second conv, as IBasicBlock
+    assert backbone.get_layer("stack1_block1_1_conv").strides == (1, 1)
+
+
+@pytest.mark.parametrize("output_layer", ["GDC", "E", "GAP", "F"])
+def test_embedding_heads(output_layer):
+    model = buildin_models("r18_tiny", output_layer=output_layer, emb_shape=32, dropout=0.2, use_bias=True)
+    assert model.output_shape == (None, 32)
+    assert model.layers[-1].name == "embedding"
+    assert model.get_layer("pre_embedding").scale
+    names = [layer.name for layer in model.layers]
+    assert any(n.startswith(output_layer + "_") for n in names)
+    out = model.predict_on_batch(np.random.default_rng(0).integers(0, 256, (2, 112, 112, 3)).astype("float32"))
+    assert out.shape == (2, 32) and np.all(np.isfinite(out))
+
+
+def test_gdc_layer_sequence_and_fixed_gamma():
+    model = buildin_models("r18_tiny", output_layer="GDC", emb_shape=16, scale=False, dropout=0.1)
+    names = [layer.name for layer in model.layers]
+    tail = names[names.index("GDC_dw") :]
+    assert tail == ["GDC_dw", "GDC_batchnorm", "GDC_dropout", "GDC_conv", "GDC_flatten", "pre_embedding", "embedding"]
+    assert model.get_layer("GDC_dw").kernel_size == (4, 4)  # whole 4x4 map of the stride-2-stem tiny model
+    assert not model.get_layer("pre_embedding").scale
+
+
+def test_normalisation_inside_model():
+    model = buildin_models("r18_tiny", emb_shape=8)
+    normalize = model.get_layer("normalize")
+    out = np.asarray(normalize(np.array([[[[0.0, 127.5, 255.0]]]], "float32")))
+    np.testing.assert_allclose(out[0, 0, 0], [-127.5 / 128, 0.0, 127.5 / 128])
+
+
+def test_mixed_precision_keeps_float32_embedding():
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = buildin_models("r18_tiny", emb_shape=8)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    assert model.get_layer("stem_conv").compute_dtype == "bfloat16"
+    assert model.output.dtype == "float32"
+
+
+def test_custom_stem_model_and_bad_arguments():
+    inputs = keras.Input((112, 112, 3))
+    stem = keras.Model(inputs, keras.layers.Conv2D(8, 3, strides=16)(inputs), name="toy")
+    model = buildin_models(stem, output_layer="E", emb_shape=4)
+    assert model.name == "toy" and model.output_shape == (None, 4)
+    with pytest.raises(ValueError, match="output_layer"):
+        buildin_models("r18_tiny", output_layer="XYZ")
+    with pytest.raises(ValueError, match="Unknown backbone 'r999'"):
+        buildin_models("r999")
+    assert {"r18", "r34", "r50", "r100", "r18_tiny"} <= set(list_backbones())

@@ -1,0 +1,109 @@
+"""Train end to end on a tiny RecordIO dataset: stages, history JSON, best-model saving, NaN stop, schedule."""
+
+import glob
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from keras_insightface import ArcfaceLoss, CosFaceLoss, Train
+from keras_insightface.data.binpack import write_bin
+from keras_insightface.data.recordio import write_insightface_rec
+from keras_insightface.errors import DataError
+from keras_insightface.training.optimizers import L2SGD
+from keras_insightface.training.schedules import WarmupCosine
+from tests.conftest import class_images
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    samples = class_images(8, 8, seed=0)
+    write_insightface_rec(root / "rec", samples, 8)
+    pairs = class_images(8, 2, seed=1)  # two fresh images per class: pairs (same, different) alternate
+    images, issame = [], []
+    for i in range(8):
+        images += [pairs[2 * i][0], pairs[2 * i + 1][0]]
+        issame.append(True)
+        images += [pairs[2 * i][0], pairs[(2 * i + 2) % 16][0]]
+        issame.append(False)
+    write_bin(root / "tiny_val.bin", images, issame)
+    return root
+
+
+def _train(tiny_data, tmp_path, **kwargs):
+    options = dict(
+        eval_paths=[str(tiny_data / "tiny_val.bin")], basic_model="r18_tiny", batch_size=16, emb_shape=16,
+        lr_base=0.1, lr_min=1e-4, lr_warmup_steps=1, num_workers=0, checkpoint_dir=str(tmp_path), verbose=0,
+    )
+    options.update(kwargs)
+    return Train(str(tiny_data / "rec"), "tiny.keras", **options)
+
+
+def test_two_stage_training_writes_history_and_best_model(tiny_data, tmp_path):
+    trainer = _train(tiny_data, tmp_path)
+    try:
+        history = trainer.train([{"loss": ArcfaceLoss(scale=16), "epoch": 2}, {"loss": CosFaceLoss(scale=32), "epoch": 2}])
+    finally:
+        trainer.close()
+    with open(tmp_path / "tiny_hist.json") as f:
+        saved = json.load(f)
+    assert saved == history
+    for key in ("lr", "loss", "accuracy", "tiny_val", "tiny_val_thresh", "tiny_val_kfold"):
+        assert len(saved[key]) == 4, key  # epochs accumulate across the two stages
+    assert saved["loss"][-1] < saved["loss"][0]
+    assert saved["accuracy"][-1] > 0.9  # 8 well-separated classes are learnt in a few steps
+    assert saved["lr"][0] > saved["lr"][-1] == pytest.approx(1e-4, rel=1e-3)  # cosine ends at lr_min
+    best = glob.glob(str(tmp_path / "tiny_basic_tiny_val_epoch_*.keras"))
+    assert len(best) == 1 and best[0] == trainer.best_model_path  # older best files are removed
+    epoch = int(best[0].split("_epoch_")[1].split("_")[0])
+    assert float(best[0].rsplit("_", 1)[1][:-6]) == pytest.approx(max(saved["tiny_val"]), abs=1e-6)
+    assert saved["tiny_val"][epoch - 1] == max(saved["tiny_val"])
+    loaded = keras.saving.load_model(best[0])
+    assert loaded.output_shape == (None, 16)
+
+
+def test_nan_loss_stops_without_saving(tiny_data, tmp_path):
+    trainer = _train(tiny_data, tmp_path, eval_paths=[])
+    try:
+        history = trainer.train({"loss": ArcfaceLoss(scale=16), "epoch": 3, "optimizer": keras.optimizers.SGD(1e38)})
+    finally:
+        trainer.close()
+    assert history == {}
+    assert not glob.glob(str(tmp_path / "*.keras")) and trainer.best_model_path is None
+
+
+def test_bad_schedule_and_missing_eval_file(tiny_data, tmp_path):
+    with pytest.raises(DataError, match="missing.bin: eval .bin file does not exist"):
+        _train(tiny_data, tmp_path, eval_paths=[str(tmp_path / "missing.bin")])
+    trainer = _train(tiny_data, tmp_path, eval_paths=[])
+    try:
+        with pytest.raises(ValueError, match="Stage 0 needs a positive 'epoch'"):
+            trainer.train([{"loss": ArcfaceLoss()}])
+    finally:
+        trainer.close()
+
+
+def test_warmup_cosine_schedule():
+    schedule = WarmupCosine(0.1, total_steps=110, warmup_steps=10, lr_min=0.001)
+    values = np.array([float(schedule(step)) for step in range(0, 111)])
+    np.testing.assert_allclose(values[:11], np.linspace(0, 0.1, 11), atol=1e-7)
+    assert values[60] == pytest.approx(0.001 + 0.5 * 0.099)  # half way through the cosine
+    assert values[110] == pytest.approx(0.001)
+    assert np.all(np.diff(values[10:]) <= 1e-9)
+    shifted = WarmupCosine(0.1, total_steps=110, warmup_steps=10, lr_min=0.001, step_offset=60)
+    assert float(shifted(0)) == pytest.approx(values[60])
+
+
+def test_l2_sgd_is_coupled_weight_decay():
+    var = keras.Variable(np.array([1.0, -2.0], "float32"))
+    optimizer = L2SGD(learning_rate=0.1, momentum=0.9, l2=0.01)
+    grads = [np.array([0.5, 0.5], "float32")] * 2
+    w, m = np.array([1.0, -2.0]), np.zeros(2)
+    for g in grads:
+        optimizer.apply_gradients([(g, var)])
+        m = 0.9 * m - 0.1 * (g + 0.01 * w)
+        w = w + m
+    np.testing.assert_allclose(np.asarray(var), w, rtol=1e-6)

@@ -15,7 +15,7 @@ demo: $(STAMP)
 	$(VENV)/bin/keras-insightface demo
 
 test: $(STAMP)
-	XLA_FLAGS="--xla_force_host_platform_device_count=8" $(VENV)/bin/python -m pytest -q tests
+	$(VENV)/bin/python -m pytest -q tests
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/train_step.py --cpu

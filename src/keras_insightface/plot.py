@@ -70,7 +70,7 @@ def hist_plot_split(history_paths, epochs=None, names=None, axes=None, fig_label
             if names:
                 starts = np.concatenate([[0], bounds])
                 for start, name in zip(starts, names):
-                    ax.text(start + 0.6, 0.02, name, transform=ax.get_xaxis_transform(), fontsize=8, color="gray")
+                    ax.text(start + 1, 0.02, name, transform=ax.get_xaxis_transform(), fontsize=8, color="gray")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     return fig

@@ -10,8 +10,10 @@ from keras_insightface.evaluation.verification import (
     embed_images,
     evaluate_bin,
     kfold_accuracy,
+    VerificationSet,
     pair_scores,
 )
+from keras_insightface.errors import DataError
 from tests.conftest import jpeg
 
 
@@ -96,3 +98,13 @@ def test_evaluate_bin_on_a_written_pack(tmp_path):
     result = evaluate_bin(model, tmp_path / "toy.bin", batch_size=8)
     assert set(result) == {"accuracy", "threshold", "kfold_mean", "kfold_std"}
     assert result["accuracy"] == 1.0  # random projections keep near-identical images close
+
+
+def test_too_small_or_one_sided_pack_is_rejected_up_front(tmp_path):
+    images = [jpeg(np.zeros((8, 8, 3)))] * 24
+    write_bin(tmp_path / "few.bin", images[:8], [True, False] * 2)
+    with pytest.raises(DataError, match="few.bin: 4 pairs .2 genuine.; verification needs at least 10 pairs"):
+        VerificationSet(tmp_path / "few.bin")
+    write_bin(tmp_path / "same.bin", images, [True] * 12)
+    with pytest.raises(DataError, match="same.bin: 12 pairs .12 genuine."):
+        VerificationSet(tmp_path / "same.bin")

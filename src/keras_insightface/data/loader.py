@@ -20,15 +20,19 @@ from keras_insightface.errors import DataError
 
 @dataclasses.dataclass
 class _Decode:
-    """Picklable map for grain workers: (bytes, label) -> (uint8 image, int32 label)."""
+    """Picklable map for grain workers: (bytes, label) -> (uint8 image, int32 label).
 
-    source_name: str
+    Errors name the image through ``source.describe(index)`` (a file path) when the source has it.
+    """
+
+    source: object
     image_size: tuple
 
     def __call__(self, index, record):
         data, label = record
-        image = decode_image(data, self.image_size, where=f"{self.source_name} record {index}")
-        return image, np.int32(label)
+        describe = getattr(self.source, "describe", None)
+        where = describe(index) if describe else f"{getattr(self.source, 'name', 'source')} record {index}"
+        return decode_image(data, self.image_size, where=where), np.int32(label)
 
 
 @dataclasses.dataclass
@@ -61,7 +65,7 @@ def make_loader(source, batch_size, seed=0, num_workers=None, image_size=(112, 1
             f"{name}: {len(source)} images ({per_host} per host) is fewer than one batch of {batch_size}; "
             "use a smaller batch_size or more data"
         )
-    decode = _Decode(name, tuple(image_size))
+    decode = _Decode(source, tuple(image_size))
     decode(0, source[0])  # a corrupt or mis-sized dataset fails here, before training starts
     ds = grain.MapDataset.source(source).map_with_index(decode)
     ds = ds.shuffle(seed=seed)[process_index : per_host * process_count : process_count]

@@ -34,6 +34,9 @@ class FileListSource:
     def __len__(self):
         return len(self.paths)
 
+    def describe(self, index):
+        return self.paths[index]
+
     def __getitem__(self, index):
         path = self.paths[index]
         try:

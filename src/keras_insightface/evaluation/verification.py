@@ -17,6 +17,7 @@ import keras
 import numpy as np
 
 from keras_insightface.data.binpack import decode_bin_images, load_bin
+from keras_insightface.errors import DataError
 
 
 def l2_normalize(x, axis=-1):
@@ -105,6 +106,11 @@ class VerificationSet:
         self.path = str(bin_path)
         self.name = os.path.splitext(os.path.basename(self.path))[0]
         encoded, self.issame = load_bin(self.path)
+        if len(self.issame) < 10 or self.issame.all() or not self.issame.any():
+            raise DataError(
+                f"{self.path}: {len(self.issame)} pairs ({int(self.issame.sum())} genuine); verification needs"
+                " at least 10 pairs with both genuine and impostor ones"
+            )
         self.images = decode_bin_images(encoded, self.path)
 
     def evaluate(self, basic_model, batch_size=64, flip=True):

@@ -109,6 +109,7 @@ class Train:
         self.prefix = os.path.join(self.save_dir, self.name)
         self.history_path = self.prefix + "_hist.json"
 
+        keras.utils.set_random_seed(seed)  # weight init and augmentation draws repeat for a given seed
         previous_policy = keras.config.dtype_policy()
         keras.config.set_dtype_policy(mixed_precision)
         try:

@@ -1,0 +1,67 @@
+"""The keras-insightface command: a tiny training run through the CLI, and one-line errors for bad input."""
+
+import pickle
+
+from keras_insightface.cli import main, results_table
+from keras_insightface.data.binpack import write_bin
+from keras_insightface.data.recordio import write_insightface_rec
+from tests.conftest import class_images
+
+
+def _error_line(capsys, argv):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_missing_empty_and_unindexed_datasets(tmp_path, capsys):
+    assert _error_line(capsys, ["train", "--data", str(tmp_path / "none")]).endswith("none: dataset path does not exist")
+    assert "no class subfolders" in _error_line(capsys, ["train", "--data", str(tmp_path)])
+    write_insightface_rec(tmp_path / "rec", class_images(2, 2, size=16), 2)
+    (tmp_path / "rec" / "train.idx").unlink()
+    assert "train.idx: index file missing" in _error_line(capsys, ["train", "--data", str(tmp_path / "rec")])
+
+
+def test_corrupt_jpeg_is_named(tmp_path, capsys):
+    (tmp_path / "0").mkdir()
+    (tmp_path / "0" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    err = _error_line(capsys, ["train", "--data", str(tmp_path), "--batch-size", "1"])
+    assert "0/broken.jpg: cannot decode image" in err
+
+
+def test_bin_with_forbidden_pickle_and_missing_model(tmp_path, capsys):
+    write_insightface_rec(tmp_path / "rec", class_images(2, 4), 2)
+    bad = tmp_path / "evil.bin"
+    bad.write_bytes(pickle.dumps((pickle.loads, [True])))
+    argv = ["train", "--data", str(tmp_path / "rec"), "--eval", str(bad), "--model", "r18_tiny", "--batch-size", "4"]
+    assert "evil.bin: refusing to unpickle" in _error_line(capsys, argv)
+    model = tmp_path / "m.keras"
+    assert "m.keras: model file does not exist" in _error_line(capsys, ["eval", "-m", str(model), "-t", str(bad)])
+
+
+def test_train_command_end_to_end(tmp_path, capsys):
+    write_insightface_rec(tmp_path / "rec", class_images(6, 6), 6)
+    pairs = class_images(6, 2, seed=3)  # images 2c and 2c+1 are class c
+    index_pairs = [(2 * c, 2 * c + 1) for c in range(6)] + [(2 * c, (2 * c + 2) % 12) for c in range(6)]
+    write_bin(tmp_path / "val.bin", [pairs[i][0] for pair in index_pairs for i in pair], [True] * 6 + [False] * 6)
+    argv = ["train", "--data", str(tmp_path / "rec"), "--eval", str(tmp_path / "val.bin"), "--model", "r18_tiny",
+            "--emb-shape", "16", "--batch-size", "12", "--scales", "16,32", "--epochs", "1,1", "--num-workers", "0",
+            "--save-path", "cli.keras", "--checkpoint-dir", str(tmp_path / "out")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| epoch | stage | lr | loss | accuracy | val | val thresh | val 10-fold |" in out
+    assert (tmp_path / "out" / "cli_hist.json").is_file()
+    assert (tmp_path / "out" / "cli.png").stat().st_size > 10_000
+    best = list((tmp_path / "out").glob("cli_basic_val_epoch_*.keras"))
+    assert len(best) == 1
+    assert main(["eval", "-m", str(best[0]), "-t", str(tmp_path / "val.bin")]) == 0
+    assert "| val | " in capsys.readouterr().out
+
+
+def test_results_table_rows():
+    history = {"lr": [0.1, 0.05], "loss": [2.0, 1.0], "accuracy": [0.5, 0.9], "lfw": [0.8, 0.9],
+               "lfw_thresh": [0.3, 0.4], "lfw_kfold": [0.79, 0.88], "lfw_kfold_std": [0.01, 0.02]}
+    lines = results_table(history, ["lfw"], [1, 1]).splitlines()
+    assert lines[2] == "| 1 | 1 | 0.10000 | 2.0000 | 0.5000 | 0.8000 | 0.3000 | 0.7900 ± 0.0100 |"
+    assert lines[3].startswith("| 2 | 2 |")

@@ -15,7 +15,7 @@ demo: $(STAMP)
 	$(VENV)/bin/keras-insightface demo
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q tests
+	$(VENV)/bin/python -m pytest -q
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/train_step.py --cpu

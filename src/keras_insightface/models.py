@@ -13,8 +13,8 @@ each followed by the ``pre_embedding`` BN (``scale=False`` reproduces MXNet's ``
 Example:
     >>> from keras_insightface import buildin_models
     >>> basic = buildin_models("r18_tiny", output_layer="E", emb_shape=256)
-    >>> basic.output.name.startswith("embedding") and basic.output_shape == (None, 256)
-    True
+    >>> basic.layers[-1].name, basic.output_shape
+    ('embedding', (None, 256))
 """
 
 import keras

@@ -13,7 +13,7 @@ from keras_insightface.data.binpack import write_bin
 from keras_insightface.data.recordio import write_insightface_rec
 from keras_insightface.errors import DataError
 from keras_insightface.training.optimizers import L2SGD
-from keras_insightface.training.schedules import WarmupCosine
+from keras_insightface.training.schedules import CosineRestarts, WarmupCosine
 from tests.conftest import class_images
 
 
@@ -112,3 +112,18 @@ def test_l2_sgd_is_coupled_weight_decay():
         m = 0.9 * m - 0.1 * (g + 0.01 * w)
         w = w + m
     np.testing.assert_allclose(np.asarray(var), w, rtol=1e-6)
+
+
+def test_cosine_restarts_follow_the_seed():
+    steps_per_epoch = 3
+    schedule = CosineRestarts(0.1, first_steps=16 * steps_per_epoch, cooldown_steps=steps_per_epoch, m_mul=0.5,
+                              lr_min=1e-5)
+    lr = np.array([float(schedule(s)) for s in range(0, 120 * steps_per_epoch)])
+    restarts = [s // steps_per_epoch for s in range(1, len(lr)) if lr[s] > lr[s - 1] + 1e-6]
+    assert restarts == [17, 50, 115]
+    assert lr[17 * steps_per_epoch] == pytest.approx(0.05) and lr[50 * steps_per_epoch] == pytest.approx(0.025)
+    assert np.all(lr[16 * steps_per_epoch : 17 * steps_per_epoch] == pytest.approx(1e-5))  # cooldown epoch
+    halfway = 8 * steps_per_epoch
+    assert lr[halfway] == pytest.approx(1e-5 + 0.5 * (0.1 - 1e-5), rel=1e-5)
+    warm = CosineRestarts(0.1, first_steps=10, warmup_steps=5)
+    assert [round(float(warm(s)), 3) for s in (0, 2, 5)] == [0.0, 0.04, 0.1]

@@ -9,7 +9,7 @@ Example:
     >>> loss = ArcfaceLoss(scale=16)
     >>> cos = np.array([[0.8, 0.1], [0.2, 0.5]], "float32")
     >>> logits = loss.logits(cos, np.array([0, 1]))
-    >>> np.round(np.asarray(logits), 3).tolist()
+    >>> np.asarray(logits).astype(float).round(3).tolist()
     [[6.631, 1.6], [3.2, 0.378]]
 """
 

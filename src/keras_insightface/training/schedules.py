@@ -1,17 +1,45 @@
-"""Learning-rate schedules evaluated per batch inside the compiled step."""
+"""Learning-rate schedules evaluated per batch inside the compiled step (no Python work per step)."""
 
 import math
 
 import keras
+import numpy as np
 from keras import ops
 
 
-@keras.saving.register_keras_serializable(package="keras_insightface")
-class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warmup from 0 to ``lr_base`` over ``warmup_steps``, then cosine decay to ``lr_min`` at ``total_steps``.
+class _Warmup(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warmup from 0 to ``lr_base`` over ``warmup_steps``, then ``decay(step - warmup_steps)``.
 
-    ``step_offset`` is the global step at which the optimizer using this schedule started, so the curve
+    ``step_offset`` is the global step at which the optimizer using the schedule started, so the curve
     continues across stages that bring a new optimizer.
+    """
+
+    def __init__(self, lr_base, warmup_steps=0, lr_min=0.0, step_offset=0):
+        if warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, received {warmup_steps}")
+        self.lr_base, self.lr_min = float(lr_base), float(lr_min)
+        self.warmup_steps, self.step_offset = int(warmup_steps), int(step_offset)
+
+    def decay(self, step):
+        raise NotImplementedError
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32") + self.step_offset
+        warm = self.lr_base * step / max(self.warmup_steps, 1)
+        return ops.where(step < self.warmup_steps, warm, self.decay(step - self.warmup_steps))
+
+    def get_config(self):
+        return {
+            "lr_base": self.lr_base,
+            "warmup_steps": self.warmup_steps,
+            "lr_min": self.lr_min,
+            "step_offset": self.step_offset,
+        }
+
+
+@keras.saving.register_keras_serializable(package="keras_insightface")
+class WarmupCosine(_Warmup):
+    """Warmup, then one cosine from ``lr_base`` down to ``lr_min`` at ``total_steps``; ``lr_min`` after that.
 
     Example:
         >>> schedule = WarmupCosine(0.1, total_steps=100, warmup_steps=10, lr_min=1e-5)
@@ -20,23 +48,59 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     """
 
     def __init__(self, lr_base, total_steps, warmup_steps=0, lr_min=0.0, step_offset=0):
-        if total_steps < 1 or warmup_steps < 0 or warmup_steps > total_steps:
-            raise ValueError(f"WarmupCosine needs 0 <= warmup_steps <= total_steps, got {warmup_steps=}, {total_steps=}")
-        self.lr_base, self.lr_min = float(lr_base), float(lr_min)
-        self.total_steps, self.warmup_steps, self.step_offset = int(total_steps), int(warmup_steps), int(step_offset)
+        super().__init__(lr_base, warmup_steps, lr_min, step_offset)
+        if total_steps < 1 or warmup_steps > total_steps:
+            raise ValueError(f"WarmupCosine needs warmup_steps <= total_steps, got {warmup_steps=}, {total_steps=}")
+        self.total_steps = int(total_steps)
 
-    def __call__(self, step):
-        step = ops.cast(step, "float32") + self.step_offset
-        warm = self.lr_base * step / max(self.warmup_steps, 1)
-        progress = ops.clip((step - self.warmup_steps) / max(self.total_steps - self.warmup_steps, 1), 0.0, 1.0)
-        cosine = self.lr_min + 0.5 * (self.lr_base - self.lr_min) * (1 + ops.cos(math.pi * progress))
-        return ops.where(step < self.warmup_steps, warm, cosine)
+    def decay(self, step):
+        progress = ops.clip(step / max(self.total_steps - self.warmup_steps, 1), 0.0, 1.0)
+        return self.lr_min + 0.5 * (self.lr_base - self.lr_min) * (1 + ops.cos(math.pi * progress))
+
+    def get_config(self):
+        return {**super().get_config(), "total_steps": self.total_steps}
+
+
+@keras.saving.register_keras_serializable(package="keras_insightface")
+class CosineRestarts(_Warmup):
+    """The seed's cosine with restarts: cycles of ``first_steps * t_mul**i`` steps, each peak ``m_mul`` times the
+    previous, and ``cooldown_steps`` at ``lr_min`` before every restart.
+
+    With 16-epoch first cycles, t_mul 2 and a one-epoch cooldown, restarts fall on epochs 17, 50 and 115.
+
+    Example:
+        >>> schedule = CosineRestarts(0.1, first_steps=16, cooldown_steps=1, m_mul=0.5, lr_min=1e-5)
+        >>> [round(float(schedule(s)), 5) for s in (0, 16, 17, 50)]
+        [0.1, 1e-05, 0.05, 0.025]
+    """
+
+    MAX_CYCLES = 32
+
+    def __init__(self, lr_base, first_steps, cooldown_steps=0, t_mul=2.0, m_mul=1.0, lr_min=0.0, warmup_steps=0,
+                 step_offset=0):
+        super().__init__(lr_base, warmup_steps, lr_min, step_offset)
+        if first_steps < 1 or cooldown_steps < 0 or t_mul < 1:
+            raise ValueError(f"CosineRestarts needs first_steps >= 1, cooldown_steps >= 0, t_mul >= 1, got "
+                             f"{first_steps=}, {cooldown_steps=}, {t_mul=}")
+        self.first_steps, self.cooldown_steps = int(first_steps), int(cooldown_steps)
+        self.t_mul, self.m_mul = float(t_mul), float(m_mul)
+
+    def decay(self, step):
+        lengths = self.first_steps * self.t_mul ** np.arange(self.MAX_CYCLES)
+        starts = np.concatenate([[0.0], np.cumsum(lengths + self.cooldown_steps)[:-1]])
+        cycle = ops.sum(ops.cast(step[None] >= ops.convert_to_tensor(starts, "float32"), "int32")) - 1
+        start = ops.take(ops.convert_to_tensor(starts, "float32"), cycle)
+        length = ops.take(ops.convert_to_tensor(lengths, "float32"), cycle)
+        peak = self.lr_base * ops.power(self.m_mul, ops.cast(cycle, "float32"))
+        position = step - start
+        cosine = self.lr_min + 0.5 * (peak - self.lr_min) * (1 + ops.cos(math.pi * ops.minimum(position / length, 1.0)))
+        return ops.where(position < length, cosine, self.lr_min)
 
     def get_config(self):
         return {
-            "lr_base": self.lr_base,
-            "total_steps": self.total_steps,
-            "warmup_steps": self.warmup_steps,
-            "lr_min": self.lr_min,
-            "step_offset": self.step_offset,
+            **super().get_config(),
+            "first_steps": self.first_steps,
+            "cooldown_steps": self.cooldown_steps,
+            "t_mul": self.t_mul,
+            "m_mul": self.m_mul,
         }

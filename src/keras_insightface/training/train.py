@@ -29,7 +29,7 @@ from keras_insightface.losses.margin import get_margin_loss
 from keras_insightface.models import buildin_models
 from keras_insightface.training import callbacks as cbs
 from keras_insightface.training.optimizers import L2SGD
-from keras_insightface.training.schedules import WarmupCosine
+from keras_insightface.training.schedules import CosineRestarts, WarmupCosine
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
@@ -59,8 +59,10 @@ class Train:
         eval_paths: ``.bin`` verification packs evaluated every ``eval_freq`` epochs; the first one
             decides which basic model is kept as best.
         basic_model: a ``buildin_models`` name (built with ``emb_shape``/``output_layer``) or a keras.Model.
-        batch_size, lr_base, lr_min: as the seed; lr goes warmup -> cosine down to ``lr_min`` per batch.
-        lr_decay_steps: cosine period in epochs; 0 spans the whole schedule.
+        batch_size, lr_base, lr_min: as the seed; the learning rate is set per batch.
+        lr_decay_steps: 0 = one cosine from ``lr_base`` to ``lr_min`` over all stages; N > 0 = the seed's
+            cosine with restarts: first cycle N epochs, each next twice as long with its peak times
+            ``lr_decay``, one epoch at ``lr_min`` before each restart.
         lr_warmup_steps: warmup epochs (linear from 0).
         weight_decay: coupled L2 of the default SGD (momentum 0.9), 5e-4 as insightface.
         mixed_precision: ``float32``, ``mixed_bfloat16`` or ``mixed_float16``.
@@ -130,14 +132,12 @@ class Train:
 
     def _lr_schedule(self, total_epochs):
         steps = self.loader.steps_per_epoch
-        period = self.lr_decay_steps if self.lr_decay_steps > 0 else total_epochs
-        return WarmupCosine(
-            self.lr_base,
-            total_steps=max(period * steps, 1),
-            warmup_steps=min(self.lr_warmup_steps * steps, period * steps),
-            lr_min=self.lr_min,
-            step_offset=self.initial_epoch * steps,
-        )
+        common = dict(lr_min=self.lr_min, warmup_steps=self.lr_warmup_steps * steps, step_offset=self.initial_epoch * steps)
+        if self.lr_decay_steps > 0:
+            return CosineRestarts(
+                self.lr_base, self.lr_decay_steps * steps, cooldown_steps=steps, m_mul=self.lr_decay, **common
+            )
+        return WarmupCosine(self.lr_base, total_steps=max(total_epochs * steps, common["warmup_steps"], 1), **common)
 
     def _stage_optimizer(self, stage, total_epochs):
         optimizer = stage.get("optimizer")

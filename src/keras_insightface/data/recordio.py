@@ -251,10 +251,10 @@ class RecordReader:
             return self._part_data(key, offset, min(length, size))
         return self.read(key)[:size]
 
-    def close(self):
-        """Close the file descriptor; a later read reopens it."""
+    def close(self, _os_close=os.close):
+        """Close the file descriptor; a later read reopens it (``os.close`` is bound early for ``__del__``)."""
         if self._fd is not None:
-            os.close(self._fd)
+            _os_close(self._fd)
             self._fd = None
 
     def __enter__(self):

@@ -12,7 +12,9 @@ Stages run back to back; epochs accumulate, the classifier (``NormDense``) and t
 and the learning rate follows one warmup + cosine curve over all stages.
 """
 
+import atexit
 import os
+import weakref
 
 import keras
 import numpy as np
@@ -41,6 +43,13 @@ def build_train_model(basic_model, head, margin_loss, augment):
     cos = head(basic_model(augment(images)))
     logits = MarginHead(margin_loss, name="margin")([cos, labels])
     return keras.Model([images, labels], {"logits": logits, "cos": cos}, name=basic_model.name + "_train")
+
+
+def _close_at_exit(trainer_ref):
+    """Stop a live trainer's decode workers before interpreter teardown, when nobody called ``close()``."""
+    trainer = trainer_ref()
+    if trainer is not None:
+        trainer.close()
 
 
 def _with_targets(iterator):
@@ -102,7 +111,7 @@ class Train:
         self.batch_size, self.lr_base, self.lr_min, self.lr_decay = batch_size, lr_base, lr_min, lr_decay
         self.lr_decay_steps, self.lr_warmup_steps, self.eval_freq = lr_decay_steps, lr_warmup_steps, eval_freq
         self.weight_decay, self.momentum, self.verbose = weight_decay, momentum, verbose
-        self.seed = seed
+        self.mixed_precision = mixed_precision
 
         directory, filename = os.path.split(save_path)
         self.save_dir = directory or checkpoint_dir
@@ -145,9 +154,12 @@ class Train:
             return self.optimizer
         schedule = self._lr_schedule(total_epochs)
         if optimizer is None or optimizer in ("sgd", "SGD"):
-            return L2SGD(learning_rate=schedule, momentum=self.momentum, l2=self.weight_decay)
-        if isinstance(optimizer, str):
-            return keras.optimizers.get({"class_name": optimizer, "config": {"learning_rate": schedule}})
+            optimizer = L2SGD(learning_rate=schedule, momentum=self.momentum, l2=self.weight_decay)
+        elif isinstance(optimizer, str):
+            optimizer = keras.optimizers.get({"class_name": optimizer, "config": {"learning_rate": schedule}})
+        is_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+        if self.mixed_precision == "mixed_float16" and not is_scaled:
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)  # fp16 gradients underflow without it
         return optimizer
 
     def _current_lr(self):
@@ -168,6 +180,7 @@ class Train:
         total_epochs = self.initial_epoch + sum(int(s["epoch"]) for s in train_schedule)
         if self._iterator is None:
             self._iterator = iter(self.loader.dataset)
+            atexit.register(_close_at_exit, weakref.ref(self))
         guard = cbs.StopOnNaN()
         monitor = self.eval_callbacks[0].name if self.eval_callbacks else None
         saver = cbs.BestBasicModel(self.basic_model, self.prefix, monitor, guard)

@@ -11,37 +11,46 @@ from tests.conftest import class_images, jpeg
 
 
 class LabelledSource:
-    """Image i is filled with value i % 256 and labelled i, so batches can be traced back to indices."""
+    """Image i is filled with value i % 256 and labelled i // per_class, so batches can be traced back."""
 
     name = "toy"
 
-    def __init__(self, n):
-        self.n, self.num_classes = n, n
+    def __init__(self, n, per_class=1):
+        self.n, self.per_class = n, per_class
+        self.labels = np.arange(n) // per_class
+        self.num_classes = int(self.labels.max()) + 1
         self.images = [jpeg(np.full((112, 112, 3), i % 256)) for i in range(n)]
 
     def __len__(self):
         return self.n
 
     def __getitem__(self, i):
-        return self.images[i], i
+        return self.images[i], int(self.labels[i])
 
 
-def _take(loader, count):
+def _take(loader, count, state=None):
     iterator = iter(loader.dataset)
     try:
+        if state is not None:
+            iterator.set_state(state)
         return [next(iterator) for _ in range(count)]
     finally:
         if hasattr(iterator, "close"):
             iterator.close()
 
 
+def _indices(batch):
+    """The source index of every image of a batch (images are filled with their index)."""
+    return batch[0][:, 50, 50, 0].astype(int)
+
+
 def test_epochs_cover_all_samples_and_reshuffle():
     loader = make_loader(LabelledSource(10), batch_size=3, seed=5, num_workers=0)
     assert loader.steps_per_epoch == 3
     batches = _take(loader, 6)
-    images, labels = batches[0]
+    images, labels, skipped = batches[0]
     assert images.shape == (3, 112, 112, 3) and images.dtype == np.uint8 and labels.dtype == np.int32
-    assert np.all(images[:, 50, 50, 0] == labels)  # image content matches its label
+    assert np.all(_indices(batches[0]) == labels) and np.all(skipped == -1)
     epoch1 = np.concatenate([b[1] for b in batches[:3]])
     epoch2 = np.concatenate([b[1] for b in batches[3:]])
     assert len(set(epoch1)) == 9 and len(set(epoch2)) == 9  # each epoch: 9 distinct samples, remainder dropped
@@ -50,11 +59,44 @@ def test_epochs_cover_all_samples_and_reshuffle():
     assert np.array_equal(epoch1, again)  # same seed, same order
 
 
-def test_worker_processes_decode_the_same_batches():
-    in_process = _take(make_loader(LabelledSource(12), 4, seed=1, num_workers=0), 4)
-    with_workers = _take(make_loader(LabelledSource(12), 4, seed=1, num_workers=1), 4)
-    for (a_img, a_lab), (b_img, b_lab) in zip(in_process, with_workers):
-        assert np.array_equal(a_lab, b_lab) and np.array_equal(a_img, b_img)
+def test_worker_processes_decode_the_same_batches_and_restore_state():
+    in_process = _take(make_loader(LabelledSource(12), 4, seed=1, num_workers=0), 5)
+    loader = make_loader(LabelledSource(12), 4, seed=1, num_workers=1)
+    iterator = iter(loader.dataset)
+    try:
+        with_workers = [next(iterator) for _ in range(2)]
+        state = iterator.get_state()
+        with_workers += [next(iterator) for _ in range(3)]
+    finally:
+        iterator.close()
+    for a, b in zip(in_process, with_workers):
+        assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    resumed = _take(loader, 3, state)  # a fresh worker iterator continues exactly after batch 2
+    for a, b in zip(with_workers[2:], resumed):
+        assert all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_hosts_get_disjoint_shards():
+    shards = [make_loader(LabelledSource(20), 3, seed=2, num_workers=0, process_index=h, process_count=2) for h in (0, 1)]
+    assert [s.steps_per_epoch for s in shards] == [3, 3]
+    seen = [set(np.concatenate([b[1] for b in _take(s, 3)])) for s in shards]
+    assert not seen[0] & seen[1] and len(seen[0]) == len(seen[1]) == 9
+
+
+def test_identity_group_batches():
+    source = LabelledSource(40, per_class=5)  # 8 identities x 5 images
+    loader = make_loader(source, batch_size=7, seed=3, num_workers=0, image_per_class=2)
+    assert loader.batch_size == 6 and loader.steps_per_epoch == 16 // 3  # 8 x 2 groups, 3 groups per batch
+    batches = _take(loader, 2 * loader.steps_per_epoch)
+    for images, labels, _ in batches:
+        groups = labels.reshape(-1, 2)
+        assert np.all(groups[:, 0] == groups[:, 1])  # each pair of images shares an identity
+        assert len(set(_indices((images,)))) == 6  # no image twice in a batch
+    epoch1 = np.concatenate([_indices(b) for b in batches[: loader.steps_per_epoch]])
+    epoch2 = np.concatenate([_indices(b) for b in batches[loader.steps_per_epoch :]])
+    assert len(set(epoch1)) == len(epoch1) and not np.array_equal(epoch1, epoch2)
+    with pytest.raises(DataError, match="batch_size 1 is smaller than image_per_class 2"):
+        make_loader(source, batch_size=1, image_per_class=2)
 
 
 def test_dataset_smaller_than_one_batch():
@@ -62,22 +104,25 @@ def test_dataset_smaller_than_one_batch():
         make_loader(LabelledSource(5), batch_size=8)
 
 
-def test_corrupt_or_missized_first_image_fails_before_training():
+def test_unreadable_first_images_fail_before_training():
     source = LabelledSource(8)
-    source.images[0] = source.images[0][:50]
+    source.images = [image[:50] for image in source.images]
     with pytest.raises(DataError, match="toy record 0: cannot decode image"):
         make_loader(source, batch_size=2, num_workers=0)
-    source.images[0] = jpeg(np.zeros((100, 90, 3)))
+    source.images = [jpeg(np.zeros((100, 90, 3)))] * 8
     with pytest.raises(DataError, match="toy record 0: image is 90x100, expected aligned 112x112"):
         make_loader(source, batch_size=2, num_workers=0)
 
 
-def test_corrupt_image_later_names_the_record():
+def test_corrupt_image_is_skipped_and_reported_or_strict_error():
     source = LabelledSource(8)
     source.images[5] = b"\xff\xd8 not a jpeg"
-    loader = make_loader(source, batch_size=8, num_workers=0)
+    batches = _take(make_loader(source, batch_size=8, num_workers=0), 2)
+    for _, labels, skipped in batches:  # record 5 is replaced by record 6 and reported, in every epoch
+        assert skipped.tolist().count(5) == 1 and np.all(skipped[skipped != 5] == -1)
+        assert 5 not in labels.tolist() and labels.tolist().count(6) == 2
     with pytest.raises(DataError, match="toy record 5: cannot decode image"):
-        _take(loader, 1)
+        _take(make_loader(source, batch_size=8, num_workers=0, strict=True), 1)
 
 
 def test_open_source_dispatch(tmp_path):
@@ -97,8 +142,8 @@ def test_real_list_file(real_faces):
     source = list_source(real_faces / "small_dataset" / "label.txt")
     assert len(source) == 10 and source.num_classes == 10
     loader = make_loader(source, batch_size=4, num_workers=0)
-    images, labels = _take(loader, 1)[0]
-    assert images.shape == (4, 112, 112, 3) and images.std() > 10
+    images, labels, skipped = _take(loader, 1)[0]
+    assert images.shape == (4, 112, 112, 3) and images.std() > 10 and np.all(skipped == -1)
 
 
 def test_bad_inputs_name_the_path(tmp_path):
@@ -132,3 +177,60 @@ def test_folder_source_ignores_non_images(tmp_path):
     (tmp_path / "0" / "notes.txt").write_text("x")
     (tmp_path / "0" / "a.png").write_bytes(b"")
     assert len(folder_source(tmp_path)) == 1
+
+
+def _class_tree(root, counts):
+    for label, count in enumerate(counts):
+        (root / str(label)).mkdir(parents=True)
+        for i in range(count):
+            (root / str(label) / f"{i}.jpg").write_bytes(jpeg(np.full((8, 8, 3), label * 10 + i)))
+
+
+def test_folder_scan_cache_is_used_and_invalidated(tmp_path):
+    _class_tree(tmp_path, [2, 3])
+    first = folder_source(tmp_path)
+    assert (tmp_path / ".keras_insightface_scan.npz").is_file() and len(first) == 5
+    (tmp_path / "0" / "2.jpg").write_bytes(jpeg(np.zeros((8, 8, 3))))  # a file added to a class
+    assert len(folder_source(tmp_path)) == 6
+    (tmp_path / "2").mkdir()  # a class added
+    (tmp_path / "2" / "a.jpg").write_bytes(jpeg(np.zeros((8, 8, 3))))
+    third = folder_source(tmp_path)
+    assert len(third) == 7 and third.num_classes == 3
+    with np.load(tmp_path / ".keras_insightface_scan.npz") as cached:  # the cache holds the latest scan
+        assert len(cached["files"]) == 7
+
+
+def test_unwritable_tree_caches_in_user_dir(tmp_path, monkeypatch):
+    tree = tmp_path / "tree"
+    _class_tree(tree, [1, 1])
+    (tree / ".keras_insightface_scan.npz").mkdir()  # the cache cannot be written beside the tree
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert len(folder_source(tree)) == 2
+    cached = list((tmp_path / "cache" / "keras_insightface" / "scans").glob("*.npz"))
+    assert len(cached) == 1
+    assert len(folder_source(tree)) == 2 and list(tree.glob("*.tmp*")) == []
+
+
+def test_image_per_class_filter_renumbers(tmp_path):
+    _class_tree(tmp_path, [3, 1, 4, 2])
+    source = open_source(tmp_path, image_per_class=3)
+    assert source.num_classes == 2 and len(source) == 7
+    assert source.labels.tolist() == [0, 0, 0, 1, 1, 1, 1]
+    assert source.describe(3).endswith("2/0.jpg") and source[3][1] == 1
+    with pytest.raises(DataError, match="no identity has 5 or more images"):
+        open_source(tmp_path, image_per_class=5)
+
+
+def test_npz_list_with_embeddings(tmp_path):
+    _class_tree(tmp_path / "imgs", [2, 2])
+    names = ["imgs/0/0.jpg", "imgs/0/1.jpg", "imgs/1/0.jpg", "imgs/1/1.jpg"]
+    np.savez(tmp_path / "list.npz", image_names=names, image_classes=[0, 0, 1, 1], embeddings=np.eye(4, 3))
+    source = open_source(tmp_path / "list.npz")
+    assert len(source) == 4 and source.num_classes == 2 and source.embeddings.shape == (4, 3)
+    assert source[2][0] == (tmp_path / "imgs/1/0.jpg").read_bytes()
+    np.savez(tmp_path / "bad.npz", image_names=names)
+    with pytest.raises(DataError, match="bad.npz: npz list lacks image_classes"):
+        open_source(tmp_path / "bad.npz")
+    np.savez(tmp_path / "short.npz", image_names=names, image_classes=[0, 1])
+    with pytest.raises(DataError, match="short.npz: image_names, image_classes"):
+        open_source(tmp_path / "short.npz")

@@ -21,6 +21,7 @@ from tests.conftest import class_images
 def tiny_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
     samples = class_images(8, 8, seed=0)
+    samples[13] = (samples[13][0][:100], samples[13][1])  # one truncated JPEG: replaced and reported each epoch
     write_insightface_rec(root / "rec", samples, 8)
     pairs = class_images(8, 2, seed=1)  # two fresh images per class: pairs (same, different) alternate
     images, issame = [], []
@@ -54,6 +55,7 @@ def test_two_stage_training_writes_history_and_best_model(tiny_data, tmp_path):
     for key in ("lr", "loss", "accuracy", "tiny_val", "tiny_val_thresh", "tiny_val_kfold"):
         assert len(saved[key]) == 4, key  # epochs accumulate across the two stages
     assert saved["loss"][-1] < saved["loss"][0]
+    assert saved["skipped_images"] == [1, 1, 1, 1]
     assert saved["accuracy"][-1] > 0.5  # 8 well-separated classes (chance 0.125), 16 steps
     assert saved["lr"][0] > saved["lr"][-1] == pytest.approx(1e-4, rel=1e-3)  # cosine ends at lr_min
     best = glob.glob(str(tmp_path / "tiny_basic_tiny_val_epoch_*.keras"))

@@ -1,11 +1,17 @@
-"""grain input pipeline: seeded per-epoch shuffle -> shard per host -> decode in workers -> uint8 batches.
+"""grain input pipeline: seeded per-epoch order -> shard per host -> decode in workers -> uint8 batches.
 
-The CPU side only reads bytes, decodes and batches; augmentation happens in the compiled step.
+The CPU side only reads bytes, decodes and batches; augmentation happens in the compiled step. Each batch is
+``(images uint8 (B, H, W, 3), labels int32 (B,), skipped int32 (B,))``: ``skipped`` is -1, or the index of a
+corrupt record that was replaced by the next readable one (lenient mode), so the trainer can count and name
+them. With ``strict=True`` a corrupt record stops the run with a ``DataError`` naming it.
+
+The iterator of ``Loader.dataset`` supports ``get_state()`` / ``set_state()``: the exact next batch is
+restored, also through the worker processes.
 
 Example:
     >>> from keras_insightface.data.loader import make_loader
     >>> loader = make_loader(source, batch_size=128, seed=0)    # doctest: +SKIP
-    >>> images, labels = next(iter(loader.dataset))              # doctest: +SKIP
+    >>> images, labels, skipped = next(iter(loader.dataset))     # doctest: +SKIP
 """
 
 import dataclasses
@@ -17,22 +23,92 @@ import numpy as np
 from keras_insightface.data.decode import decode_image
 from keras_insightface.errors import DataError
 
+MAX_REPLACEMENTS = 16
+
+
+def describe_record(source, index):
+    """How errors name record ``index``: the source's own description (a file path) or ``<name> record <i>``."""
+    describe = getattr(source, "describe", None)
+    return describe(index) if describe else f"{getattr(source, 'name', 'source')} record {index}"
+
 
 @dataclasses.dataclass
 class _Decode:
-    """Picklable map for grain workers: (bytes, label) -> (uint8 image, int32 label).
+    """Picklable map for grain workers: record index -> (uint8 image, int32 label, int32 skipped index).
 
-    Errors name the image through ``source.describe(index)`` (a file path) when the source has it.
+    Errors name the image through ``source.describe(index)`` (a file path) when the source has it. In
+    lenient mode a record that fails is replaced by the next readable one and reported in ``skipped``.
     """
 
     source: object
     image_size: tuple
+    strict: bool
 
-    def __call__(self, index, record):
-        data, label = record
-        describe = getattr(self.source, "describe", None)
-        where = describe(index) if describe else f"{getattr(self.source, 'name', 'source')} record {index}"
-        return decode_image(data, self.image_size, where=where), np.int32(label)
+    def read(self, index):
+        data, label = self.source[index]
+        return decode_image(data, self.image_size, where=describe_record(self.source, index)), np.int32(label)
+
+    def __call__(self, index):
+        index = int(index) % len(self.source)
+        try:
+            return (*self.read(index), np.int32(-1))
+        except DataError:
+            if self.strict:
+                raise
+        for step in range(1, MAX_REPLACEMENTS + 1):
+            try:
+                return (*self.read((index + step) % len(self.source)), np.int32(index))
+            except DataError:
+                continue
+        raise DataError(f"{describe_record(self.source, index)} and the {MAX_REPLACEMENTS} records after it are all unreadable")
+
+
+class IdentityGroups(grain.MapDataset):
+    """Record indices ordered so that each run of ``group_size`` shares one identity, reshuffled every epoch.
+
+    Per epoch, each identity's images are shuffled and cut into groups of ``group_size`` (the rest of an
+    identity is left out that epoch), then the groups are shuffled; shard ``h`` of ``P`` takes groups
+    ``h, h + P, ...``. A batch that is a multiple of ``group_size`` holds ``batch // group_size`` identity
+    groups, as triplet losses need.
+    """
+
+    def __init__(self, labels, group_size, seed, shard_index=0, shard_count=1):
+        super().__init__()
+        self.labels, self.group_size, self.seed = np.asarray(labels), int(group_size), int(seed)
+        self.shard_index, self.shard_count = shard_index, shard_count
+        groups_per_shard = int(np.sum(np.bincount(self.labels) // self.group_size)) // shard_count
+        if groups_per_shard == 0:
+            raise DataError(f"too few identities with {self.group_size} images for identity-group batches")
+        self.length = groups_per_shard * self.group_size
+        self._cached_epoch, self._order = None, None
+
+    def __len__(self):
+        return self.length
+
+    def __str__(self):
+        return f"IdentityGroups(group_size={self.group_size})"
+
+    def epoch_order(self, epoch):
+        """All record indices of ``epoch`` in grouped order (computed once per epoch per process)."""
+        if self._cached_epoch != epoch:
+            rng = np.random.default_rng([self.seed, epoch])
+            order = np.argsort(self.labels, kind="stable")
+            starts = np.searchsorted(self.labels[order], np.arange(self.labels.max() + 2))
+            groups = []
+            for begin, end in zip(starts[:-1], starts[1:]):
+                members = rng.permutation(order[begin:end])
+                usable = len(members) // self.group_size * self.group_size
+                groups.append(members[:usable].reshape(-1, self.group_size))
+            groups = np.concatenate(groups)
+            self._order, self._cached_epoch = groups[rng.permutation(len(groups))].ravel(), epoch
+        return self._order
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.slice(index)
+        epoch, position = divmod(int(index), self.length)
+        group, member = divmod(position, self.group_size)
+        return int(self.epoch_order(epoch)[(group * self.shard_count + self.shard_index) * self.group_size + member])
 
 
 @dataclasses.dataclass
@@ -50,26 +126,69 @@ def default_num_workers():
     return max(1, min((os.cpu_count() or 2) - 1, 16))
 
 
-def make_loader(source, batch_size, seed=0, num_workers=None, image_size=(112, 112), process_index=0, process_count=1):
-    """Build the training pipeline over a random-access ``source`` (``i -> (bytes, label)``).
+def _host_shard():
+    try:
+        import jax
 
-    Each epoch is a fresh seeded permutation; batches never straddle epochs (``drop_remainder``).
-    ``num_workers=0`` decodes in the main process (useful for tiny tests).
+        return jax.process_index(), jax.process_count()
+    except ImportError:
+        return 0, 1
+
+
+def _preflight(decode, count):
+    """Decode the first records: a dataset none of whose first images decode fails before training."""
+    errors = []
+    for index in range(min(count, 8)):
+        try:
+            decode.read(index)
+            return
+        except DataError as error:
+            if decode.strict:
+                raise
+            errors.append(error)
+    raise errors[0]
+
+
+def make_loader(
+    source,
+    batch_size,
+    seed=0,
+    num_workers=None,
+    image_size=(112, 112),
+    image_per_class=0,
+    strict=False,
+    process_index=None,
+    process_count=None,
+):
+    """Build the training pipeline over a random-access ``source`` (``i -> (bytes, label)``, ``.labels``).
+
+    Each epoch is a fresh seeded permutation, sharded across hosts (``jax.process_index()`` by default);
+    batches never straddle epochs. ``image_per_class > 1`` batches whole identity groups (batch rounded
+    down to a multiple). ``num_workers=0`` decodes in the main process (useful for tiny tests).
     """
     name = getattr(source, "name", type(source).__name__)
-    per_host = len(source) // process_count
+    if process_index is None or process_count is None:
+        process_index, process_count = _host_shard()
     if batch_size < 1:
         raise DataError(f"{name}: batch_size must be positive, received {batch_size}")
+    if image_per_class > 1:
+        if batch_size < image_per_class:
+            raise DataError(f"{name}: batch_size {batch_size} is smaller than image_per_class {image_per_class}")
+        batch_size = batch_size // image_per_class * image_per_class
+        ds = IdentityGroups(source.labels, image_per_class, seed, process_index, process_count)
+        per_host = len(ds)
+    else:
+        per_host = len(source) // process_count
+        ds = grain.MapDataset.range(len(source)).shuffle(seed=seed)[process_index : per_host * process_count : process_count]
     if per_host < batch_size:
         raise DataError(
-            f"{name}: {len(source)} images ({per_host} per host) is fewer than one batch of {batch_size}; "
+            f"{name}: {len(source)} images ({per_host} usable per host) is fewer than one batch of {batch_size}; "
             "use a smaller batch_size or more data"
         )
-    decode = _Decode(source, tuple(image_size))
-    decode(0, source[0])  # a corrupt or mis-sized dataset fails here, before training starts
-    ds = grain.MapDataset.source(source).map_with_index(decode)
-    ds = ds.shuffle(seed=seed)[process_index : per_host * process_count : process_count]
-    ds = ds.batch(batch_size, drop_remainder=True).repeat(None)
+    decode = _Decode(source, tuple(image_size), strict)
+    _preflight(decode, len(source))
+    steps = per_host // batch_size
+    ds = ds[: steps * batch_size].map(decode).batch(batch_size, drop_remainder=True).repeat(None)
     iter_ds = ds.to_iter_dataset()
     num_workers = default_num_workers() if num_workers is None else num_workers
     if num_workers > 0:
@@ -79,4 +198,4 @@ def make_loader(source, batch_size, seed=0, num_workers=None, image_size=(112, 1
             flags.FLAGS.mark_as_parsed()
         iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
     num_classes = int(getattr(source, "num_classes", 0))
-    return Loader(iter_ds, per_host // batch_size, num_classes, batch_size)
+    return Loader(iter_ds, steps, num_classes, batch_size)

@@ -3,15 +3,22 @@
 ``open_source(path)`` picks the reader from what is at ``path``:
     - a folder holding ``train.rec`` (or a ``.rec`` file): insightface RecordIO,
     - a folder of class subfolders ``root/<class>/*.jpg|png``,
-    - a list file of ``image_path<TAB>label`` lines (paths relative to the list file's folder).
+    - a list file of ``image_path<TAB>label`` lines (paths relative to the list file's folder),
+    - an ``.npz`` list with ``image_names``, ``image_classes`` and optionally ``embeddings`` (distillation).
+``image_per_class`` drops identities with fewer images and renumbers the rest ``0..C-1``.
 Every problem is a ``DataError`` naming the path, raised before training starts.
+
+Scanning a class-folder tree is cached (beside the tree when writable, else in the user cache dir) and the
+cache is rebuilt automatically when the tree changes: its key holds the class names and every class folder's
+mtime, which change whenever a file or class is added, removed or renamed.
 
 Example:
     >>> from keras_insightface.data.sources import open_source
-    >>> source = open_source("datasets/faces_emore")          # doctest: +SKIP
-    >>> image_bytes, label = source[0]                         # doctest: +SKIP
+    >>> source = open_source("datasets/faces_emore", image_per_class=4)   # doctest: +SKIP
+    >>> image_bytes, label = source[0]                                    # doctest: +SKIP
 """
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -20,16 +27,21 @@ import numpy as np
 from keras_insightface.errors import DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+SCAN_CACHE_NAME = ".keras_insightface_scan.npz"
 
 
 class FileListSource:
-    """Images listed as files with integer labels; reads bytes on access (picklable for workers)."""
+    """Images listed as files with integer labels; reads bytes on access (picklable for workers).
 
-    def __init__(self, paths, labels, name):
+    ``embeddings`` (optional, one row per image) are teacher embeddings for distillation.
+    """
+
+    def __init__(self, paths, labels, name, embeddings=None):
         self.paths = [str(p) for p in paths]
         self.labels = np.asarray(labels, dtype=np.int64)
         self.num_classes = int(self.labels.max()) + 1 if len(self.labels) else 0
         self.name = name
+        self.embeddings = embeddings
 
     def __len__(self):
         return len(self.paths)
@@ -46,8 +58,86 @@ class FileListSource:
             raise DataError(f"{path}: cannot read image ({error.strerror})") from None
 
 
+class SubsetSource:
+    """The images ``indices`` of ``source`` with labels renumbered through ``label_map`` (old -> new)."""
+
+    def __init__(self, source, indices, label_map):
+        self.source, self.indices = source, np.asarray(indices, dtype=np.int64)
+        self.label_map = np.asarray(label_map, dtype=np.int64)
+        self.labels = self.label_map[np.asarray(source.labels)[self.indices]]
+        self.num_classes = int(self.label_map.max()) + 1 if len(self.indices) else 0
+        self.name = getattr(source, "name", type(source).__name__)
+        embeddings = getattr(source, "embeddings", None)
+        self.embeddings = None if embeddings is None else embeddings[self.indices]
+
+    def __len__(self):
+        return len(self.indices)
+
+    def describe(self, index):
+        inner = int(self.indices[index])
+        describe = getattr(self.source, "describe", None)
+        return describe(inner) if describe else f"{self.name} record {inner}"
+
+    def __getitem__(self, index):
+        data, _ = self.source[int(self.indices[index])]
+        return data, int(self.labels[index])
+
+
+def filter_image_per_class(source, image_per_class):
+    """Keep identities with at least ``image_per_class`` images, renumbered 0..C-1 in their old order."""
+    labels = np.asarray(source.labels)
+    counts = np.bincount(labels, minlength=source.num_classes)
+    keep = counts >= image_per_class
+    if not keep.any():
+        raise DataError(f"{getattr(source, 'name', 'dataset')}: no identity has {image_per_class} or more images")
+    label_map = np.where(keep, np.cumsum(keep) - 1, -1)
+    return SubsetSource(source, np.flatnonzero(keep[labels]), label_map)
+
+
 def _class_sort_key(name):
     return (0, int(name), name) if name.isdigit() else (1, 0, name)
+
+
+def _tree_key(root, classes):
+    """A digest of the class names and class-folder mtimes: any added/removed/renamed file or class changes it.
+
+    (The root's own mtime is left out: writing the cache beside the classes changes it.)
+    """
+    digest = hashlib.sha1()
+    for name in classes:
+        digest.update(f"{name}\0{os.stat(os.path.join(root, name)).st_mtime_ns}\0".encode())
+    return digest.hexdigest()
+
+
+def _scan_cache_paths(root):
+    """Where the scan of ``root`` is cached: beside it when writable, else under the user cache dir."""
+    beside = root / SCAN_CACHE_NAME
+    cache_home = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    elsewhere = cache_home / "keras_insightface" / "scans" / (hashlib.sha1(str(root.resolve()).encode()).hexdigest() + ".npz")
+    return [beside, elsewhere]
+
+
+def _load_scan(root, key):
+    for path in _scan_cache_paths(root):
+        try:
+            with np.load(path, allow_pickle=False) as cached:
+                if str(cached["key"]) == key:
+                    return cached["files"].tolist(), cached["labels"]
+        except (OSError, KeyError, ValueError):
+            continue
+    return None
+
+
+def _save_scan(root, key, files, labels):
+    for path in _scan_cache_paths(root):
+        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}.npz")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(tmp, key=key, files=np.asarray(files, dtype=str), labels=labels)
+            os.replace(tmp, path)
+            return
+        except OSError:
+            tmp.unlink(missing_ok=True)
 
 
 def folder_source(root):
@@ -56,16 +146,29 @@ def folder_source(root):
     classes = sorted((d.name for d in os.scandir(root) if d.is_dir()), key=_class_sort_key)
     if not classes:
         raise DataError(f"{root}: no class subfolders (expected root/<class>/*.jpg, a train.rec or a list file)")
-    paths, labels = [], []
-    for label, name in enumerate(classes):
-        files = sorted(
-            e.path for e in os.scandir(root / name) if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS)
-        )
-        paths += files
-        labels += [label] * len(files)
-    if not paths:
+    key = _tree_key(root, classes)
+    cached = _load_scan(root, key)
+    if cached is None:
+        files, labels = [], []
+        for label, name in enumerate(classes):
+            names = sorted(
+                e.name for e in os.scandir(root / name) if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS)
+            )
+            files += [f"{name}/{n}" for n in names]
+            labels += [label] * len(names)
+        labels = np.asarray(labels, dtype=np.int64)
+        _save_scan(root, key, files, labels)
+    else:
+        files, labels = cached
+    if not files:
         raise DataError(f"{root}: {len(classes)} class subfolders but no images ({', '.join(IMAGE_EXTENSIONS)})")
-    return FileListSource(paths, labels, root.name)
+    return FileListSource([root / f for f in files], labels, root.name)
+
+
+def _check_listed(list_path, paths):
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise DataError(f"{list_path}: {len(missing)} listed images are missing, first: {missing[0]}")
 
 
 def list_source(list_path):
@@ -87,21 +190,46 @@ def list_source(list_path):
             labels.append(label)
     if not paths:
         raise DataError(f"{list_path}: list file holds no images")
-    missing = [p for p in paths if not p.is_file()]
-    if missing:
-        raise DataError(f"{list_path}: {len(missing)} listed images are missing, first: {missing[0]}")
+    _check_listed(list_path, paths)
     return FileListSource(paths, labels, list_path.stem)
 
 
-def open_source(path):
-    """The training source at ``path`` (RecordIO folder or file, class folders, or list file)."""
+def npz_source(npz_path):
+    """The seed's npz list: ``image_names`` (paths, relative to the npz folder) and ``image_classes``."""
+    npz_path = Path(npz_path)
+    try:
+        with np.load(npz_path, allow_pickle=False) as data:
+            missing = {"image_names", "image_classes"} - set(data.files)
+            if missing:
+                raise DataError(f"{npz_path}: npz list lacks {', '.join(sorted(missing))}")
+            names, labels = data["image_names"].astype(str), data["image_classes"].astype(np.int64)
+            embeddings = np.asarray(data["embeddings"], dtype=np.float32) if "embeddings" in data.files else None
+    except (OSError, ValueError) as error:
+        raise DataError(f"{npz_path}: not a readable npz list ({error})") from None
+    if len(names) == 0 or len(names) != len(labels) or (embeddings is not None and len(embeddings) != len(names)):
+        raise DataError(f"{npz_path}: image_names, image_classes (and embeddings) must be non-empty and equally long")
+    if labels.min() < 0:
+        raise DataError(f"{npz_path}: negative label {labels.min()} in image_classes")
+    paths = [npz_path.parent / n for n in names]
+    _check_listed(npz_path, paths)
+    return FileListSource(paths, labels, npz_path.stem, embeddings)
+
+
+def open_source(path, image_per_class=0):
+    """The training source at ``path`` (RecordIO, class folders, list file or npz list)."""
     from keras_insightface.data.recordio import InsightfaceRec
 
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: dataset path does not exist")
     if path.is_dir() and (path / "train.rec").exists() or path.suffix == ".rec":
-        return InsightfaceRec(path)
-    if path.is_dir():
-        return folder_source(path)
-    return list_source(path)
+        source = InsightfaceRec(path)
+    elif path.is_dir():
+        source = folder_source(path)
+    elif path.suffix == ".npz":
+        source = npz_source(path)
+    else:
+        source = list_source(path)
+    if source.num_classes == 0:
+        raise DataError(f"{path}: zero classes")
+    return filter_image_per_class(source, image_per_class) if image_per_class > 1 else source

@@ -123,3 +123,27 @@ class BestBasicModel(keras.callbacks.Callback):
                 os.remove(old)
         self.saved = path
         print(f">>>> Improved {self.monitor} to {self.best:.6f}: saved {path}")
+
+
+class SkippedImages(keras.callbacks.Callback):
+    """Counts the unreadable images the loader replaced, and reports them (with a few names) at epoch end."""
+
+    def __init__(self, describe, show=3):
+        super().__init__()
+        self.describe, self.show = describe, show
+        self.indices = []
+
+    def record(self, skipped):
+        """Called on the host for every batch's ``skipped`` array (-1 = image read fine)."""
+        bad = skipped[skipped >= 0]
+        if bad.size:
+            self.indices += bad.tolist()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.indices:
+            return
+        names = ", ".join(self.describe(i) for i in sorted(set(self.indices))[: self.show])
+        print(f"\n>>>> {len(self.indices)} unreadable images were replaced by their neighbours this epoch: {names}")
+        if logs is not None:
+            logs["skipped_images"] = len(self.indices)
+        self.indices = []

@@ -13,6 +13,7 @@ and the learning rate follows one warmup + cosine curve over all stages.
 """
 
 import atexit
+import functools
 import os
 import weakref
 
@@ -20,7 +21,7 @@ import keras
 import numpy as np
 
 from keras_insightface.data.augment import RandomFlipCast
-from keras_insightface.data.loader import make_loader
+from keras_insightface.data.loader import describe_record, make_loader
 from keras_insightface.data.sources import open_source
 from keras_insightface.errors import DataError
 from keras_insightface.evaluation.verification import eval_callback
@@ -52,9 +53,10 @@ def _close_at_exit(trainer_ref):
         trainer.close()
 
 
-def _with_targets(iterator):
-    """Adapt ``(images, labels)`` batches to the training model's inputs and targets."""
-    for images, labels in iterator:
+def _with_targets(iterator, skipped_images):
+    """Adapt ``(images, labels, skipped)`` batches to the training model's inputs and targets."""
+    for images, labels, skipped in iterator:
+        skipped_images.record(skipped)
         yield (images, labels), {"logits": labels, "cos": labels}
 
 
@@ -75,6 +77,9 @@ class Train:
         lr_warmup_steps: warmup epochs (linear from 0).
         weight_decay: coupled L2 of the default SGD (momentum 0.9), 5e-4 as insightface.
         mixed_precision: ``float32``, ``mixed_bfloat16`` or ``mixed_float16``.
+        image_per_class: > 1 keeps identities with at least that many images and batches whole identity
+            groups of that size (for triplet-style losses).
+        strict_data: stop at the first unreadable image instead of replacing it and reporting the count.
     """
 
     def __init__(
@@ -97,6 +102,8 @@ class Train:
         output_layer="GDC",
         checkpoint_dir="checkpoints",
         num_workers=None,
+        image_per_class=0,
+        strict_data=False,
         seed=0,
         verbose=1,
     ):
@@ -105,8 +112,12 @@ class Train:
         missing = [p for p in eval_paths if not os.path.isfile(p)]
         if missing:
             raise DataError(f"{missing[0]}: eval .bin file does not exist")
-        self.source = open_source(data_path)
-        self.loader = make_loader(self.source, batch_size, seed=seed, num_workers=num_workers)
+        self.source = open_source(data_path, image_per_class=image_per_class)
+        self.loader = make_loader(
+            self.source, batch_size, seed=seed, num_workers=num_workers, image_per_class=image_per_class,
+            strict=strict_data,
+        )
+        self.skipped_images = cbs.SkippedImages(functools.partial(describe_record, self.source))
         self.num_classes = self.loader.num_classes
         self.batch_size, self.lr_base, self.lr_min, self.lr_decay = batch_size, lr_base, lr_min, lr_decay
         self.lr_decay_steps, self.lr_warmup_steps, self.eval_freq = lr_decay_steps, lr_warmup_steps, eval_freq
@@ -198,14 +209,15 @@ class Train:
             if self.verbose:
                 print(f">>>> Stage: {margin_loss}, epochs {self.initial_epoch + 1}..{epochs}, lr now {self._lr_or_base():.6f}")
             callbacks = [
-                cbs.Throughput(self.batch_size),
+                cbs.Throughput(self.loader.batch_size),
+                self.skipped_images,
                 guard,
                 *self.eval_callbacks,
                 saver,
                 cbs.HistoryJSON(self.history_path, self.history, self._current_lr, guard),
             ]
             self.train_model.fit(
-                _with_targets(self._iterator),
+                _with_targets(self._iterator, self.skipped_images),
                 epochs=epochs,
                 initial_epoch=self.initial_epoch,
                 steps_per_epoch=self.loader.steps_per_epoch,

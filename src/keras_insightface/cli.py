@@ -1,10 +1,12 @@
-"""The ``keras-insightface`` command: ``demo``, ``train`` and ``eval``.
+"""The ``keras-insightface`` command: ``demo``, ``train``, ``eval`` and ``convert``.
 
 Examples:
     keras-insightface demo
     keras-insightface train --data datasets/faces_emore --eval datasets/lfw.bin --model r50 \\
         --batch-size 512 --scales 16,32,64 --epochs 5,5,40 --mixed-precision mixed_bfloat16
     keras-insightface eval -m checkpoints/r50_basic_lfw_epoch_40_0.998.keras -t lfw.bin cfp_fp.bin
+    keras-insightface convert folders2rec datasets/my_faces datasets/my_faces_rec
+    keras-insightface convert make-bin datasets/held_out datasets/held_out.bin --pairs 3000
 """
 
 import argparse
@@ -171,6 +173,18 @@ def cmd_eval(args):
         )
 
 
+def cmd_convert(args):
+    from keras_insightface.data import convert
+
+    if args.kind == "rec2folders":
+        convert.rec_to_folders(args.src, args.dst)
+    elif args.kind == "folders2rec":
+        convert.folders_to_rec(args.src, args.dst)
+    else:
+        convert.make_bin(args.src, args.dst, args.pairs, seed=args.seed)
+    print(f">>>> {args.kind}: {args.src} -> {args.dst}")
+
+
 def make_parser():
     parser = argparse.ArgumentParser(prog="keras-insightface", description=__doc__.split("\n")[0])
     parser.add_argument("--traceback", action="store_true", help="show full tracebacks for input errors")
@@ -202,6 +216,14 @@ def make_parser():
     evaluate.add_argument("-b", "--batch-size", type=int, default=64)
     evaluate.add_argument("--no-flip", action="store_true", help="do not add the flipped image's embedding")
     evaluate.set_defaults(func=cmd_eval)
+
+    convert = sub.add_parser("convert", help="convert datasets: rec2folders, folders2rec, make-bin")
+    convert.add_argument("kind", choices=["rec2folders", "folders2rec", "make-bin"])
+    convert.add_argument("src", help="a train.rec folder (rec2folders) or any dataset: folders, list file, npz")
+    convert.add_argument("dst", help="output folder (rec2folders, folders2rec) or .bin path (make-bin)")
+    convert.add_argument("--pairs", type=int, default=3000, help="make-bin: genuine pairs (and as many impostor)")
+    convert.add_argument("--seed", type=int, default=0)
+    convert.set_defaults(func=cmd_convert)
     return parser
 
 

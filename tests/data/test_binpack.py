@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 import simplejpeg
 
-from keras_insightface.data.binpack import decode_bin_images, load_bin, write_bin
+from keras_insightface.data.binpack import build_bin, decode_bin_images, load_bin, make_pairs, write_bin
 from keras_insightface.errors import DataError
-
 
 
 def _jpegs(n, size=24):
@@ -94,3 +93,92 @@ def test_real_lfw_pack(real_faces):
     decoded = decode_bin_images(images, REAL_PACK)
     assert decoded.shape == (len(images), 112, 112, 3) and decoded.dtype == np.uint8
     assert decoded.astype(np.float64).var() > 0
+
+
+def _check_layout(pairs, issame, labels, num_pairs):
+    assert pairs.shape == (2 * num_pairs, 2) and issame.shape == (2 * num_pairs,) and issame.dtype == bool
+    tenth = 2 * num_pairs // 10
+    for fold in range(10):
+        assert issame[fold * tenth : (fold + 1) * tenth].sum() == tenth // 2
+    same = labels[pairs[:, 0]] == labels[pairs[:, 1]]
+    assert (same == issame).all() and (pairs[:, 0] != pairs[:, 1]).all()
+    assert len({tuple(sorted(p)) for p in pairs.tolist()}) == 2 * num_pairs
+
+
+def test_make_pairs_random_layout_and_determinism():
+    labels = np.repeat(np.arange(7), [2, 3, 5, 2, 8, 4, 2])
+    pairs, issame = make_pairs(labels, 30, seed=5)
+    _check_layout(pairs, issame, labels, 30)
+    again, _ = make_pairs(labels, 30, seed=5)
+    assert (again == pairs).all() and not (make_pairs(labels, 30, seed=6)[0] == pairs).all()
+    total_genuine = sum(n * (n - 1) // 2 for n in [2, 3, 5, 2, 8, 4, 2])
+    every, issame = make_pairs(labels, total_genuine // 10 * 10, seed=0)
+    _check_layout(every, issame, labels, total_genuine // 10 * 10)
+
+
+def _brute_force(labels, embeddings, count):
+    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+    sims = unit @ unit.T
+    i, j = np.triu_indices(len(labels), 1)
+    genuine = labels[i] == labels[j]
+    least = np.argsort(sims[i, j][genuine])[:count]
+    most = np.argsort(-sims[i, j][~genuine])[:count]
+    as_set = lambda a, b: {tuple(p) for p in np.stack([a, b], 1).tolist()}  # noqa: E731
+    return as_set(i[genuine][least], j[genuine][least]), as_set(i[~genuine][most], j[~genuine][most])
+
+
+def test_make_pairs_hardest_on_hand_made_embeddings():
+    labels = np.repeat(np.arange(4), 4)
+    angles = [0, 0.01, 0.02, np.pi, 1.0, 1.01, 1.02, 1.03, 1.0, 2.0, 2.01, 2.02, 4.0, 4.01, 4.02, 4.03]
+    embeddings = 3 * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    pairs, issame = make_pairs(labels, 10, embeddings=embeddings, hardest=True)
+    _check_layout(pairs, issame, labels, 10)
+    genuine = {tuple(sorted(p)) for p in pairs[issame].tolist()}
+    assert {(0, 3), (1, 3), (2, 3), (8, 9), (8, 10), (8, 11)} <= genuine  # outlier 3, and 8 far from its class
+    impostors = {tuple(sorted(p)) for p in pairs[~issame].tolist()}
+    assert {(4, 8), (5, 8), (6, 8), (7, 8)} <= impostors and (0, 12) not in impostors
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(6), 5)
+    embeddings = rng.normal(size=(30, 8))
+    pairs, issame = make_pairs(labels, 40, embeddings=embeddings, hardest=True)
+    _check_layout(pairs, issame, labels, 40)
+    genuine, impostor = _brute_force(labels, embeddings, 40)
+    assert {tuple(sorted(p)) for p in pairs[issame].tolist()} == genuine
+    assert {tuple(sorted(p)) for p in pairs[~issame].tolist()} == impostor
+
+
+def test_make_pairs_errors():
+    with pytest.raises(DataError, match="make_pairs: 1 identities have 2 or more images"):
+        make_pairs([0, 0, 1, 2, 3], 10)
+    with pytest.raises(DataError, match="only 2 distinct genuine pairs, 10 needed"):
+        make_pairs([0, 0, 1, 1, 2, 3], 10)
+    with pytest.raises(DataError, match="multiple of 10"):
+        make_pairs(np.repeat(np.arange(5), 5), 15)
+    with pytest.raises(DataError, match="hardest=True needs embeddings"):
+        make_pairs(np.repeat(np.arange(5), 5), 10, hardest=True)
+    with pytest.raises(DataError, match=r"embeddings have shape \(3, 2\)"):
+        make_pairs(np.repeat(np.arange(5), 5), 10, embeddings=np.ones((3, 2)), hardest=True)
+
+
+class _Source:
+    def __init__(self, images, labels):
+        self.images, self.labels, self.name = images, np.asarray(labels), "mem"
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i], int(self.labels[i])
+
+
+def test_build_bin_writes_a_loadable_pack(tmp_path):
+    labels = np.repeat(np.arange(5), 4)
+    source = _Source(_jpegs(20, size=16), labels)
+    pairs, issame = build_bin(source, tmp_path / "made.bin", 20, seed=2)
+    images, loaded = load_bin(tmp_path / "made.bin")
+    assert loaded.tolist() == issame.tolist()
+    assert images == [source.images[i] for i in pairs.ravel().tolist()]
+    assert decode_bin_images(images).shape == (80, 16, 16, 3)
+    source.images[int(pairs[0, 0])] = b"\x89PNG not a jpeg"
+    with pytest.raises(DataError, match=f"mem: image {int(pairs[0, 0])}: not a JPEG"):
+        build_bin(source, tmp_path / "bad.bin", 20, seed=2)

@@ -165,11 +165,13 @@ def test_bad_inputs_name_the_path(tmp_path):
         open_source(listing)
 
 
-def test_rec_without_idx(tmp_path):
-    write_insightface_rec(tmp_path, class_images(2, 2, size=16), 2)
+def test_rec_without_idx_is_reindexed(tmp_path):
+    samples = class_images(2, 2, size=16)
+    write_insightface_rec(tmp_path, samples, 2)
     (tmp_path / "train.idx").unlink()
-    with pytest.raises(DataError, match="train.idx: index file missing"):
-        open_source(tmp_path)
+    with pytest.warns(UserWarning, match="train.idx: index file missing; rebuilding"):
+        source = open_source(tmp_path)
+    assert [source[i] for i in range(len(source))] == sorted(samples, key=lambda s: s[1])
 
 
 def test_folder_source_ignores_non_images(tmp_path):

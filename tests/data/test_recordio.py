@@ -63,6 +63,8 @@ def test_writer_reader_round_trip_with_multipart(tmp_path):
     assert clone.read(20) == payloads[20]
     reader.close()
     clone.close()
+    assert recordio.rebuild_index(rec, tmp_path / "b.idx") == str(tmp_path / "b.idx")
+    assert (tmp_path / "b.idx").read_text() == idx.read_text()
 
 
 def _samples(num_classes, per_class, seed=0):
@@ -130,23 +132,117 @@ def test_missing_files_and_corrupt_magic(tmp_path):
     with pytest.raises(DataError, match="missing.rec"):
         recordio.RecordReader(tmp_path / "missing.rec", tmp_path / "missing.idx")
     recordio.write_insightface_rec(tmp_path, _samples(2, 2), num_classes=2)
-    with pytest.raises(DataError, match="nope.idx: index file missing"):
-        recordio.RecordReader(tmp_path / "train.rec", tmp_path / "nope.idx")
     reader = recordio.RecordReader(tmp_path / "train.rec")
     with pytest.raises(DataError, match="key 99"):
         reader.read(99)
     offset = reader.offset(2)
-    reader.close()
     data = bytearray((tmp_path / "train.rec").read_bytes())
     data[offset : offset + 4] = b"\0\0\0\0"
     (tmp_path / "train.rec").write_bytes(bytes(data))
-    reader = recordio.RecordReader(tmp_path / "train.rec")
     with pytest.raises(DataError, match=rf"train.rec: key 2 at offset {offset}: bad magic"):
         reader.read(2)
     reader.close()
+    with pytest.warns(UserWarning, match="train.idx: .*bad magic"):
+        with pytest.raises(DataError, match=rf"train.rec: offset {offset}: bad magic"):
+            recordio.RecordReader(tmp_path / "train.rec")
     (tmp_path / "bad.idx").write_text("0\t0\nnot a line\n")
     with pytest.raises(DataError, match="bad.idx: line 2"):
         recordio.RecordReader(tmp_path / "train.rec", tmp_path / "bad.idx")
+
+
+def _written(tmp_path, num_classes=3, per_class=2):
+    samples = _samples(num_classes, per_class)
+    recordio.write_insightface_rec(tmp_path, samples, num_classes=num_classes)
+    original = recordio.InsightfaceRec(tmp_path)
+    return [original[i] for i in range(len(original))], (tmp_path / "train.idx").read_text()
+
+
+def test_missing_idx_is_rebuilt_and_reads_match(tmp_path):
+    images, idx_text = _written(tmp_path)
+    (tmp_path / "train.idx").unlink()
+    with pytest.warns(UserWarning, match="train.idx: index file missing; rebuilding"):
+        ds = recordio.InsightfaceRec(tmp_path)
+    assert (tmp_path / "train.idx").read_text() == idx_text
+    assert [ds[i] for i in range(len(ds))] == images
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+    assert recordio.rebuild_index(tmp_path / "train.rec", tmp_path / "other.idx") == str(tmp_path / "other.idx")
+    assert (tmp_path / "other.idx").read_text() == idx_text
+
+
+def test_stale_idx_is_detected_and_rebuilt(tmp_path):
+    images, idx_text = _written(tmp_path)
+    size = (tmp_path / "train.rec").stat().st_size
+    (tmp_path / "train.idx").write_text(idx_text.replace("\t0\n", f"\t{size + 64}\n", 1))
+    with pytest.warns(UserWarning, match=f"past the end of the {size}-byte record file"):
+        ds = recordio.InsightfaceRec(tmp_path)
+    assert [ds[i] for i in range(len(ds))] == images
+    assert (tmp_path / "train.idx").read_text() == idx_text
+    lines = idx_text.splitlines()
+    key, offset = lines[2].split("\t")
+    (tmp_path / "train.idx").write_text("\n".join(lines[:2] + [f"{key}\t{int(offset) + 4}"] + lines[3:]) + "\n")
+    with pytest.warns(UserWarning, match=f"key 2 at offset {int(offset) + 4}: bad magic"):
+        recordio.RecordReader(tmp_path / "train.rec")
+    assert (tmp_path / "train.idx").read_text() == idx_text
+    (tmp_path / "train.idx").write_text("\n".join(lines[:-1]) + "\n")
+    with pytest.warns(UserWarning, match="the last record .* ends at byte"):
+        recordio.RecordReader(tmp_path / "train.rec")
+    assert (tmp_path / "train.idx").read_text() == idx_text
+
+
+def test_rebuilt_idx_goes_to_the_cache_when_the_folder_is_not_writable(tmp_path, monkeypatch):
+    _, idx_text = _written(tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    unwritable = tmp_path / "no" / "such" / "folder" / "train.idx"
+    with pytest.warns(UserWarning, match="index file missing"):
+        reader = recordio.RecordReader(tmp_path / "train.rec", unwritable)
+    cached = list((tmp_path / "cache" / "keras_insightface" / "idx").glob("*.idx"))
+    assert reader.idx_path == str(cached[0]) and cached[0].read_text() == idx_text
+    again = recordio.RecordReader(tmp_path / "train.rec", unwritable)
+    assert again.idx_path == reader.idx_path
+    assert pickle.loads(pickle.dumps(again)).read(1) == reader.read(1)
+    again.close()
+    reader.close()
+
+
+def test_truncated_rec_names_the_offset(tmp_path):
+    _written(tmp_path)
+    rec = tmp_path / "train.rec"
+    reader = recordio.RecordReader(rec)
+    last_image = reader.offset(6)
+    rec.write_bytes(rec.read_bytes()[: last_image + 20])
+    with pytest.raises(DataError, match=rf"train.rec: key 6 at offset {last_image}: truncated record"):
+        reader.read(6)
+    reader.close()
+    with pytest.warns(UserWarning), pytest.raises(DataError, match=rf"train.rec: truncated record at offset {last_image}"):
+        recordio.InsightfaceRec(tmp_path)
+    (tmp_path / "train.idx").unlink()
+    with pytest.raises(DataError, match=rf"train.rec: truncated record at offset {last_image}"):
+        recordio.rebuild_index(rec)
+
+
+def test_float32_header_warning(tmp_path):
+    first = (1 << 24) + 2
+    with recordio.RecordWriter(tmp_path / "train.rec", tmp_path / "train.idx") as writer:
+        writer.write(0, recordio.pack_header([first, first + 10]))
+        writer.write(1, recordio.pack_header(0, id=1) + _jpeg(0))
+    with pytest.warns(UserWarning, match=r"train.rec: key 0: .*2\*\*24"):
+        with pytest.raises(DataError, match="header says there are 16777217 images but the index holds only 2"):
+            recordio.InsightfaceRec(tmp_path)
+
+
+def test_streamed_samples_and_cheap_pickles(tmp_path):
+    samples = sorted(_samples(3, 2), key=lambda sample: -sample[1])
+    recordio.write_insightface_rec(tmp_path / "a", iter(samples), num_classes=4, image_size=(16, 8))
+    assert recordio.read_property(tmp_path / "a") == (4, 16, 8)
+    ds = recordio.InsightfaceRec(tmp_path / "a")
+    assert [ds[i] for i in range(len(ds))] == samples and ds.num_classes == 4
+    _, (start, end), _, _, _ = recordio.unpack(ds.reader.read(7 + 3))
+    assert start == end
+    assert len(pickle.dumps(ds)) < 1000
+    with pytest.raises(DataError, match="sample 2 has label 0 again after other labels"):
+        recordio.write_insightface_rec(tmp_path / "b", iter([(b"x", 0), (b"y", 1), (b"z", 0)]), num_classes=2)
+    with pytest.raises(DataError, match="sample 1 has label 5, expected 0..1"):
+        recordio.write_insightface_rec(tmp_path / "b", iter([(b"x", 0), (b"y", 5)]), num_classes=2)
 
 
 def test_property_errors(tmp_path):

@@ -3,6 +3,20 @@
 ``bins`` holds 2*P encoded JPEG images (bytes, or uint8 numpy arrays of the bytes); pair ``i`` is images
 ``2i`` and ``2i + 1`` and ``issame_list[i]`` says whether they show the same person. Packs come from the
 internet, so they are read with an unpickler that only builds lists, tuples, bytes, bools and numpy arrays.
+
+``build_bin`` makes a pack from any labelled source, laid out as insightface's: 10 contiguous folds with
+as many genuine as impostor pairs each, random pairs or, given embeddings, the hardest ones.
+
+Example:
+    >>> from keras_insightface.data.binpack import make_pairs
+    >>> pairs, issame = make_pairs([0, 0, 1, 1, 2, 2], num_pairs=10)
+    Traceback (most recent call last):
+    ...
+    keras_insightface.errors.DataError: make_pairs: only 3 distinct genuine pairs, 10 needed
+    >>> pairs, issame = make_pairs([0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3], num_pairs=10)
+    >>> pairs.shape, int(issame.sum())
+    ((20, 2), 10)
+    >>> images, issame = load_bin("lfw.bin")    # doctest: +SKIP
 """
 
 import importlib
@@ -15,6 +29,7 @@ import numpy as np
 import simplejpeg
 
 from keras_insightface.errors import DataError
+from keras_insightface.progress import Progress
 
 _NUMPY_TOP = frozenset({"ndarray", "dtype"})
 _MULTIARRAY_MODULES = frozenset({"numpy.core.multiarray", "numpy._core.multiarray"})
@@ -141,3 +156,177 @@ def decode_bin_images(images, path=""):
     if out is None:
         return np.empty((0, 0, 0, 3), dtype=np.uint8)
     return out
+
+
+_NUM_FOLDS = 10
+
+
+def _split_ranks(counts, ranks):
+    """Map ranks in ``[0, counts.sum())`` to (row, offset in row), row ``r`` owning ``counts[r]`` ranks."""
+    ends = np.cumsum(counts)
+    rows = np.searchsorted(ends, ranks, side="right")
+    return rows, ranks - (ends[rows] - counts[rows])
+
+
+def _random_genuine(members, num_pairs, rng):
+    """Distinct same-identity pairs, identities drawn uniformly (capped by their own pair counts)."""
+    sizes = np.array([m.size for m in members], dtype=np.int64)
+    capacity = sizes * (sizes - 1) // 2
+    quota = np.zeros_like(capacity)
+    while quota.sum() < num_pairs:
+        open_ = np.flatnonzero(quota < capacity)
+        drawn = np.bincount(rng.choice(open_, num_pairs - quota.sum()), minlength=capacity.size)
+        quota = np.minimum(quota + drawn, capacity)
+    pairs = []
+    for c in np.flatnonzero(quota).tolist():
+        n = sizes[c]
+        first, offset = _split_ranks(np.arange(n - 1, -1, -1), rng.choice(capacity[c], quota[c], replace=False))
+        pairs.append(np.stack([members[c][first], members[c][first + 1 + offset]], axis=1))
+    return np.concatenate(pairs)
+
+
+def _random_impostors(order, class_end, num_pairs, rng):
+    """Distinct different-identity pairs, uniform over all of them (positions sorted by label)."""
+    counts = order.size - class_end
+    first, offset = _split_ranks(counts, rng.choice(int(counts.sum()), num_pairs, replace=False))
+    return np.stack([order[first], order[class_end[first] + offset]], axis=1)
+
+
+def _keep_extreme(scores, pairs, count, largest):
+    """The ``count`` lowest (or largest) scores and their pairs, ties broken by pair order."""
+    key = -scores if largest else scores
+    keep = np.lexsort((pairs[:, 1], pairs[:, 0], key))[:count]
+    return scores[keep], pairs[keep]
+
+
+def _hardest_genuine(members, unit, num_pairs):
+    """The least cosine-similar same-identity pairs."""
+    scores, pairs = np.empty(0, dtype=unit.dtype), np.empty((0, 2), dtype=np.int64)
+    for m in members:
+        i, j = np.triu_indices(m.size, 1)
+        sims = (unit[m] @ unit[m].T)[i, j]
+        scores = np.concatenate([scores, sims])
+        pairs = np.concatenate([pairs, np.stack([m[i], m[j]], axis=1)])
+        if scores.size > 4 * num_pairs:
+            scores, pairs = _keep_extreme(scores, pairs, num_pairs, largest=False)
+    return _keep_extreme(scores, pairs, num_pairs, largest=False)[1]
+
+
+def _hardest_impostors(order, class_end, unit, num_pairs, block_elements=1 << 22):
+    """The most cosine-similar different-identity pairs, by blocks of rows of the similarity matrix."""
+    scores, pairs = np.empty(0, dtype=unit.dtype), np.empty((0, 2), dtype=np.int64)
+    sorted_unit = unit[order]
+    rows = max(1, block_elements // order.size)
+    columns = np.arange(order.size)
+    for start in range(0, order.size, rows):
+        sims = sorted_unit[start : start + rows] @ sorted_unit.T
+        valid = columns[None, :] >= class_end[start : start + rows, None]
+        first, second = np.nonzero(valid)
+        block_scores = sims[first, second]
+        if block_scores.size > num_pairs:
+            top = np.argpartition(-block_scores, num_pairs - 1)[:num_pairs]
+            first, second, block_scores = first[top], second[top], block_scores[top]
+        scores = np.concatenate([scores, block_scores])
+        pairs = np.concatenate([pairs, np.stack([order[start + first], order[second]], axis=1)])
+        if scores.size > 4 * num_pairs:
+            scores, pairs = _keep_extreme(scores, pairs, num_pairs, largest=True)
+    return _keep_extreme(scores, pairs, num_pairs, largest=True)[1]
+
+
+def make_pairs(labels, num_pairs, seed=0, embeddings=None, hardest=False):
+    """``num_pairs`` genuine and ``num_pairs`` impostor image-index pairs in insightface's 10-fold layout.
+
+    Returns ``(pairs, issame)``: an int64 ``(2 * num_pairs, 2)`` array of indices into ``labels`` and a bool
+    ``(2 * num_pairs,)`` array. Each contiguous tenth holds ``num_pairs / 10`` genuine then as many impostor
+    pairs, so ``num_pairs`` must be a multiple of 10. No pair appears twice. By default pairs are random
+    (genuine: identities drawn uniformly; impostors: uniform over all different-identity pairs). With
+    ``embeddings`` (N, D) and ``hardest=True``: the least cosine-similar genuine pairs and the most similar
+    impostor pairs, spread over the folds at random.
+
+    Example:
+        >>> pairs, issame = make_pairs(np.repeat(np.arange(5), 4), num_pairs=20, seed=1)
+        >>> issame[:2].tolist(), issame[2:4].tolist()
+        ([True, True], [False, False])
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or not (np.issubdtype(labels.dtype, np.integer) or labels.size == 0):
+        raise DataError(f"make_pairs: labels must be a 1-D integer array, got {labels.dtype} of shape {labels.shape}")
+    num_pairs = int(num_pairs)
+    if num_pairs <= 0 or num_pairs % _NUM_FOLDS:
+        raise DataError(f"make_pairs: num_pairs must be a positive multiple of {_NUM_FOLDS}, got {num_pairs}")
+    if hardest and embeddings is None:
+        raise DataError("make_pairs: hardest=True needs embeddings")
+    if embeddings is not None and not hardest:
+        raise DataError("make_pairs: embeddings are only used with hardest=True")
+    order = np.argsort(labels, kind="stable")
+    _, starts, sizes = np.unique(labels[order], return_index=True, return_counts=True)
+    members = [order[a : a + n] for a, n in zip(starts.tolist(), sizes.tolist()) if n >= 2]
+    if len(members) < 2:
+        raise DataError(f"make_pairs: {len(members)} identities have 2 or more images, at least 2 are needed")
+    genuine_total = sum(m.size * (m.size - 1) // 2 for m in members)
+    class_end = np.repeat(starts + sizes, sizes)
+    impostor_total = int((order.size - class_end).sum())
+    for kind, total in (("genuine", genuine_total), ("impostor", impostor_total)):
+        if total < num_pairs:
+            raise DataError(f"make_pairs: only {total} distinct {kind} pairs, {num_pairs} needed")
+    rng = np.random.default_rng(seed)
+    if hardest:
+        unit = np.asarray(embeddings, dtype=np.float32)
+        if unit.ndim != 2 or unit.shape[0] != labels.size:
+            raise DataError(f"make_pairs: embeddings have shape {unit.shape}, expected ({labels.size}, D)")
+        norms = np.linalg.norm(unit, axis=1, keepdims=True)
+        if not np.all(norms > 0) or not np.all(np.isfinite(norms)):
+            raise DataError("make_pairs: embeddings hold a zero or non-finite row")
+        unit = unit / norms
+        genuine = _hardest_genuine(members, unit, num_pairs)
+        impostor = _hardest_impostors(order, class_end, unit, num_pairs)
+    else:
+        genuine = _random_genuine(members, num_pairs, rng)
+        impostor = _random_impostors(order, class_end, num_pairs, rng)
+    per_fold = num_pairs // _NUM_FOLDS
+    folds = np.concatenate(
+        [
+            rng.permutation(genuine).reshape(_NUM_FOLDS, per_fold, 2),
+            rng.permutation(impostor).reshape(_NUM_FOLDS, per_fold, 2),
+        ],
+        axis=1,
+    )
+    issame = np.tile(np.repeat([True, False], per_fold), _NUM_FOLDS)
+    return folds.reshape(-1, 2).astype(np.int64), issame
+
+
+def build_bin(source, out_path, num_pairs, seed=0, embeddings=None, hardest=False):
+    """Write a verification pack of ``make_pairs`` pairs from ``source``; returns ``(pairs, issame)``.
+
+    ``source`` is random access: ``len``, ``source[i] -> (jpeg_bytes, label)`` and a ``labels`` array
+    (as ``open_source`` gives). Each image is read once even when it is in several pairs; images must be
+    JPEG, as packs hold JPEG bytes.
+
+    Example:
+        >>> from keras_insightface.data.sources import open_source
+        >>> build_bin(open_source("faces/val"), "val.bin", num_pairs=3000)    # doctest: +SKIP
+    """
+    name = getattr(source, "name", type(source).__name__)
+    labels = np.asarray(source.labels)
+    if labels.shape != (len(source),):
+        raise DataError(f"{name}: {labels.shape} labels for {len(source)} images")
+    try:
+        pairs, issame = make_pairs(labels, num_pairs, seed=seed, embeddings=embeddings, hardest=hardest)
+    except DataError as error:
+        raise DataError(f"{name} -> {out_path}: {error}") from None
+    describe = getattr(source, "describe", None)
+    images = {}
+    needed = np.unique(pairs).tolist()
+    with Progress(len(needed), f"reading {name}") as bar:
+        for i in needed:
+            data, label = source[i]
+            where = describe(i) if describe else f"{name}: image {i}"
+            if int(label) != labels[i]:
+                raise DataError(f"{where}: label {label} differs from the source labels ({labels[i]})")
+            data = bytes(data)
+            if not simplejpeg.is_jpeg(data):
+                raise DataError(f"{where}: not a JPEG; .bin packs hold JPEG bytes")
+            images[i] = data
+            bar.update()
+    write_bin(out_path, [images[i] for i in pairs.ravel().tolist()], issame)
+    return pairs, issame

@@ -34,7 +34,7 @@ def describe_record(source, index):
 
 @dataclasses.dataclass
 class _Decode:
-    """Picklable map for grain workers: record index -> (uint8 image, int32 label, int32 skipped index).
+    """Picklable map for grain workers: record indices -> (uint8 images, int32 labels, int32 skipped indices).
 
     Errors name the image through ``source.describe(index)`` (a file path) when the source has it. In
     lenient mode a record that fails is replaced by the next readable one and reported in ``skipped``.
@@ -48,19 +48,28 @@ class _Decode:
         data, label = self.source[index]
         return decode_image(data, self.image_size, where=describe_record(self.source, index)), np.int32(label)
 
-    def __call__(self, index):
+    def one(self, index):
         index = int(index) % len(self.source)
         try:
-            return (*self.read(index), np.int32(-1))
+            return (*self.read(index), -1)
         except DataError:
             if self.strict:
                 raise
         for step in range(1, MAX_REPLACEMENTS + 1):
             try:
-                return (*self.read((index + step) % len(self.source)), np.int32(index))
+                return (*self.read((index + step) % len(self.source)), index)
             except DataError:
                 continue
         raise DataError(f"{describe_record(self.source, index)} and the {MAX_REPLACEMENTS} records after it are all unreadable")
+
+    def __call__(self, indices):
+        """Decode a batch of record indices straight into one preallocated uint8 array."""
+        images = np.empty((len(indices), *self.image_size, 3), dtype=np.uint8)
+        labels = np.empty(len(indices), dtype=np.int32)
+        skipped = np.empty(len(indices), dtype=np.int32)
+        for row, index in enumerate(indices):
+            images[row], labels[row], skipped[row] = self.one(index)
+        return images, labels, skipped
 
 
 class IdentityGroups(grain.MapDataset):
@@ -188,7 +197,7 @@ def make_loader(
     decode = _Decode(source, tuple(image_size), strict)
     _preflight(decode, len(source))
     steps = per_host // batch_size
-    ds = ds[: steps * batch_size].map(decode).batch(batch_size, drop_remainder=True).repeat(None)
+    ds = ds[: steps * batch_size].batch(batch_size, drop_remainder=True).map(decode).repeat(None)
     iter_ds = ds.to_iter_dataset()
     num_workers = default_num_workers() if num_workers is None else num_workers
     if num_workers > 0:

@@ -4,18 +4,32 @@ A ``.rec`` file is a sequence of records: magic ``0xCED7230A``, a uint32 ``lrec`
 flag, 29-bit length), the payload and zero padding to 4 bytes. Payloads holding the magic at an aligned
 offset are split into parts there (the magic itself is dropped and re-inserted on read), as dmlc does.
 An image record's payload is an ``IRHeader`` (``<IfQQ``), optional float32 labels, then the JPEG bytes.
+
+The ``.idx`` (``key<TAB>offset`` lines) is only a cache of where records start: when it is missing or does
+not fit the ``.rec`` it is rebuilt by one sequential scan (``rebuild_index``), keys numbered 0..n-1 in file
+order as im2rec and insightface number them.
+
+Example:
+    >>> from keras_insightface.data.recordio import InsightfaceRec
+    >>> ds = InsightfaceRec("datasets/faces_emore")    # doctest: +SKIP
+    >>> jpeg_bytes, label = ds[0]                       # doctest: +SKIP
 """
 
+import contextlib
 import functools
+import hashlib
 import io
 import os
 import re
 import struct
+import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from keras_insightface.errors import DataError
+from keras_insightface.progress import Progress
 
 MAGIC = 0xCED7230A
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
@@ -65,6 +79,11 @@ def _split_at_magic(payload):
 
 def _padding(length):
     return b"\x00" * (-length % 4)
+
+
+def _part_size(length):
+    """Bytes one part takes in the file: header, data and padding to 4 bytes."""
+    return _RECORD_HEADER.size + length + (-length % 4)
 
 
 class RecordWriter:
@@ -141,24 +160,170 @@ def _parse_idx(idx_path):
     raise DataError(f"{idx_path}: unreadable index ({problem if pairs is None else 'not two integer columns'})")
 
 
+def _scan_offsets(rec_path):
+    """Offset of every record's first part, by one sequential pass; corrupt or truncated files raise."""
+    size = os.path.getsize(rec_path)
+    offsets, pos, record_start = [], 0, None
+    with open(rec_path, "rb") as f, Progress(size, f"indexing {rec_path}") as bar:
+        while pos < size:
+            head = f.read(_RECORD_HEADER.size)
+            if len(head) < _RECORD_HEADER.size:
+                raise DataError(f"{rec_path}: truncated record header at offset {pos} (the file ends at byte {size})")
+            magic, lrec = _RECORD_HEADER.unpack(head)
+            if magic != MAGIC:
+                raise DataError(f"{rec_path}: offset {pos}: bad magic 0x{magic:08x}, expected 0x{MAGIC:08x}")
+            cflag, end = lrec >> 29, pos + _part_size(lrec & _LENGTH_MASK)
+            if end > size:
+                raise DataError(
+                    f"{rec_path}: truncated record at offset {pos}: it needs {end - pos} bytes "
+                    f"but the file ends at byte {size}"
+                )
+            if cflag > 3 or (cflag in (0, 1)) != (record_start is None):
+                raise DataError(f"{rec_path}: offset {pos}: continuation flag {cflag} out of sequence")
+            if cflag in (0, 1):
+                offsets.append(pos)
+            record_start = pos if cflag == 1 else record_start if cflag == 2 else None
+            f.seek(end)
+            bar.update(end - pos)
+            pos = end
+    if record_start is not None:
+        raise DataError(f"{rec_path}: truncated record at offset {record_start}: its last part is missing")
+    return np.array(offsets, dtype=np.int64)
+
+
+def _cache_idx_path(rec_path):
+    """Where an index goes when the ``.rec`` folder is read-only: the user cache, keyed by path, size, mtime."""
+    stat = os.stat(rec_path)
+    key = f"{os.path.abspath(rec_path)}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "keras_insightface" / "idx" / f"{hashlib.sha256(key).hexdigest()[:32]}.idx"
+
+
+def _write_idx(idx_path, offsets, chunk=1 << 16):
+    """Write ``ordinal<TAB>offset`` lines atomically: a temp file in the same folder, then ``os.replace``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{idx_path.name}.", suffix=".tmp", dir=idx_path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            for start in range(0, offsets.size, chunk):
+                f.write("".join(f"{k}\t{o}\n" for k, o in enumerate(offsets[start : start + chunk].tolist(), start)))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, idx_path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def rebuild_index(rec_path, idx_path=None):
+    """Scan ``rec_path`` once and write its index (keys 0..n-1 in file order); returns the index path.
+
+    The index goes to ``idx_path`` (default: beside the ``.rec``) when that folder is writable, else to
+    ``$XDG_CACHE_HOME/keras_insightface/idx/<hash>.idx`` (``~/.cache`` by default), so read-only datasets work.
+
+    Example:
+        >>> rebuild_index("datasets/faces_emore/train.rec")    # doctest: +SKIP
+        'datasets/faces_emore/train.idx'
+    """
+    rec_path = Path(rec_path)
+    if not rec_path.is_file():
+        raise DataError(f"{rec_path}: record file missing")
+    target = Path(idx_path) if idx_path is not None else rec_path.with_suffix(".idx")
+    offsets = _scan_offsets(rec_path)
+    try:
+        _write_idx(target, offsets)
+    except OSError:
+        target = _cache_idx_path(rec_path)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _write_idx(target, offsets)
+        except OSError as error:
+            raise DataError(
+                f"{rec_path}: cannot write a rebuilt index beside it nor to {target} ({error.strerror})"
+            ) from None
+    return str(target)
+
+
 class RecordReader:
-    """Random access to a ``.rec`` through its ``.idx``; picklable (workers reopen the file lazily)."""
+    """Random access to a ``.rec`` through its ``.idx``; picklable (workers reopen the file lazily).
+
+    A missing ``.idx``, or one that does not fit the ``.rec``, is replaced: first by a matching index in the
+    user cache, else by ``rebuild_index`` (with a warning saying why).
+
+    Example:
+        >>> reader = RecordReader("datasets/faces_emore/train.rec")    # doctest: +SKIP
+        >>> payload = reader.read(1)                                    # doctest: +SKIP
+    """
 
     def __init__(self, rec_path, idx_path=None):
         self._fd = None
         self.rec_path = str(rec_path)
-        self.idx_path = str(idx_path) if idx_path is not None else str(Path(rec_path).with_suffix(".idx"))
+        requested = str(idx_path) if idx_path is not None else str(Path(rec_path).with_suffix(".idx"))
         if not os.path.isfile(self.rec_path):
             raise DataError(f"{self.rec_path}: record file missing")
-        keys, offsets = _parse_idx(self.idx_path)
+        problem = self._load_index(requested)
+        if problem is None or self._cached_index_fits():
+            return
+        warnings.warn(f"{requested}: {problem}; rebuilding the index from {self.rec_path}", stacklevel=2)
+        rebuilt = rebuild_index(self.rec_path, requested)
+        problem = self._load_index(rebuilt)
+        if problem is not None:
+            raise DataError(f"{rebuilt}: the rebuilt index still does not fit ({problem}); was the file changing?")
+
+    def _cached_index_fits(self):
+        """Load the user-cache index of this ``.rec`` when there is one that fits; True if so."""
+        cached = _cache_idx_path(self.rec_path)
+        try:
+            return cached.is_file() and self._load_index(cached) is None
+        except DataError:
+            return False
+
+    def _load_index(self, idx_path):
+        """Parse ``idx_path`` into the lookup arrays; return why it does not fit the ``.rec``, or None."""
+        if not os.path.isfile(idx_path):
+            return "index file missing"
+        keys, offsets = _parse_idx(idx_path)
         order = np.argsort(keys, kind="stable")
         sorted_keys = keys[order]
         repeated = sorted_keys[1:][sorted_keys[1:] == sorted_keys[:-1]]
         if repeated.size:
-            raise DataError(f"{self.idx_path}: key {int(repeated[0])} appears more than once")
+            raise DataError(f"{idx_path}: key {int(repeated[0])} appears more than once")
+        self.idx_path = str(idx_path)
         self._file_keys = keys
         self._sorted_keys = sorted_keys
         self._sorted_offsets = offsets[order]
+        return self._index_mismatch()
+
+    def _index_mismatch(self, samples=33):
+        """Why the index does not fit the ``.rec`` (None when it does).
+
+        Cheap on purpose (a full check is a full scan): every offset within the file, the magic at up to
+        ``samples`` offsets spread over the file, and the last record ending exactly at the end of the file.
+        Reads check each record's magic anyway.
+        """
+        size = os.path.getsize(self.rec_path)
+        if self._sorted_offsets.size == 0:
+            return None if size == 0 else f"the index is empty but the record file holds {size} bytes"
+        by_offset = np.argsort(self._sorted_offsets, kind="stable")
+        offsets, keys = self._sorted_offsets[by_offset], self._sorted_keys[by_offset]
+        last, last_key = int(offsets[-1]), int(keys[-1])
+        if last >= size:
+            return f"key {last_key} has offset {last}, past the end of the {size}-byte record file"
+        picks = np.unique(np.linspace(0, offsets.size - 1, min(offsets.size, samples)).astype(np.int64))
+        try:
+            for key, offset in zip(keys[picks].tolist(), offsets[picks].tolist()):
+                self._part_header(key, offset)
+            cflag, length = self._part_header(last_key, last)
+            if cflag not in (0, 1):
+                return f"key {last_key} at offset {last} points into the middle of a multi-part record"
+            end = last + _part_size(length)
+            while cflag in (1, 2):
+                cflag, length = self._part_header(last_key, end)
+                end += _part_size(length)
+        except DataError as error:
+            return str(error)
+        if end != size:
+            return f"the last record (key {last_key} at offset {last}) ends at byte {end}, the file has {size} bytes"
+        return None
 
     @property
     def keys(self):
@@ -215,14 +380,17 @@ class RecordReader:
         """Read ``size`` bytes of the part data at offset."""
         data = self._pread(size, offset + _RECORD_HEADER.size)
         if len(data) < size:
-            raise DataError(f"{self.rec_path}: key {key} at offset {offset}: truncated record")
+            raise DataError(
+                f"{self.rec_path}: key {key} at offset {offset}: truncated record "
+                f"({len(data)} of its {size} bytes before the end of the file)"
+            )
         return data
 
     def _part(self, key, offset):
         """Read one part at offset: returns (cflag, data, next_offset)."""
         cflag, length = self._part_header(key, offset)
         data = self._part_data(key, offset, length)
-        return cflag, data, offset + _RECORD_HEADER.size + length + (-length % 4)
+        return cflag, data, offset + _part_size(length)
 
     def read(self, key):
         """Return the payload of ``key``, joining multi-part records with the magic between parts."""
@@ -299,31 +467,78 @@ def write_property(path, num_classes, h, w):
     path.write_text(f"{int(num_classes)},{int(h)},{int(w)}\n", encoding="ascii")
 
 
-def write_insightface_rec(out_dir, samples, num_classes, image_size=(112, 112)):
-    """Write ``train.rec``/``train.idx``/``property`` in the insightface layout (header, images, identities)."""
+def _label_error(rec_path, index, label, num_classes):
+    return DataError(f"{rec_path}: sample {index} has label {label}, expected 0..{num_classes - 1}")
+
+
+def _by_label(samples, rec_path, num_classes):
+    """A sequence's samples grouped by label (stable), read one at a time; labels are checked up front."""
+    labels = getattr(samples, "labels", None)
+    labels = np.array([int(label) for _, label in samples] if labels is None else labels, dtype=np.int64)
+    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if bad.size:
+        raise _label_error(rec_path, int(bad[0]), int(labels[bad[0]]), num_classes)
+    if labels.size + 1 + num_classes > _FLOAT32_EXACT:
+        raise DataError(f"{rec_path}: {labels.size} images + {num_classes} classes exceed float32-exact header keys")
+    for i in np.argsort(labels, kind="stable").tolist():
+        data, label = samples[i]
+        if int(label) != labels[i]:
+            raise DataError(f"{rec_path}: sample {i} has label {label} but the sample labels say {labels[i]}")
+        yield data, label
+
+
+def write_insightface_rec(out_dir, samples, num_classes, image_size=(112, 112), progress=False):
+    """Write ``train.rec``/``train.idx``/``property`` in the insightface layout (header, images, identities).
+
+    ``samples`` yields ``(image_bytes, label)``; bytes are stored as given (JPEG, PNG: no re-encoding). A
+    sequence (``len`` and indexing: a list, a source) is written grouped by label through random access, one
+    image in memory at a time, its labels taken from its ``labels`` array when it has one. Any other iterable
+    is streamed in its own order and must hold each class in one contiguous run. ``progress`` shows a
+    progress line on stderr.
+
+    Example:
+        >>> write_insightface_rec("out", [(jpeg_bytes, 0), (jpeg_bytes, 1)], num_classes=2)  # doctest: +SKIP
+    """
     out_dir = Path(out_dir)
     rec_path = out_dir / "train.rec"
     num_classes = int(num_classes)
-    labels = np.array([int(label) for _, label in samples], dtype=np.int64)
-    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
-    if bad.size:
-        i = int(bad[0])
-        raise DataError(f"{rec_path}: sample {i} has label {int(labels[i])}, expected 0..{num_classes - 1}")
-    num_images = len(samples)
-    if num_images + 1 + num_classes > _FLOAT32_EXACT:
-        raise DataError(f"{rec_path}: {num_images} images + {num_classes} classes exceed float32-exact header keys")
-    order = np.argsort(labels, kind="stable")
-    counts = np.bincount(labels, minlength=num_classes)
-    starts = 1 + np.concatenate([[0], np.cumsum(counts)[:-1]])
+    if hasattr(samples, "__len__") and hasattr(samples, "__getitem__"):
+        total, items = len(samples), _by_label(samples, rec_path, num_classes)
+    else:
+        total, items = None, iter(samples)
+    starts = np.zeros(num_classes, dtype=np.int64)
+    counts = np.zeros(num_classes, dtype=np.int64)
+    key, previous = 1, None
     out_dir.mkdir(parents=True, exist_ok=True)
-    with RecordWriter(rec_path, out_dir / "train.idx") as writer:
-        writer.write(0, pack_header([num_images + 1, num_images + 1 + num_classes]))
-        for key, index in enumerate(order.tolist(), start=1):
-            jpeg, label = samples[index]
-            writer.write(key, pack_header(float(label), id=key) + bytes(jpeg))
+    bar = Progress(total, f"writing {rec_path}") if progress else contextlib.nullcontext()
+    with RecordWriter(rec_path, out_dir / "train.idx") as writer, bar:
+        writer.write(0, pack_header([0, 0]))  # placeholder of the same size, patched once the counts are known
+        for data, label in items:
+            label = int(label)
+            if not 0 <= label < num_classes:
+                raise _label_error(rec_path, key - 1, label, num_classes)
+            if label != previous:
+                if counts[label]:
+                    raise DataError(
+                        f"{rec_path}: sample {key - 1} has label {label} again after other labels; "
+                        "a streamed iterable must hold each class in one contiguous run"
+                    )
+                starts[label], previous = key, label
+            if key + 1 + num_classes > _FLOAT32_EXACT:
+                raise DataError(f"{rec_path}: {key} images + {num_classes} classes exceed float32-exact header keys")
+            writer.write(key, pack_header(float(label), id=key) + bytes(data))
+            counts[label] += 1
+            key += 1
+            if progress:
+                bar.update()
+        num_images = key - 1
+        empty = counts == 0
+        starts[empty] = (1 + np.cumsum(counts) - counts)[empty]
         for c in range(num_classes):
-            start = int(starts[c])
-            writer.write(num_images + 1 + c, pack_header([start, start + int(counts[c])]))
+            writer.write(num_images + 1 + c, pack_header([starts[c], starts[c] + counts[c]]))
+    with open(rec_path, "r+b") as f:
+        f.seek(_RECORD_HEADER.size)
+        f.write(pack_header([num_images + 1, num_images + 1 + num_classes]))
     write_property(out_dir / "property", num_classes, image_size[0], image_size[1])
 
 
@@ -336,7 +551,15 @@ def _class_of(label, where):
 
 
 class InsightfaceRec:
-    """An insightface ``train.rec`` as a sequence of ``(jpeg_bytes, label)``; also reads header-less files."""
+    """An insightface ``train.rec`` as a sequence of ``(jpeg_bytes, label)``; also reads header-less files.
+
+    Pickles as paths and sizes only (it is sent to grain workers); the key and label arrays are not copied.
+
+    Example:
+        >>> ds = InsightfaceRec("datasets/faces_emore")    # doctest: +SKIP
+        >>> len(ds), ds.num_classes                         # doctest: +SKIP
+        (5822653, 85742)
+    """
 
     def __init__(self, rec_dir_or_rec_path):
         path = Path(rec_dir_or_rec_path)
@@ -394,8 +617,19 @@ class InsightfaceRec:
         if flag != 2 or payload:
             return None
         first, end = (_class_of(v, f"{self.rec_path}: key 0") for v in label)
+        if end > _FLOAT32_EXACT:
+            warnings.warn(
+                f"{self.rec_path}: key 0: header labels [{first}, {end}] pass 2**24, where float32 labels lose "
+                "exactness: image and identity keys past 2**24 may be wrong",
+                stacklevel=3,
+            )
         if first < 1 or end < first:
             raise DataError(f"{self.rec_path}: key 0: header labels [{first}, {end}] are not a valid layout")
+        if first > len(self.reader):
+            raise DataError(
+                f"{self.rec_path}: key 0: header says there are {first - 1} images "
+                f"but the index holds only {len(self.reader)} records"
+            )
         return first, end
 
     def _unpack(self, key, record):
@@ -437,6 +671,19 @@ class InsightfaceRec:
 
     def __len__(self):
         return self.num_images
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("labels", None)
+        state.pop("_image_keys")
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if self.has_header:
+            self._image_keys = np.arange(1, self.num_images + 1, dtype=np.int64)
+        else:
+            self._image_keys = self.reader.sorted_keys
 
     def __getitem__(self, i):
         """Return ``(jpeg_bytes, label)`` of image ``i`` (record key ``i + 1`` with a header)."""

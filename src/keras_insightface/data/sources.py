@@ -176,18 +176,24 @@ def list_source(list_path):
     list_path = Path(list_path)
     base = list_path.parent
     paths, labels = [], []
-    with open(list_path) as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            parts = line.rstrip("\n").rsplit("\t", 1) if "\t" in line else line.split()
-            if len(parts) != 2 or not parts[1].strip().lstrip("-").isdigit():
-                raise DataError(f"{list_path}:{line_no}: expected 'image_path<TAB>label', got {line.strip()!r}")
-            label = int(parts[1])
-            if label < 0:
-                raise DataError(f"{list_path}:{line_no}: negative label {label}")
-            paths.append(base / parts[0].strip())
-            labels.append(label)
+    try:
+        with open(list_path, encoding="utf-8") as f:
+            lines = f.readlines()
+    except UnicodeDecodeError:
+        raise DataError(
+            f"{list_path}: not a text list file of 'image_path<TAB>label' lines (nor a .rec, .npz or class folder)"
+        ) from None
+    for line_no, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        parts = line.rstrip("\n").rsplit("\t", 1) if "\t" in line else line.split()
+        if len(parts) != 2 or not parts[1].strip().lstrip("-").isdigit():
+            raise DataError(f"{list_path}:{line_no}: expected 'image_path<TAB>label', got {line.strip()!r}")
+        label = int(parts[1])
+        if label < 0:
+            raise DataError(f"{list_path}:{line_no}: negative label {label}")
+        paths.append(base / parts[0].strip())
+        labels.append(label)
     if not paths:
         raise DataError(f"{list_path}: list file holds no images")
     _check_listed(list_path, paths)

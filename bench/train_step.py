@@ -32,7 +32,7 @@ def main():
     import keras
     import numpy as np
 
-    from keras_insightface.data.augment import RandomFlipCast
+    from keras_insightface.data.augment import FaceAugment
     from keras_insightface.heads.norm_dense import NormDense
     from keras_insightface.losses.cross_entropy import MarginCrossEntropy
     from keras_insightface.losses.margin import ArcfaceLoss
@@ -42,7 +42,7 @@ def main():
 
     keras.config.set_dtype_policy(args.precision)
     basic = buildin_models(args.model, emb_shape=512)
-    model = build_train_model(basic, NormDense(args.classes), ArcfaceLoss(scale=64), RandomFlipCast(seed=0))
+    model = build_train_model(basic, NormDense(args.classes), ArcfaceLoss(scale=64), FaceAugment(seed=0))
     model.compile(
         optimizer=L2SGD(0.1),
         loss={"logits": MarginCrossEntropy()},

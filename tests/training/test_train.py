@@ -82,7 +82,9 @@ def test_bad_arguments_and_mixed_precision(tiny_data, tmp_path):
         _train(tiny_data, tmp_path, eval_paths=[str(tmp_path / "missing.bin")])
     with pytest.raises(ValueError, match="mixed_precision must be one of"):
         _train(tiny_data, tmp_path, mixed_precision="fp8")
-    trainer = _train(tiny_data, tmp_path, eval_paths=[], mixed_precision="mixed_bfloat16")
+    trainer = _train(tiny_data, tmp_path, eval_paths=[], mixed_precision="mixed_bfloat16", random_status=3,
+                     random_cutout_mask_area=0.3)
+    assert trainer.augment.random_status == 3 and trainer.augment.random_cutout_mask_area == 0.3
     assert trainer.basic_model.get_layer("stem_conv").compute_dtype == "bfloat16"
     assert trainer.basic_model.output.dtype == "float32" and trainer.head.compute_dtype == "float32"
     assert keras.config.dtype_policy().name == "float32"  # the global policy is restored

@@ -20,7 +20,7 @@ import weakref
 import keras
 import numpy as np
 
-from keras_insightface.data.augment import RandomFlipCast
+from keras_insightface.data.augment import FaceAugment
 from keras_insightface.data.loader import describe_record, make_loader
 from keras_insightface.data.sources import open_source
 from keras_insightface.errors import DataError
@@ -77,6 +77,9 @@ class Train:
         lr_warmup_steps: warmup epochs (linear from 0).
         weight_decay: coupled L2 of the default SGD (momentum 0.9), 5e-4 as insightface.
         mixed_precision: ``float32``, ``mixed_bfloat16`` or ``mixed_float16``.
+        random_status: the seed's augmentation level on the accelerator (0 flip, 1 + brightness, 2 + contrast
+            and saturation, 3 + crop; >= 100 RandAugment with magnitude 5 * random_status / 100), see FaceAugment.
+        random_cutout_mask_area: probability of the seed's face-mask cutout (lower face filled).
         image_per_class: > 1 keeps identities with at least that many images and batches whole identity
             groups of that size (for triplet-style losses).
         strict_data: stop at the first unreadable image instead of replacing it and reporting the count.
@@ -102,6 +105,8 @@ class Train:
         output_layer="GDC",
         checkpoint_dir="checkpoints",
         num_workers=None,
+        random_status=0,
+        random_cutout_mask_area=0.0,
         image_per_class=0,
         strict_data=False,
         seed=0,
@@ -139,7 +144,9 @@ class Train:
                 basic_model = buildin_models(basic_model, output_layer=output_layer, emb_shape=emb_shape)
             self.basic_model = basic_model
             self.head = NormDense(self.num_classes, name="norm_dense")
-            self.augment = RandomFlipCast(seed=seed, name="augment")
+            self.augment = FaceAugment(
+                random_status=random_status, random_cutout_mask_area=random_cutout_mask_area, seed=seed, name="augment"
+            )
         finally:
             keras.config.set_dtype_policy(previous_policy)
 

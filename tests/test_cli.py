@@ -2,6 +2,8 @@
 
 import pickle
 
+import pytest
+
 from keras_insightface.cli import main, results_table
 from keras_insightface.data.binpack import write_bin
 from keras_insightface.data.recordio import write_insightface_rec
@@ -23,7 +25,8 @@ def test_missing_empty_and_truncated_datasets(tmp_path, capsys):
     write_insightface_rec(tmp_path / "rec", class_images(2, 2, size=16), 2)
     rec = tmp_path / "rec" / "train.rec"
     rec.write_bytes(rec.read_bytes()[:-30])
-    assert "train.rec" in _error_line(capsys, ["train", "--data", str(tmp_path / "rec")])
+    with pytest.warns(UserWarning, match="rebuilding the index"):
+        assert "train.rec" in _error_line(capsys, ["train", "--data", str(tmp_path / "rec")])
 
 
 def test_corrupt_jpeg_is_named(tmp_path, capsys):

@@ -174,11 +174,14 @@ def test_rec_without_idx_is_reindexed(tmp_path):
     assert [source[i] for i in range(len(source))] == sorted(samples, key=lambda s: s[1])
 
 
-def test_folder_source_ignores_non_images(tmp_path):
+def test_folder_source_reports_non_images(tmp_path):
     (tmp_path / "0").mkdir()
     (tmp_path / "0" / "notes.txt").write_text("x")
     (tmp_path / "0" / "a.png").write_bytes(b"")
-    assert len(folder_source(tmp_path)) == 1
+    with pytest.warns(UserWarning, match="1 files in class folders are not images .*first: 0/notes.txt; they are left out"):
+        assert len(folder_source(tmp_path)) == 1
+    with pytest.raises(DataError, match="1 files in class folders are not images"):
+        open_source(tmp_path, strict=True)  # the cached scan remembers them too
 
 
 def _class_tree(root, counts):
@@ -236,3 +239,16 @@ def test_npz_list_with_embeddings(tmp_path):
     np.savez(tmp_path / "short.npz", image_names=names, image_classes=[0, 1])
     with pytest.raises(DataError, match="short.npz: image_names, image_classes"):
         open_source(tmp_path / "short.npz")
+
+
+def test_jpeg_recompression_in_workers_is_seeded_per_batch():
+    rng = np.random.default_rng(0)
+    source = LabelledSource(8)
+    source.images = [jpeg(rng.integers(0, 256, (112, 112, 3)), quality=95) for _ in range(8)]
+    plain = _take(make_loader(source, 8, seed=1, num_workers=0), 2)
+    squeezed = _take(make_loader(source, 8, seed=1, num_workers=0, jpeg_quality_level=2), 2)
+    again = _take(make_loader(source, 8, seed=1, num_workers=0, jpeg_quality_level=2), 2)
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(squeezed, again))  # reproducible from the seed
+    for p, q in zip(plain, squeezed):
+        assert np.array_equal(p[1], q[1]) and not np.array_equal(p[0], q[0])  # same samples, re-compressed
+        assert np.abs(p[0].astype(int) - q[0].astype(int)).mean() > 5  # noise images lose a lot at quality ~80

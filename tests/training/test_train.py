@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from keras_insightface import ArcfaceLoss, CosFaceLoss, Train
+from keras_insightface.data.augment import FaceAugment
 from keras_insightface.data.binpack import write_bin
 from keras_insightface.data.recordio import write_insightface_rec
 from keras_insightface.errors import DataError
@@ -85,6 +86,8 @@ def test_bad_arguments_and_mixed_precision(tiny_data, tmp_path):
     trainer = _train(tiny_data, tmp_path, eval_paths=[], mixed_precision="mixed_bfloat16", random_status=3,
                      random_cutout_mask_area=0.3)
     assert trainer.augment.random_status == 3 and trainer.augment.random_cutout_mask_area == 0.3
+    custom = FaceAugment(auto_augment_policy="face", hue_delta=0.02)
+    assert _train(tiny_data, tmp_path, eval_paths=[], augment=custom).augment is custom
     assert trainer.basic_model.get_layer("stem_conv").compute_dtype == "bfloat16"
     assert trainer.basic_model.output.dtype == "float32" and trainer.head.compute_dtype == "float32"
     assert keras.config.dtype_policy().name == "float32"  # the global policy is restored

@@ -19,6 +19,7 @@ import os
 
 import grain
 import numpy as np
+import simplejpeg
 
 from keras_insightface.data.decode import decode_image
 from keras_insightface.errors import DataError
@@ -38,11 +39,21 @@ class _Decode:
 
     Errors name the image through ``source.describe(index)`` (a file path) when the source has it. In
     lenient mode a record that fails is replaced by the next readable one and reported in ``skipped``.
+    ``jpeg_quality_level`` L > 0 re-compresses every image at a JPEG quality drawn from 80 +- 5L (the
+    seed's JPEG augmentation: an encoder op, so it runs here on the CPU workers, seeded per batch).
     """
 
     source: object
     image_size: tuple
     strict: bool
+    jpeg_quality_level: float = 0
+    seed: int = 0
+
+    def recompress(self, image, rng):
+        low = int(np.clip(80 - 5 * self.jpeg_quality_level, 1, 100))
+        high = int(np.clip(80 + 5 * self.jpeg_quality_level, 1, 100))
+        quality = int(rng.integers(low, high + 1))
+        return simplejpeg.decode_jpeg(simplejpeg.encode_jpeg(image, quality=quality), colorspace="RGB")
 
     def read(self, index):
         data, label = self.source[index]
@@ -62,13 +73,15 @@ class _Decode:
                 continue
         raise DataError(f"{describe_record(self.source, index)} and the {MAX_REPLACEMENTS} records after it are all unreadable")
 
-    def __call__(self, indices):
-        """Decode a batch of record indices straight into one preallocated uint8 array."""
+    def __call__(self, batch_index, indices):
+        """Decode batch ``batch_index`` (counted over all epochs) straight into one preallocated uint8 array."""
         images = np.empty((len(indices), *self.image_size, 3), dtype=np.uint8)
         labels = np.empty(len(indices), dtype=np.int32)
         skipped = np.empty(len(indices), dtype=np.int32)
+        rng = np.random.default_rng([self.seed, batch_index]) if self.jpeg_quality_level > 0 else None
         for row, index in enumerate(indices):
-            images[row], labels[row], skipped[row] = self.one(index)
+            image, labels[row], skipped[row] = self.one(index)
+            images[row] = self.recompress(image, rng) if rng is not None else image
         return images, labels, skipped
 
 
@@ -166,6 +179,7 @@ def make_loader(
     image_size=(112, 112),
     image_per_class=0,
     strict=False,
+    jpeg_quality_level=0,
     process_index=None,
     process_count=None,
 ):
@@ -174,6 +188,7 @@ def make_loader(
     Each epoch is a fresh seeded permutation, sharded across hosts (``jax.process_index()`` by default);
     batches never straddle epochs. ``image_per_class > 1`` batches whole identity groups (batch rounded
     down to a multiple). ``num_workers=0`` decodes in the main process (useful for tiny tests).
+    ``jpeg_quality_level`` > 0 re-compresses images in the workers (quality 80 +- 5 * level).
     """
     name = getattr(source, "name", type(source).__name__)
     if process_index is None or process_count is None:
@@ -194,10 +209,10 @@ def make_loader(
             f"{name}: {len(source)} images ({per_host} usable per host) is fewer than one batch of {batch_size}; "
             "use a smaller batch_size or more data"
         )
-    decode = _Decode(source, tuple(image_size), strict)
+    decode = _Decode(source, tuple(image_size), strict, jpeg_quality_level, seed)
     _preflight(decode, len(source))
     steps = per_host // batch_size
-    ds = ds[: steps * batch_size].batch(batch_size, drop_remainder=True).map(decode).repeat(None)
+    ds = ds[: steps * batch_size].batch(batch_size, drop_remainder=True).map_with_index(decode).repeat(None)
     iter_ds = ds.to_iter_dataset()
     num_workers = default_num_workers() if num_workers is None else num_workers
     if num_workers > 0:

@@ -20,6 +20,7 @@ Example:
 
 import hashlib
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -122,26 +123,31 @@ def _load_scan(root, key):
         try:
             with np.load(path, allow_pickle=False) as cached:
                 if str(cached["key"]) == key:
-                    return cached["files"].tolist(), cached["labels"]
+                    return cached["files"].tolist(), cached["labels"], cached["ignored"].tolist()
         except (OSError, KeyError, ValueError):
             continue
     return None
 
 
-def _save_scan(root, key, files, labels):
+def _save_scan(root, key, files, labels, ignored):
     for path in _scan_cache_paths(root):
         tmp = path.with_name(f"{path.name}.tmp{os.getpid()}.npz")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(tmp, key=key, files=np.asarray(files, dtype=str), labels=labels)
+            np.savez(tmp, key=key, files=np.asarray(files, dtype=str), labels=labels,
+                     ignored=np.asarray(ignored, dtype=str))
             os.replace(tmp, path)
             return
         except OSError:
             tmp.unlink(missing_ok=True)
 
 
-def folder_source(root):
-    """``root/<class>/<image>``; classes numbered in numeric order when all names are numbers, else by name."""
+def folder_source(root, strict=False):
+    """``root/<class>/<image>``; classes numbered in numeric order when all names are numbers, else by name.
+
+    Files that are not images (by extension) are left out with a warning naming how many and the first;
+    with ``strict`` they are an error.
+    """
     root = Path(root)
     classes = sorted((d.name for d in os.scandir(root) if d.is_dir()), key=_class_sort_key)
     if not classes:
@@ -149,17 +155,22 @@ def folder_source(root):
     key = _tree_key(root, classes)
     cached = _load_scan(root, key)
     if cached is None:
-        files, labels = [], []
+        files, labels, ignored = [], [], []
         for label, name in enumerate(classes):
-            names = sorted(
-                e.name for e in os.scandir(root / name) if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS)
-            )
-            files += [f"{name}/{n}" for n in names]
-            labels += [label] * len(names)
+            entries = sorted(e.name for e in os.scandir(root / name) if e.is_file())
+            images = [n for n in entries if n.lower().endswith(IMAGE_EXTENSIONS)]
+            ignored += [f"{name}/{n}" for n in entries if not n.lower().endswith(IMAGE_EXTENSIONS)]
+            files += [f"{name}/{n}" for n in images]
+            labels += [label] * len(images)
         labels = np.asarray(labels, dtype=np.int64)
-        _save_scan(root, key, files, labels)
+        _save_scan(root, key, files, labels, ignored)
     else:
-        files, labels = cached
+        files, labels, ignored = cached
+    if ignored:
+        message = f"{root}: {len(ignored)} files in class folders are not images ({', '.join(IMAGE_EXTENSIONS)}), first: {ignored[0]}"
+        if strict:
+            raise DataError(message)
+        warnings.warn(message + "; they are left out", stacklevel=2)
     if not files:
         raise DataError(f"{root}: {len(classes)} class subfolders but no images ({', '.join(IMAGE_EXTENSIONS)})")
     return FileListSource([root / f for f in files], labels, root.name)
@@ -221,8 +232,11 @@ def npz_source(npz_path):
     return FileListSource(paths, labels, npz_path.stem, embeddings)
 
 
-def open_source(path, image_per_class=0):
-    """The training source at ``path`` (RecordIO, class folders, list file or npz list)."""
+def open_source(path, image_per_class=0, strict=False):
+    """The training source at ``path`` (RecordIO, class folders, list file or npz list).
+
+    ``strict`` turns skippable problems (non-image files in class folders) into errors.
+    """
     from keras_insightface.data.recordio import InsightfaceRec
 
     path = Path(path)
@@ -231,7 +245,7 @@ def open_source(path, image_per_class=0):
     if path.is_dir() and (path / "train.rec").exists() or path.suffix == ".rec":
         source = InsightfaceRec(path)
     elif path.is_dir():
-        source = folder_source(path)
+        source = folder_source(path, strict)
     elif path.suffix == ".npz":
         source = npz_source(path)
     else:

@@ -80,6 +80,10 @@ class Train:
         random_status: the seed's augmentation level on the accelerator (0 flip, 1 + brightness, 2 + contrast
             and saturation, 3 + crop; >= 100 RandAugment with magnitude 5 * random_status / 100), see FaceAugment.
         random_cutout_mask_area: probability of the seed's face-mask cutout (lower face filled).
+        augment: a ``FaceAugment`` (or any layer uint8 images -> float32 0..255) used instead of the one
+            built from ``random_status`` / ``random_cutout_mask_area``: RandAugment op sets, AutoAugment
+            policies, hue, cutout.
+        jpeg_quality_level: L > 0 re-compresses images in the loader workers at JPEG quality 80 +- 5L.
         image_per_class: > 1 keeps identities with at least that many images and batches whole identity
             groups of that size (for triplet-style losses).
         strict_data: stop at the first unreadable image instead of replacing it and reporting the count.
@@ -107,6 +111,8 @@ class Train:
         num_workers=None,
         random_status=0,
         random_cutout_mask_area=0.0,
+        augment=None,
+        jpeg_quality_level=0,
         image_per_class=0,
         strict_data=False,
         seed=0,
@@ -117,10 +123,10 @@ class Train:
         missing = [p for p in eval_paths if not os.path.isfile(p)]
         if missing:
             raise DataError(f"{missing[0]}: eval .bin file does not exist")
-        self.source = open_source(data_path, image_per_class=image_per_class)
+        self.source = open_source(data_path, image_per_class=image_per_class, strict=strict_data)
         self.loader = make_loader(
             self.source, batch_size, seed=seed, num_workers=num_workers, image_per_class=image_per_class,
-            strict=strict_data,
+            strict=strict_data, jpeg_quality_level=jpeg_quality_level,
         )
         self.skipped_images = cbs.SkippedImages(functools.partial(describe_record, self.source))
         self.num_classes = self.loader.num_classes
@@ -144,7 +150,7 @@ class Train:
                 basic_model = buildin_models(basic_model, output_layer=output_layer, emb_shape=emb_shape)
             self.basic_model = basic_model
             self.head = NormDense(self.num_classes, name="norm_dense")
-            self.augment = FaceAugment(
+            self.augment = augment if augment is not None else FaceAugment(
                 random_status=random_status, random_cutout_mask_area=random_cutout_mask_area, seed=seed, name="augment"
             )
         finally:

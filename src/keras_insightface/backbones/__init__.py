@@ -9,7 +9,9 @@ Example:
 import functools
 import types
 
+from keras_insightface.backbones.efficientnet import efficientnet_v2
 from keras_insightface.backbones.iresnet import iresnet
+from keras_insightface.backbones.mobilenet import mobilenet_v1, mobilenet_v2, mobilenet_v3
 
 BACKBONES = types.MappingProxyType(
     {
@@ -21,6 +23,12 @@ BACKBONES = types.MappingProxyType(
         # CPU-sized r18 for the demo and the tests: 1/8 width (8/16/32/64 channels) and a stride-2 stem,
         # about 1/250 of r18's compute; not a recognition model for real faces.
         "r18_tiny": functools.partial(iresnet, depth=18, width=8, stem_strides=2),
+        "mobilenet": mobilenet_v1,
+        "mobilenet_m1": functools.partial(mobilenet_v1, stem_strides=1),
+        "mobilenetv2": mobilenet_v2,
+        "mobilenetv3_small": functools.partial(mobilenet_v3, size="small"),
+        "mobilenetv3_large": functools.partial(mobilenet_v3, size="large"),
+        **{f"efficientnetv2{v}": functools.partial(efficientnet_v2, variant=v) for v in ("b0", "b1", "b2", "b3", "s")},
     }
 )
 

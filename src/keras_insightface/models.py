@@ -24,9 +24,9 @@ from keras_insightface.backbones import get_backbone
 OUTPUT_LAYERS = ("GDC", "E", "GAP", "F")
 
 
-def _embedding_head(x, output_layer, emb_shape, dropout, bn_momentum, bn_epsilon, use_bias):
-    def bn(y, name):
-        return keras.layers.BatchNormalization(momentum=bn_momentum, epsilon=bn_epsilon, name=name)(y)
+def _embedding_head(x, output_layer, emb_shape, dropout, bn_momentum, bn_epsilon, use_bias, scale, fold_pre_embedding):
+    def bn(y, name, **kwargs):
+        return keras.layers.BatchNormalization(momentum=bn_momentum, epsilon=bn_epsilon, name=name, **kwargs)(y)
 
     def drop(y, name):
         return keras.layers.Dropout(dropout, name=name)(y) if 0 < dropout < 1 else y
@@ -36,6 +36,8 @@ def _embedding_head(x, output_layer, emb_shape, dropout, bn_momentum, bn_epsilon
         x = keras.layers.DepthwiseConv2D(tuple(x.shape[1:3]), use_bias=False, name="GDC_dw")(x)
         x = drop(bn(x, "GDC_batchnorm"), "GDC_dropout")
         x = keras.layers.Conv2D(emb_shape, 1, use_bias=use_bias, kernel_initializer=init, name="GDC_conv")(x)
+        if fold_pre_embedding:  # BN on the conv output folds into the conv in TFLite / ONNX
+            x = bn(x, "pre_embedding", scale=scale)
         return keras.layers.Flatten(name="GDC_flatten")(x)
     if output_layer == "E":
         x = drop(bn(x, "E_batchnorm"), "E_dropout")
@@ -49,6 +51,14 @@ def _embedding_head(x, output_layer, emb_shape, dropout, bn_momentum, bn_epsilon
     return keras.layers.Dense(emb_shape, use_bias=use_bias, kernel_initializer=init, name="F_dense")(x)
 
 
+def _pointwise_conv(x, filters, activation, bn_momentum, bn_epsilon):
+    x = keras.layers.Conv2D(filters, 1, use_bias=False, name="pw_conv")(x)
+    x = keras.layers.BatchNormalization(momentum=bn_momentum, epsilon=bn_epsilon, name="pw_bn")(x)
+    if activation.lower() == "prelu":
+        return keras.layers.PReLU(keras.initializers.Constant(0.25), shared_axes=[1, 2], name="pw_prelu")(x)
+    return keras.layers.Activation(activation, name="pw_" + activation)(x)
+
+
 def buildin_models(
     stem_model,
     output_layer="GDC",
@@ -58,6 +68,9 @@ def buildin_models(
     bn_epsilon=1e-5,
     use_bias=False,
     scale=True,
+    add_pointwise_conv=False,
+    pointwise_conv_act="relu",
+    fold_pre_embedding=False,
     input_shape=(112, 112, 3),
     name=None,
 ):
@@ -72,6 +85,11 @@ def buildin_models(
         bn_momentum, bn_epsilon: for every BatchNormalization of backbone and head (MXNet: 0.9 / 2e-5).
         use_bias: bias in the head's last dense/conv.
         scale: learn gamma of the ``pre_embedding`` BN (``False`` = MXNet ``fix_gamma``).
+        add_pointwise_conv: a 1x1 conv + BN + activation before the head: ``True`` = 512 channels, ``-1`` = half
+            the backbone's channels (the seed's option; smaller than ``E`` on a wide map).
+        pointwise_conv_act: ``relu``, ``prelu`` or any Keras activation for that conv.
+        fold_pre_embedding: with ``GDC``, put the ``pre_embedding`` BN right after the 1x1 conv (before the
+            flatten) so TFLite / ONNX fold it into the conv.
     """
     if output_layer not in OUTPUT_LAYERS:
         raise ValueError(f"output_layer must be one of {OUTPUT_LAYERS}, received output_layer={output_layer!r}")
@@ -89,7 +107,15 @@ def buildin_models(
         raise ValueError(f"stem_model must be a backbone name or a keras.Model, received {type(stem_model).__name__}")
     if len(features.shape) != 4:
         raise ValueError(f"The backbone must output a 4-D feature map, received shape {features.shape}")
-    x = _embedding_head(features, output_layer, emb_shape, dropout, bn_momentum, bn_epsilon, use_bias)
-    x = keras.layers.BatchNormalization(momentum=bn_momentum, epsilon=bn_epsilon, scale=scale, name="pre_embedding")(x)
+    if fold_pre_embedding and output_layer != "GDC":
+        raise ValueError(f"fold_pre_embedding needs output_layer='GDC', received output_layer={output_layer!r}")
+    if add_pointwise_conv:
+        filters = features.shape[-1] // 2 if add_pointwise_conv == -1 else 512
+        features = _pointwise_conv(features, filters, pointwise_conv_act, bn_momentum, bn_epsilon)
+    x = _embedding_head(
+        features, output_layer, emb_shape, dropout, bn_momentum, bn_epsilon, use_bias, scale, fold_pre_embedding
+    )
+    if not fold_pre_embedding:
+        x = keras.layers.BatchNormalization(momentum=bn_momentum, epsilon=bn_epsilon, scale=scale, name="pre_embedding")(x)
     embedding = keras.layers.Activation("linear", dtype="float32", name="embedding")(x)
     return keras.Model(inputs, embedding, name=name)

@@ -87,3 +87,16 @@ def test_custom_stem_model_and_bad_arguments():
     with pytest.raises(ValueError, match="Unknown backbone 'r999'"):
         buildin_models("r999")
     assert {"r18", "r34", "r50", "r100", "r18_tiny"} <= set(list_backbones())
+
+
+def test_pointwise_conv_and_folded_pre_embedding():
+    half = buildin_models("r18_tiny", emb_shape=8, add_pointwise_conv=-1, pointwise_conv_act="prelu")
+    assert half.get_layer("pw_conv").filters == 32 and half.get_layer("pw_prelu").shared_axes == [1, 2]
+    full = buildin_models("r18_tiny", emb_shape=8, add_pointwise_conv=True)
+    assert full.get_layer("pw_conv").filters == 512 and full.get_layer("pw_relu") is not None
+    folded = buildin_models("r18_tiny", emb_shape=8, fold_pre_embedding=True, scale=False)
+    names = [layer.name for layer in folded.layers]
+    assert names[-4:] == ["GDC_conv", "pre_embedding", "GDC_flatten", "embedding"]
+    assert folded.get_layer("pre_embedding").input.shape == (None, 1, 1, 8) and not folded.get_layer("pre_embedding").scale
+    with pytest.raises(ValueError, match="fold_pre_embedding needs output_layer='GDC'"):
+        buildin_models("r18_tiny", output_layer="E", fold_pre_embedding=True)

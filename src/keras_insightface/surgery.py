@@ -1,0 +1,97 @@
+"""Model surgery the seed's recipes use: activation swaps, BatchNormalization settings, L2 regularisers.
+
+Each function keeps the trained weights: a swap rebuilds the model from its config and copies every
+weight whose layer name and shapes still match.
+
+Example:
+    >>> from keras_insightface.models import buildin_models
+    >>> from keras_insightface.surgery import replace_relu, set_bn_params
+    >>> model = buildin_models("mobilenet", emb_shape=16)
+    >>> prelu = replace_relu(model, "prelu")
+    >>> sum(type(layer).__name__ == "PReLU" for layer in prelu.layers)
+    27
+    >>> set_bn_params(prelu, momentum=0.9, epsilon=2e-5)
+    29
+"""
+
+import keras
+
+KERNEL_LAYERS = (keras.layers.Conv2D, keras.layers.Dense, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)
+
+
+def is_relu(layer):
+    """A ``ReLU`` layer (also ReLU6, as the seed converts those too) or an ``Activation("relu")``."""
+    if isinstance(layer, keras.layers.ReLU):
+        return True
+    return isinstance(layer, keras.layers.Activation) and keras.activations.serialize(layer.activation) == "relu"
+
+
+def copy_weights(source, target):
+    """Copy weights layer by layer where names and weight shapes match; returns how many layers were copied."""
+    copied = 0
+    for layer in target.layers:
+        try:
+            old = source.get_layer(layer.name)
+        except ValueError:
+            continue
+        old_weights, new_weights = old.get_weights(), layer.get_weights()
+        if old_weights and [w.shape for w in old_weights] == [w.shape for w in new_weights]:
+            layer.set_weights(old_weights)
+            copied += 1
+    return copied
+
+
+def replace_relu(model, target="prelu"):
+    """A copy of ``model`` with every ReLU replaced by ``target``: ``"prelu"`` (alpha 0.25, one per channel,
+    shared over the spatial axes, as MXNet/PyTorch) or any Keras activation name such as ``"swish"``.
+    """
+
+    def convert(layer):
+        if not is_relu(layer):
+            return layer.__class__.from_config(layer.get_config())
+        name = layer.name.replace("relu", target) if "relu" in layer.name else f"{layer.name}_{target}"
+        if target.lower() == "prelu":
+            shared = [1, 2] if len(layer.input.shape) == 4 else None
+            return keras.layers.PReLU(keras.initializers.Constant(0.25), shared_axes=shared, name=name)
+        return keras.layers.Activation(target, name=name)
+
+    swapped = keras.models.clone_model(model, clone_function=convert)
+    copy_weights(model, swapped)
+    return swapped
+
+
+def set_bn_params(model, momentum=None, epsilon=None):
+    """Set momentum and/or epsilon of every BatchNormalization in place; returns how many were changed.
+
+    (MXNet: 0.9 / 2e-5; PyTorch: 0.9 / 1e-5 in Keras terms; Keras default 0.99 / 1e-3.) Recompile after.
+    """
+    layers = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in layers:
+        if momentum is not None:
+            layer.momentum = float(momentum)
+        if epsilon is not None:
+            layer.epsilon = float(epsilon)
+    return len(layers)
+
+
+def add_l2_regularizer(model, weight_decay, apply_to_batch_normal=False):
+    """Attach ``L2(weight_decay / 2)`` (the seed's convention) to every kernel, and to BN gamma/beta and PReLU
+    alpha when ``apply_to_batch_normal``; returns the number of variables regularised. Recompile after.
+    """
+    regularizer = keras.regularizers.L2(weight_decay / 2)
+    count = 0
+    for layer in model._flatten_layers():
+        if isinstance(layer, KERNEL_LAYERS):
+            variables = [layer.depthwise_kernel] if isinstance(layer, keras.layers.DepthwiseConv2D) else []
+            if isinstance(layer, keras.layers.SeparableConv2D):
+                variables = [layer.depthwise_kernel, layer.pointwise_kernel]
+            elif not variables:
+                variables = [layer.kernel]
+        elif apply_to_batch_normal and isinstance(layer, (keras.layers.BatchNormalization, keras.layers.PReLU)):
+            variables = list(layer.trainable_weights)
+        else:
+            continue
+        for variable in variables:
+            variable.regularizer = regularizer
+            count += 1
+    return count

@@ -88,3 +88,13 @@ def test_convert_commands(tmp_path, capsys):
     assert "make-bin" in capsys.readouterr().out
     assert (tmp_path / "pairs.bin").stat().st_size > 0
     assert "pairs.bin" in _error_line(capsys, ["convert", "folders2rec", str(tmp_path / "pairs.bin"), str(tmp_path / "x")])
+
+
+def test_models_table(capsys):
+    assert main(["models", "r18_tiny", "mobilenet", "--emb-shape", "64"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| model | parameters (M) | GFLOPs at 112x112")
+    rows = {line.split("|")[1].strip(): line.split("|")[2:4] for line in lines[2:]}
+    assert set(rows) == {"r18_tiny", "mobilenet"}
+    assert float(rows["mobilenet"][0]) > float(rows["r18_tiny"][0]) > 0 and float(rows["mobilenet"][1]) > 0
+    assert "Unknown backbone" in _error_line(capsys, ["models", "nonet"])

@@ -1,4 +1,4 @@
-"""The ``keras-insightface`` command: ``demo``, ``train``, ``eval`` and ``convert``.
+"""The ``keras-insightface`` command: ``demo``, ``train``, ``eval``, ``convert`` and ``models``.
 
 Examples:
     keras-insightface demo
@@ -173,6 +173,18 @@ def cmd_eval(args):
         )
 
 
+def cmd_models(args):
+    from keras_insightface.backbones import list_backbones
+    from keras_insightface.flops import gflops
+    from keras_insightface.models import buildin_models
+
+    names = args.names or list_backbones()
+    print(f"| model | parameters (M) | GFLOPs at 112x112 | (GDC head, emb {args.emb_shape}) |\n|---|---|---|---|")
+    for name in names:
+        model = buildin_models(name, emb_shape=args.emb_shape)
+        print(f"| {name} | {model.count_params() / 1e6:.3f} | {gflops(model):.3f} | |")
+
+
 def cmd_convert(args):
     from keras_insightface.data import convert
 
@@ -216,6 +228,11 @@ def make_parser():
     evaluate.add_argument("-b", "--batch-size", type=int, default=64)
     evaluate.add_argument("--no-flip", action="store_true", help="do not add the flipped image's embedding")
     evaluate.set_defaults(func=cmd_eval)
+
+    models = sub.add_parser("models", help="list backbones with parameters and GFLOPs (one forward at 112x112)")
+    models.add_argument("names", nargs="*", help="backbone names (default: all)")
+    models.add_argument("--emb-shape", type=int, default=512)
+    models.set_defaults(func=cmd_models)
 
     convert = sub.add_parser("convert", help="convert datasets: rec2folders, folders2rec, make-bin")
     convert.add_argument("kind", choices=["rec2folders", "folders2rec", "make-bin"])

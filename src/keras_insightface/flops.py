@@ -1,0 +1,31 @@
+"""Forward-pass FLOPs of a Keras model, from XLA's cost analysis of the compiled function (JAX backend).
+
+Counts multiply and add as two FLOPs (XLA's convention); "GFLOPs" tables of face models usually quote
+multiply-accumulates, i.e. half of this.
+
+Example:
+    >>> from keras_insightface.models import buildin_models
+    >>> round(gflops(buildin_models("r18_tiny", emb_shape=128)), 3) > 0
+    True
+"""
+
+import keras
+import numpy as np
+
+
+def gflops(model, batch_size=1):
+    """GFLOPs of one forward pass of ``model`` on ``batch_size`` inputs (inference mode)."""
+    if keras.backend.backend() != "jax":
+        raise ValueError(f"gflops needs the JAX backend, the current backend is {keras.backend.backend()!r}")
+    import jax
+
+    shape = (batch_size, *model.input_shape[1:])
+    values = [v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables]
+
+    def forward(trainable, non_trainable, inputs):
+        return model.stateless_call(trainable, non_trainable, inputs, training=False)[0]
+
+    compiled = jax.jit(forward).lower(*values, np.zeros(shape, "float32")).compile()
+    analysis = compiled.cost_analysis()
+    analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
+    return float(analysis["flops"]) / 1e9

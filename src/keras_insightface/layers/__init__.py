@@ -1,0 +1,1 @@
+"""Custom Keras layers shared by the backbones."""

@@ -73,6 +73,7 @@ def buildin_models(
     fold_pre_embedding=False,
     input_shape=(112, 112, 3),
     name=None,
+    **backbone_kwargs,
 ):
     """Build the basic (embedding) model.
 
@@ -90,6 +91,8 @@ def buildin_models(
         pointwise_conv_act: ``relu``, ``prelu`` or any Keras activation for that conv.
         fold_pre_embedding: with ``GDC``, put the ``pre_embedding`` BN right after the 1x1 conv (before the
             flatten) so TFLite / ONNX fold it into the conv.
+        backbone_kwargs: options of a named backbone, e.g. ``buildin_models("ghostnet", strides=1,
+            activation="prelu")``.
     """
     if output_layer not in OUTPUT_LAYERS:
         raise ValueError(f"output_layer must be one of {OUTPUT_LAYERS}, received output_layer={output_layer!r}")
@@ -98,9 +101,11 @@ def buildin_models(
     inputs = keras.Input(input_shape, name="image")
     x = keras.layers.Rescaling(1 / 128, offset=-127.5 / 128, name="normalize")(inputs)
     if isinstance(stem_model, str):
-        features = get_backbone(stem_model)(x, bn_momentum=bn_momentum, bn_epsilon=bn_epsilon)
+        features = get_backbone(stem_model)(x, bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, **backbone_kwargs)
         name = name or stem_model
     elif isinstance(stem_model, keras.Model):
+        if backbone_kwargs:
+            raise ValueError(f"Backbone options apply to named backbones only, received {sorted(backbone_kwargs)}")
         features = stem_model(x)
         name = name or stem_model.name
     else:

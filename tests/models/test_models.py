@@ -87,6 +87,13 @@ def test_custom_stem_model_and_bad_arguments():
     with pytest.raises(ValueError, match="Unknown backbone 'r999'"):
         buildin_models("r999")
     assert {"r18", "r34", "r50", "r100", "r18_tiny"} <= set(list_backbones())
+    with pytest.raises(ValueError, match="Backbone options apply to named backbones only"):
+        buildin_models(stem, strides=1)
+
+
+def test_backbone_options_pass_through():
+    model = buildin_models("r18_tiny", emb_shape=8, output_layer="E", stem_strides=1)
+    assert model.get_layer("stem_conv").strides == (1, 1) and model.get_layer("E_batchnorm").input.shape[1] == 7
 
 
 def test_pointwise_conv_and_folded_pre_embedding():

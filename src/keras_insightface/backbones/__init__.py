@@ -11,7 +11,9 @@ import types
 
 from keras_insightface.backbones.botnet import botnet
 from keras_insightface.backbones.efficientnet import efficientnet_v2
+from keras_insightface.backbones.ghostnet import ghostnet
 from keras_insightface.backbones.iresnet import iresnet
+from keras_insightface.backbones.mobilefacenet import mobilefacenet
 from keras_insightface.backbones.mobilenet import mobilenet_v1, mobilenet_v2, mobilenet_v3
 from keras_insightface.backbones.vargface import vargfacenet
 from keras_insightface.backbones.vit import vit_b, vit_s, vit_t
@@ -34,6 +36,9 @@ BACKBONES = types.MappingProxyType(
         **{f"efficientnetv2{v}": functools.partial(efficientnet_v2, variant=v) for v in ("b0", "b1", "b2", "b3", "s")},
         **{f"botnet{depth}": functools.partial(botnet, depth=depth) for depth in (50, 101, 152)},
         "vargfacenet": vargfacenet,
+        "mobilefacenet": mobilefacenet,
+        "se_mobilefacenet": functools.partial(mobilefacenet, use_se=True),
+        "ghostnet": ghostnet,
         "vit_t": vit_t,
         "vit_s": vit_s,
         "vit_b": vit_b,

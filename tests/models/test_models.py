@@ -107,3 +107,20 @@ def test_pointwise_conv_and_folded_pre_embedding():
     assert folded.get_layer("pre_embedding").input.shape == (None, 1, 1, 8) and not folded.get_layer("pre_embedding").scale
     with pytest.raises(ValueError, match="fold_pre_embedding needs output_layer='GDC'"):
         buildin_models("r18_tiny", output_layer="E", fold_pre_embedding=True)
+
+
+def test_iresnet_se_max_pool_and_activation_options():
+    inputs = keras.Input((112, 112, 3))
+    plain = keras.Model(inputs, get_backbone("r18_tiny")(inputs))
+    se = keras.Model(inputs, get_backbone("r18_tiny")(inputs, use_se=True, use_max_pool=True, activation="swish"))
+    names = {layer.name for layer in se.layers}
+    assert "stack1_block1_shortcut_pool" in names and "stack1_block1_shortcut_conv" not in names
+    assert "stack2_block1_shortcut_conv" in names  # channels change there: still a conv shortcut
+    assert "stack1_block2_se_scale" in names and "stem_swish" in names and "stem_prelu" not in names
+    se_params = sum(2 * c * max(c // 16, 1) for c, n in zip((8, 16, 32, 64), (2, 2, 2, 2)) for _ in range(n))
+    shortcut_conv = 8 * 8 + 4 * 8  # the stage-1 1x1 conv + BN that the max-pool replaces
+    prelu = 8 + sum(2 * c for c in (8, 16, 32, 64))  # PReLU alphas that swish does not have
+    assert se.count_params() == plain.count_params() + se_params - shortcut_conv - prelu
+    assert {"r101", "se_r50"} <= set(list_backbones())
+    with pytest.raises(ValueError, match="activation must be prelu, relu or swish"):
+        get_backbone("r18")(inputs, activation="gelu")

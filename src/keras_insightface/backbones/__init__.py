@@ -24,7 +24,9 @@ BACKBONES = types.MappingProxyType(
         "r34": functools.partial(iresnet, depth=34),
         "r50": functools.partial(iresnet, depth=50),
         "r100": functools.partial(iresnet, depth=100),
+        "r101": functools.partial(iresnet, depth=101),
         "r200": functools.partial(iresnet, depth=200),
+        **{f"se_r{depth}": functools.partial(iresnet, depth=depth, use_se=True) for depth in (18, 34, 50, 100, 101)},
         # CPU-sized r18 for the demo and the tests: 1/8 width (8/16/32/64 channels) and a stride-2 stem,
         # about 1/250 of r18's compute; not a recognition model for real faces.
         "r18_tiny": functools.partial(iresnet, depth=18, width=8, stem_strides=2),

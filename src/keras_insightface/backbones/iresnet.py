@@ -15,7 +15,15 @@ Example:
 
 import keras
 
-BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 14, 3), 100: (3, 13, 30, 3), 200: (6, 26, 60, 6)}
+BLOCKS = {
+    18: (2, 2, 2, 2),
+    34: (3, 4, 6, 3),
+    50: (3, 4, 14, 3),
+    100: (3, 13, 30, 3),
+    101: (3, 4, 23, 3),  # the seed's MXNet-layout r101
+    200: (6, 26, 60, 6),
+}
+SE_REDUCTION = 16
 
 
 def _bn(x, name, momentum, epsilon):
@@ -31,13 +39,28 @@ def _conv3x3(x, filters, strides, name):
     return keras.layers.Conv2D(filters, 3, strides=strides, padding=padding, use_bias=False, name=name)(x)
 
 
-def _prelu(x, name):
-    alpha = keras.initializers.Constant(0.25)
-    return keras.layers.PReLU(alpha_initializer=alpha, shared_axes=[1, 2], name=name)(x)
+def _activation(x, activation, name):
+    if activation == "prelu":
+        alpha = keras.initializers.Constant(0.25)
+        return keras.layers.PReLU(alpha_initializer=alpha, shared_axes=[1, 2], name=name + "_prelu")(x)
+    return keras.layers.Activation(activation, name=name + "_" + activation)(x)
 
 
-def _basic_block(x, filters, strides, name, momentum, epsilon):
-    if strides != 1 or x.shape[-1] != filters:
+def _se(x, name):
+    """Squeeze-excitation on the residual (reduction 16, ReLU, sigmoid gate), as the seed's ``se_`` models."""
+    channels = x.shape[-1]
+    s = keras.layers.GlobalAveragePooling2D(keepdims=True, name=name + "_pool")(x)
+    s = keras.layers.Conv2D(max(channels // SE_REDUCTION, 1), 1, use_bias=False, name=name + "_reduce")(s)
+    s = keras.layers.ReLU(name=name + "_relu")(s)
+    s = keras.layers.Conv2D(channels, 1, use_bias=False, activation="sigmoid", name=name + "_expand")(s)
+    return keras.layers.Multiply(name=name + "_scale")([x, s])
+
+
+def _basic_block(x, filters, strides, name, options):
+    momentum, epsilon = options["bn_momentum"], options["bn_epsilon"]
+    if strides != 1 and x.shape[-1] == filters and options["use_max_pool"]:
+        shortcut = keras.layers.MaxPooling2D(1, strides=strides, name=name + "_shortcut_pool")(x)
+    elif strides != 1 or x.shape[-1] != filters:
         shortcut = keras.layers.Conv2D(filters, 1, strides=strides, use_bias=False, name=name + "_shortcut_conv")(x)
         shortcut = _bn(shortcut, name + "_shortcut_bn", momentum, epsilon)
     else:
@@ -45,28 +68,47 @@ def _basic_block(x, filters, strides, name, momentum, epsilon):
     y = _bn(x, name + "_1_bn", momentum, epsilon)
     y = _conv3x3(y, filters, 1, name + "_1_conv")
     y = _bn(y, name + "_2_bn", momentum, epsilon)
-    y = _prelu(y, name + "_2_prelu")
+    y = _activation(y, options["activation"], name + "_2")
     y = _conv3x3(y, filters, strides, name + "_2_conv")
     y = _bn(y, name + "_3_bn", momentum, epsilon)
+    if options["use_se"]:
+        y = _se(y, name + "_se")
     return keras.layers.Add(name=name + "_add")([shortcut, y])
 
 
-def iresnet(inputs, depth=50, width=64, stem_strides=1, bn_momentum=0.9, bn_epsilon=1e-5):
-    """Apply an IR-ResNet of ``depth`` (18/34/50/100/200) to ``inputs``; returns the last feature map.
+def iresnet(
+    inputs,
+    depth=50,
+    width=64,
+    stem_strides=1,
+    activation="prelu",
+    use_se=False,
+    use_max_pool=False,
+    bn_momentum=0.9,
+    bn_epsilon=1e-5,
+):
+    """Apply an IR-ResNet of ``depth`` (18/34/50/100/101/200) to ``inputs``; returns the last feature map.
 
     ``width`` is the stem/first-stage channel count (64 in insightface); stages use 1x, 2x, 4x, 8x.
     ``stem_strides=2`` quarters the compute of every stage (a CPU-sized variant; insightface uses 1).
+    ``activation``: ``prelu`` (insightface), ``relu`` or ``swish``. ``use_se`` adds squeeze-excitation to
+    every residual (the seed's ``se_r50``...). ``use_max_pool``: a stride-2 block that keeps its channel
+    count subsamples its shortcut with a 1x1 max-pool instead of a 1x1 conv + BN.
     """
     if depth not in BLOCKS:
         raise ValueError(f"iresnet depth must be one of {sorted(BLOCKS)}, received depth={depth}")
     if width < 1:
         raise ValueError(f"iresnet width must be positive, received width={width}")
+    if activation not in ("prelu", "relu", "swish"):
+        raise ValueError(f"iresnet activation must be prelu, relu or swish, received activation={activation!r}")
+    options = dict(activation=activation, use_se=use_se, use_max_pool=use_max_pool, bn_momentum=bn_momentum,
+                   bn_epsilon=bn_epsilon)
     x = _conv3x3(inputs, width, stem_strides, "stem_conv")
     x = _bn(x, "stem_bn", bn_momentum, bn_epsilon)
-    x = _prelu(x, "stem_prelu")
+    x = _activation(x, activation, "stem")
     for stage, num_blocks in enumerate(BLOCKS[depth]):
         filters = width * 2**stage
         for block in range(num_blocks):
             strides = 2 if block == 0 else 1
-            x = _basic_block(x, filters, strides, f"stack{stage + 1}_block{block + 1}", bn_momentum, bn_epsilon)
+            x = _basic_block(x, filters, strides, f"stack{stage + 1}_block{block + 1}", options)
     return x

@@ -3,7 +3,13 @@
 import keras
 import numpy as np
 
-from keras_insightface.surgery import add_l2_regularizer, replace_relu, set_bn_params
+from keras_insightface.surgery import (
+    add_l2_regularizer,
+    add_stochastic_depth,
+    remove_stochastic_depth,
+    replace_relu,
+    set_bn_params,
+)
 
 
 def _small_model():
@@ -53,3 +59,20 @@ def test_l2_regularizer_losses():
     want = sum(2.5e-4 * float(np.sum(np.square(np.asarray(k)))) for k in kernels)
     assert np.isclose(float(sum(np.asarray(loss) for loss in model.losses)), want, rtol=1e-5)
     assert add_l2_regularizer(model, 5e-4, apply_to_batch_normal=True) == 4  # + BN gamma and beta
+
+
+def test_stochastic_depth_round_trip_keeps_weights():
+    from keras_insightface.layers.stochastic_depth import StochasticDepth
+    from keras_insightface.models import buildin_models
+
+    model = buildin_models("r18_tiny", emb_shape=8)
+    deep = add_stochastic_depth(model, drop_rate=0.2)
+    layers = [layer for layer in deep.layers if isinstance(layer, StochasticDepth)]
+    assert len(layers) == 8 and [layer.name for layer in layers][0] == "stack1_block1_add"
+    np.testing.assert_allclose([layer.drop_rate for layer in layers], np.linspace(0, 0.2, 8), atol=1e-7)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 112, 112, 3)).astype("float32")
+    np.testing.assert_allclose(deep.predict_on_batch(x), model.predict_on_batch(x), rtol=1e-5, atol=1e-5)
+    back = remove_stochastic_depth(deep)
+    assert not any(isinstance(layer, StochasticDepth) for layer in back.layers)
+    assert sum(isinstance(layer, keras.layers.Add) for layer in back.layers) == 8
+    np.testing.assert_allclose(back.predict_on_batch(x), model.predict_on_batch(x), rtol=1e-5, atol=1e-5)

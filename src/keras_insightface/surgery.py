@@ -1,4 +1,5 @@
-"""Model surgery the seed's recipes use: activation swaps, BatchNormalization settings, L2 regularisers.
+"""Model surgery the seed's recipes use: activation swaps, BatchNormalization settings, L2 regularisers,
+residual adds to stochastic depth and back.
 
 Each function keeps the trained weights: a swap rebuilds the model from its config and copies every
 weight whose layer name and shapes still match.
@@ -15,6 +16,9 @@ Example:
 """
 
 import keras
+import numpy as np
+
+from keras_insightface.layers.stochastic_depth import StochasticDepth
 
 KERNEL_LAYERS = (keras.layers.Conv2D, keras.layers.Dense, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)
 
@@ -41,23 +45,31 @@ def copy_weights(source, target):
     return copied
 
 
+def _rebuild(model, replace):
+    def convert(layer):
+        new = replace(layer)
+        return new if new is not None else layer.__class__.from_config(layer.get_config())
+
+    rebuilt = keras.models.clone_model(model, clone_function=convert)
+    copy_weights(model, rebuilt)
+    return rebuilt
+
+
 def replace_relu(model, target="prelu"):
     """A copy of ``model`` with every ReLU replaced by ``target``: ``"prelu"`` (alpha 0.25, one per channel,
     shared over the spatial axes, as MXNet/PyTorch) or any Keras activation name such as ``"swish"``.
     """
 
-    def convert(layer):
+    def replace(layer):
         if not is_relu(layer):
-            return layer.__class__.from_config(layer.get_config())
+            return None
         name = layer.name.replace("relu", target) if "relu" in layer.name else f"{layer.name}_{target}"
         if target.lower() == "prelu":
             shared = [1, 2] if len(layer.input.shape) == 4 else None
             return keras.layers.PReLU(keras.initializers.Constant(0.25), shared_axes=shared, name=name)
         return keras.layers.Activation(target, name=name)
 
-    swapped = keras.models.clone_model(model, clone_function=convert)
-    copy_weights(model, swapped)
-    return swapped
+    return _rebuild(model, replace)
 
 
 def set_bn_params(model, momentum=None, epsilon=None):
@@ -95,3 +107,32 @@ def add_l2_regularizer(model, weight_decay, apply_to_batch_normal=False):
             variable.regularizer = regularizer
             count += 1
     return count
+
+
+def is_residual_add(layer):
+    """This package's residual adds: two inputs ``[shortcut, residual]`` and a name ending in ``_add``."""
+    return isinstance(layer, keras.layers.Add) and layer.name.endswith("_add") and len(layer.input) == 2
+
+
+def add_stochastic_depth(model, drop_rate=0.2, is_residual=is_residual_add):
+    """Replace residual adds by ``StochasticDepth`` whose drop rate grows linearly from 0 at the first block to
+    ``drop_rate`` at the last (survival 1 -> 0.8 for the seed's default), keeping layer names and weights.
+    """
+    adds = [layer.name for layer in model.layers if is_residual(layer)]
+    if not adds:
+        raise ValueError(f"{model.name}: no residual Add layers to turn into stochastic depth")
+    rates = dict(zip(adds, np.linspace(0.0, drop_rate, len(adds)).tolist()))
+
+    def replace(layer):
+        return StochasticDepth(rates[layer.name], name=layer.name) if layer.name in rates else None
+
+    return _rebuild(model, replace)
+
+
+def remove_stochastic_depth(model):
+    """Turn every ``StochasticDepth`` back into a plain ``Add`` (e.g. before export)."""
+
+    def replace(layer):
+        return keras.layers.Add(name=layer.name) if isinstance(layer, StochasticDepth) else None
+
+    return _rebuild(model, replace)

@@ -16,18 +16,8 @@ import time
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="r50")
-    parser.add_argument("--batch-size", type=int, default=512)
-    parser.add_argument("--classes", type=int, default=93431)
-    parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--precision", default="mixed_bfloat16")
-    parser.add_argument("--cpu", action="store_true", help="CPU-sized preset: r18_tiny, batch 64, 1000 classes")
-    args = parser.parse_args()
-    if args.cpu:
-        args.model, args.batch_size, args.classes, args.steps, args.precision = "r18_tiny", 64, 1000, 10, "float32"
-
+def measure_train_step(model_name, batch_size, classes, steps, precision="float32", emb_shape=512):
+    """Images/s of ``steps`` compiled training steps on one device-resident batch; returns (img/s, loss, device)."""
     import jax
     import keras
     import numpy as np
@@ -40,9 +30,13 @@ def main():
     from keras_insightface.training.optimizers import L2SGD
     from keras_insightface.training.train import build_train_model
 
-    keras.config.set_dtype_policy(args.precision)
-    basic = buildin_models(args.model, emb_shape=512)
-    model = build_train_model(basic, NormDense(args.classes), ArcfaceLoss(scale=64), FaceAugment(seed=0))
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(precision)
+    try:
+        basic = buildin_models(model_name, emb_shape=emb_shape)
+        model = build_train_model(basic, NormDense(classes), ArcfaceLoss(scale=64), FaceAugment(seed=0))
+    finally:
+        keras.config.set_dtype_policy(previous)
     model.compile(
         optimizer=L2SGD(0.1),
         loss={"logits": MarginCrossEntropy()},
@@ -50,26 +44,38 @@ def main():
         jit_compile=True,
     )
     rng = np.random.default_rng(0)
-    images = jax.device_put(rng.integers(0, 256, (args.batch_size, 112, 112, 3), dtype=np.uint8))
-    labels = jax.device_put(rng.integers(0, args.classes, (args.batch_size,), dtype=np.int32))
+    images = jax.device_put(rng.integers(0, 256, (batch_size, 112, 112, 3), dtype=np.uint8))
+    labels = jax.device_put(rng.integers(0, classes, (batch_size,), dtype=np.int32))
 
     def batches():
         while True:
             yield (images, labels), {"logits": labels, "cos": labels}
 
     data = batches()
-    model.fit(data, steps_per_epoch=3, epochs=1, verbose=0)  # compile and warm up
+    model.fit(data, steps_per_epoch=2, epochs=1, verbose=0)  # compile and warm up
     start = time.perf_counter()
-    history = model.fit(data, steps_per_epoch=args.steps, epochs=1, verbose=0)
+    history = model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0)
     seconds = time.perf_counter() - start
-    rate = args.steps * args.batch_size / seconds
-    device = jax.devices()[0].device_kind
+    return steps * batch_size / seconds, history.history["loss"][-1], jax.devices()[0].device_kind
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="r50")
+    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--classes", type=int, default=93431)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--precision", default="mixed_bfloat16")
+    parser.add_argument("--cpu", action="store_true", help="CPU-sized preset: r18_tiny, batch 64, 1000 classes")
+    args = parser.parse_args()
+    if args.cpu:
+        args.model, args.batch_size, args.classes, args.steps, args.precision = "r18_tiny", 64, 1000, 10, "float32"
+
+    rate, loss, device = measure_train_step(args.model, args.batch_size, args.classes, args.steps, args.precision)
     print(
         f"RESULT train_step model={args.model} batch={args.batch_size} classes={args.classes} "
-        f"precision={args.precision} device={device} steps={args.steps} img/s={rate:.1f} "
-        f"loss={history.history['loss'][-1]:.3f}"
+        f"precision={args.precision} device={device} steps={args.steps} img/s={rate:.1f} loss={loss:.3f}"
     )
-
 
 if __name__ == "__main__":
     main()

@@ -20,6 +20,7 @@ Example:
 import keras
 
 from keras_insightface.backbones import get_backbone
+from keras_insightface.layers.conv_blocks import apply_activation
 
 OUTPUT_LAYERS = ("GDC", "E", "GAP", "F")
 
@@ -54,9 +55,7 @@ def _embedding_head(x, output_layer, emb_shape, dropout, bn_momentum, bn_epsilon
 def _pointwise_conv(x, filters, activation, bn_momentum, bn_epsilon):
     x = keras.layers.Conv2D(filters, 1, use_bias=False, name="pw_conv")(x)
     x = keras.layers.BatchNormalization(momentum=bn_momentum, epsilon=bn_epsilon, name="pw_bn")(x)
-    if activation.lower() == "prelu":
-        return keras.layers.PReLU(keras.initializers.Constant(0.25), shared_axes=[1, 2], name="pw_prelu")(x)
-    return keras.layers.Activation(activation, name="pw_" + activation)(x)
+    return apply_activation(x, "pw", activation)
 
 
 def buildin_models(

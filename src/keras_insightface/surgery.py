@@ -18,6 +18,7 @@ Example:
 import keras
 import numpy as np
 
+from keras_insightface.layers.conv_blocks import prelu_layer
 from keras_insightface.layers.stochastic_depth import StochasticDepth
 
 KERNEL_LAYERS = (keras.layers.Conv2D, keras.layers.Dense, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)
@@ -65,8 +66,7 @@ def replace_relu(model, target="prelu"):
             return None
         name = layer.name.replace("relu", target) if "relu" in layer.name else f"{layer.name}_{target}"
         if target.lower() == "prelu":
-            shared = [1, 2] if len(layer.input.shape) == 4 else None
-            return keras.layers.PReLU(keras.initializers.Constant(0.25), shared_axes=shared, name=name)
+            return prelu_layer(name, shared_axes=(1, 2) if len(layer.input.shape) == 4 else None)
         return keras.layers.Activation(target, name=name)
 
     return _rebuild(model, replace)

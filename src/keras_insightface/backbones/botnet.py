@@ -33,17 +33,13 @@ Example:
 
 import keras
 
+from keras_insightface.layers.conv_blocks import batch_norm
 from keras_insightface.layers.mhsa import MHSAWithPositionEmbedding
 
 BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 STAGE_WIDTHS = (64, 128, 256, 512)  # bottleneck channels; stage outputs are 4x these
 EXPANSION = 4
 NUM_HEADS = 4
-
-
-def _bn(x, name, momentum, epsilon, zero_gamma=False):
-    gamma = "zeros" if zero_gamma else "ones"
-    return keras.layers.BatchNormalization(momentum=momentum, epsilon=epsilon, gamma_initializer=gamma, name=name)(x)
 
 
 def _relu(x, name):
@@ -60,13 +56,13 @@ def _bottleneck(x, width, strides, use_mhsa, relative, shortcut_act_none, name, 
     filters = width * EXPANSION
     if strides != 1 or x.shape[-1] != filters:
         shortcut = _conv(x, filters, 1, strides, name + "_shortcut_conv")
-        shortcut = _bn(shortcut, name + "_shortcut_bn", momentum, epsilon)
+        shortcut = batch_norm(shortcut, name + "_shortcut_bn", momentum, epsilon)
         if use_mhsa and not shortcut_act_none:
             shortcut = _relu(shortcut, name + "_shortcut_relu")
     else:
         shortcut = x
     y = _conv(x, width, 1, 1, name + "_1_conv")
-    y = _bn(y, name + "_1_bn", momentum, epsilon)
+    y = batch_norm(y, name + "_1_bn", momentum, epsilon)
     y = _relu(y, name + "_1_relu")
     if use_mhsa:
         y = MHSAWithPositionEmbedding(num_heads=NUM_HEADS, relative=relative, name=name + "_2_mhsa")(y)
@@ -74,10 +70,10 @@ def _bottleneck(x, width, strides, use_mhsa, relative, shortcut_act_none, name, 
             y = keras.layers.AveragePooling2D(2, strides=2, padding="same", name=name + "_2_pool")(y)
     else:
         y = _conv(y, width, 3, strides, name + "_2_conv")
-    y = _bn(y, name + "_2_bn", momentum, epsilon)
+    y = batch_norm(y, name + "_2_bn", momentum, epsilon)
     y = _relu(y, name + "_2_relu")
     y = _conv(y, filters, 1, 1, name + "_3_conv")
-    y = _bn(y, name + "_3_bn", momentum, epsilon, zero_gamma=True)
+    y = batch_norm(y, name + "_3_bn", momentum, epsilon, zero_gamma=True)
     y = keras.layers.Add(name=name + "_add")([shortcut, y])
     return _relu(y, name + "_out")
 
@@ -98,7 +94,7 @@ def botnet(inputs, depth=50, strides=1, relative=True, shortcut_act_none=False, 
     if inputs.shape[1] is None or inputs.shape[2] is None:
         raise ValueError(f"botnet needs a static input height and width, received shape {tuple(inputs.shape)}")
     x = _conv(inputs, 64, 7, 2, "stem_conv")
-    x = _bn(x, "stem_bn", bn_momentum, bn_epsilon)
+    x = batch_norm(x, "stem_bn", bn_momentum, bn_epsilon)
     x = _relu(x, "stem_relu")
     x = keras.layers.ZeroPadding2D(1, name="stem_pool_pad")(x)
     x = keras.layers.MaxPooling2D(3, strides=2, name="stem_pool")(x)

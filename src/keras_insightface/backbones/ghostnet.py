@@ -32,6 +32,8 @@ import math
 
 import keras
 
+from keras_insightface.layers.conv_blocks import apply_activation, batch_norm, conv
+
 # (kernel, expansion, out channels, SE ratio, stride) of the 16 ghost bottlenecks
 BLOCKS = (
     (3, 16, 16, 0, 1),
@@ -60,35 +62,15 @@ def make_divisible(value, divisor=4):
     return rounded + divisor if rounded < 0.9 * value else rounded
 
 
-def _bn(x, name, momentum, epsilon):
-    return keras.layers.BatchNormalization(momentum=momentum, epsilon=epsilon, name=name)(x)
-
-
-def _activation(x, activation, name):
-    if activation == "prelu":
-        alpha = keras.initializers.Constant(0.25)
-        return keras.layers.PReLU(alpha_initializer=alpha, shared_axes=[1, 2], name=name + "_prelu")(x)
-    return keras.layers.Activation(activation, name=f"{name}_{activation}")(x)
-
-
-def _depthwise(x, kernel_size, strides, name):
-    if strides > 1:
-        x = keras.layers.ZeroPadding2D(kernel_size // 2, name=name + "_pad")(x)
-        padding = "valid"
-    else:
-        padding = "same"
-    return keras.layers.DepthwiseConv2D(kernel_size, strides=strides, padding=padding, use_bias=False, name=name)(x)
-
-
 def _ghost_module(x, filters, activation, name, momentum, epsilon):
     primary = keras.layers.Conv2D(math.ceil(filters / 2), 1, use_bias=False, name=name + "_primary_conv")(x)
-    primary = _bn(primary, name + "_primary_bn", momentum, epsilon)
+    primary = batch_norm(primary, name + "_primary_bn", momentum, epsilon)
     if activation:
-        primary = _activation(primary, activation, name + "_primary")
-    cheap = _depthwise(primary, 3, 1, name + "_cheap_dwconv")
-    cheap = _bn(cheap, name + "_cheap_bn", momentum, epsilon)
+        primary = apply_activation(primary, name + "_primary", activation)
+    cheap = conv(primary, None, 3, 1, name + "_cheap_dwconv", depthwise=True)
+    cheap = batch_norm(cheap, name + "_cheap_bn", momentum, epsilon)
     if activation:
-        cheap = _activation(cheap, activation, name + "_cheap")
+        cheap = apply_activation(cheap, name + "_cheap", activation)
     return keras.layers.Concatenate(name=name + "_concat")([primary, cheap])
 
 
@@ -96,7 +78,7 @@ def _se_block(x, ratio, se_activation, name):
     channels = x.shape[-1]
     y = keras.layers.GlobalAveragePooling2D(keepdims=True, name=name + "_pool")(x)
     y = keras.layers.Conv2D(make_divisible(channels * ratio), 1, name=name + "_reduce_conv")(y)
-    y = _activation(y, se_activation, name)
+    y = apply_activation(y, name, se_activation)
     y = keras.layers.Conv2D(channels, 1, name=name + "_expand_conv")(y)
     y = keras.layers.Activation("hard_sigmoid", name=name + "_hard_sigmoid")(y)
     return keras.layers.Multiply(name=name + "_multiply")([x, y])
@@ -106,18 +88,18 @@ def _ghost_bottleneck(x, kernel_size, expansion, filters, se_ratio, strides, act
     activation, se_activation = acts
     y = _ghost_module(x, expansion, activation, name + "_ghost1", momentum, epsilon)
     if strides > 1:
-        y = _depthwise(y, kernel_size, strides, name + "_dw_conv")
-        y = _bn(y, name + "_dw_bn", momentum, epsilon)
+        y = conv(y, None, kernel_size, strides, name + "_dw_conv", depthwise=True)
+        y = batch_norm(y, name + "_dw_bn", momentum, epsilon)
     if se_ratio > 0:
         y = _se_block(y, se_ratio, se_activation, name + "_se")
     y = _ghost_module(y, filters, None, name + "_ghost2", momentum, epsilon)
     if strides == 1 and x.shape[-1] == filters:
         shortcut = x
     else:
-        shortcut = _depthwise(x, kernel_size, strides, name + "_shortcut_dwconv")
-        shortcut = _bn(shortcut, name + "_shortcut_dw_bn", momentum, epsilon)
+        shortcut = conv(x, None, kernel_size, strides, name + "_shortcut_dwconv", depthwise=True)
+        shortcut = batch_norm(shortcut, name + "_shortcut_dw_bn", momentum, epsilon)
         shortcut = keras.layers.Conv2D(filters, 1, use_bias=False, name=name + "_shortcut_conv")(shortcut)
-        shortcut = _bn(shortcut, name + "_shortcut_bn", momentum, epsilon)
+        shortcut = batch_norm(shortcut, name + "_shortcut_bn", momentum, epsilon)
     return keras.layers.Add(name=name + "_add")([shortcut, y])
 
 
@@ -143,7 +125,7 @@ def ghostnet(inputs, width=1.3, strides=2, activation="relu", se_activation="rel
     padding = "valid" if strides > 1 else "same"
     stem_filters = make_divisible(16 * width)
     x = keras.layers.Conv2D(stem_filters, 3, strides=strides, padding=padding, use_bias=False, name="stem_conv")(x)
-    x = _activation(_bn(x, "stem_bn", bn_momentum, bn_epsilon), activation, "stem")
+    x = apply_activation(batch_norm(x, "stem_bn", bn_momentum, bn_epsilon), "stem", activation)
     for index, (kernel_size, expansion, filters, se_ratio, block_strides) in enumerate(BLOCKS):
         expansion, filters = make_divisible(expansion * width), make_divisible(filters * width)
         acts = (activation, se_activation)
@@ -152,5 +134,5 @@ def ghostnet(inputs, width=1.3, strides=2, activation="relu", se_activation="rel
             x, kernel_size, expansion, filters, se_ratio, block_strides, acts, name, bn_momentum, bn_epsilon
         )
     x = keras.layers.Conv2D(make_divisible(BLOCKS[-1][1] * width), 1, use_bias=False, name="pointwise_conv")(x)
-    x = _bn(x, "pointwise_bn", bn_momentum, bn_epsilon)
-    return _activation(x, activation, "pointwise")
+    x = batch_norm(x, "pointwise_bn", bn_momentum, bn_epsilon)
+    return apply_activation(x, "pointwise", activation)

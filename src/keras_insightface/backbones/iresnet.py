@@ -15,6 +15,8 @@ Example:
 
 import keras
 
+from keras_insightface.layers.conv_blocks import apply_activation, batch_norm, conv
+
 BLOCKS = {
     18: (2, 2, 2, 2),
     34: (3, 4, 6, 3),
@@ -24,26 +26,6 @@ BLOCKS = {
     200: (6, 26, 60, 6),
 }
 SE_REDUCTION = 16
-
-
-def _bn(x, name, momentum, epsilon):
-    return keras.layers.BatchNormalization(momentum=momentum, epsilon=epsilon, name=name)(x)
-
-
-def _conv3x3(x, filters, strides, name):
-    if strides > 1:
-        x = keras.layers.ZeroPadding2D(1, name=name + "_pad")(x)
-        padding = "valid"
-    else:
-        padding = "same"
-    return keras.layers.Conv2D(filters, 3, strides=strides, padding=padding, use_bias=False, name=name)(x)
-
-
-def _activation(x, activation, name):
-    if activation == "prelu":
-        alpha = keras.initializers.Constant(0.25)
-        return keras.layers.PReLU(alpha_initializer=alpha, shared_axes=[1, 2], name=name + "_prelu")(x)
-    return keras.layers.Activation(activation, name=name + "_" + activation)(x)
 
 
 def _se(x, name):
@@ -62,15 +44,15 @@ def _basic_block(x, filters, strides, name, options):
         shortcut = keras.layers.MaxPooling2D(1, strides=strides, name=name + "_shortcut_pool")(x)
     elif strides != 1 or x.shape[-1] != filters:
         shortcut = keras.layers.Conv2D(filters, 1, strides=strides, use_bias=False, name=name + "_shortcut_conv")(x)
-        shortcut = _bn(shortcut, name + "_shortcut_bn", momentum, epsilon)
+        shortcut = batch_norm(shortcut, name + "_shortcut_bn", momentum, epsilon)
     else:
         shortcut = x
-    y = _bn(x, name + "_1_bn", momentum, epsilon)
-    y = _conv3x3(y, filters, 1, name + "_1_conv")
-    y = _bn(y, name + "_2_bn", momentum, epsilon)
-    y = _activation(y, options["activation"], name + "_2")
-    y = _conv3x3(y, filters, strides, name + "_2_conv")
-    y = _bn(y, name + "_3_bn", momentum, epsilon)
+    y = batch_norm(x, name + "_1_bn", momentum, epsilon)
+    y = conv(y, filters, 3, 1, name + "_1_conv")
+    y = batch_norm(y, name + "_2_bn", momentum, epsilon)
+    y = apply_activation(y, name + "_2", options["activation"])
+    y = conv(y, filters, 3, strides, name + "_2_conv")
+    y = batch_norm(y, name + "_3_bn", momentum, epsilon)
     if options["use_se"]:
         y = _se(y, name + "_se")
     return keras.layers.Add(name=name + "_add")([shortcut, y])
@@ -103,9 +85,9 @@ def iresnet(
         raise ValueError(f"iresnet activation must be prelu, relu or swish, received activation={activation!r}")
     options = dict(activation=activation, use_se=use_se, use_max_pool=use_max_pool, bn_momentum=bn_momentum,
                    bn_epsilon=bn_epsilon)
-    x = _conv3x3(inputs, width, stem_strides, "stem_conv")
-    x = _bn(x, "stem_bn", bn_momentum, bn_epsilon)
-    x = _activation(x, activation, "stem")
+    x = conv(inputs, width, 3, stem_strides, "stem_conv")
+    x = batch_norm(x, "stem_bn", bn_momentum, bn_epsilon)
+    x = apply_activation(x, "stem", activation)
     for stage, num_blocks in enumerate(BLOCKS[depth]):
         filters = width * 2**stage
         for block in range(num_blocks):

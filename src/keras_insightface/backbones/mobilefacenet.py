@@ -24,35 +24,12 @@ Example:
 
 import keras
 
+from keras_insightface.layers.conv_blocks import batch_norm, conv, prelu
+
 # (blocks, out channels, stride of the first block, expansion ratio)
 STAGES = ((5, 64, 2, 2), (1, 128, 2, 4), (6, 128, 1, 2), (1, 128, 2, 4), (2, 128, 1, 2))
 SE_REDUCTION = 16
 EMBEDDING_CHANNELS = 512
-
-
-def _bn(x, name, momentum, epsilon):
-    return keras.layers.BatchNormalization(momentum=momentum, epsilon=epsilon, name=name)(x)
-
-
-def _prelu(x, name):
-    alpha = keras.initializers.Constant(0.25)
-    return keras.layers.PReLU(alpha_initializer=alpha, shared_axes=[1, 2], name=name)(x)
-
-
-def _pad_for(x, strides, name):
-    if strides > 1:
-        return keras.layers.ZeroPadding2D(1, name=name + "_pad")(x), "valid"
-    return x, "same"
-
-
-def _conv3x3(x, filters, strides, name):
-    x, padding = _pad_for(x, strides, name)
-    return keras.layers.Conv2D(filters, 3, strides=strides, padding=padding, use_bias=False, name=name)(x)
-
-
-def _depthwise3x3(x, strides, name):
-    x, padding = _pad_for(x, strides, name)
-    return keras.layers.DepthwiseConv2D(3, strides=strides, padding=padding, use_bias=False, name=name)(x)
 
 
 def _conv1x1(x, filters, name, use_bias=False):
@@ -63,7 +40,7 @@ def _se_block(x, name):
     channels = x.shape[-1]
     y = keras.layers.GlobalAveragePooling2D(keepdims=True, name=name + "_pool")(x)
     y = _conv1x1(y, max(1, channels // SE_REDUCTION), name + "_reduce_conv", use_bias=True)
-    y = _prelu(y, name + "_prelu")
+    y = prelu(y, name + "_prelu")
     y = _conv1x1(y, channels, name + "_expand_conv", use_bias=True)
     y = keras.layers.Activation("sigmoid", name=name + "_sigmoid")(y)
     return keras.layers.Multiply(name=name + "_multiply")([x, y])
@@ -72,11 +49,11 @@ def _se_block(x, name):
 def _bottleneck(x, filters, strides, expansion, use_se, name, momentum, epsilon):
     in_channels = x.shape[-1]
     y = _conv1x1(x, in_channels * expansion, name + "_expand_conv")
-    y = _prelu(_bn(y, name + "_expand_bn", momentum, epsilon), name + "_expand_prelu")
-    y = _depthwise3x3(y, strides, name + "_dw_conv")
-    y = _prelu(_bn(y, name + "_dw_bn", momentum, epsilon), name + "_dw_prelu")
+    y = prelu(batch_norm(y, name + "_expand_bn", momentum, epsilon), name + "_expand_prelu")
+    y = conv(y, None, 3, strides, name + "_dw_conv", depthwise=True)
+    y = prelu(batch_norm(y, name + "_dw_bn", momentum, epsilon), name + "_dw_prelu")
     y = _conv1x1(y, filters, name + "_project_conv")
-    y = _bn(y, name + "_project_bn", momentum, epsilon)
+    y = batch_norm(y, name + "_project_bn", momentum, epsilon)
     if use_se:
         y = _se_block(y, name + "_se")
     if strides == 1 and in_channels == filters:
@@ -96,15 +73,15 @@ def mobilefacenet(inputs, use_se=False, width=1.0, bn_momentum=0.9, bn_epsilon=1
     def scaled(channels):
         return max(1, int(round(channels * width)))
 
-    x = _conv3x3(inputs, scaled(64), 2, "stem_conv")
-    x = _prelu(_bn(x, "stem_bn", bn_momentum, bn_epsilon), "stem_prelu")
-    x = _depthwise3x3(x, 1, "stem_dw_conv")
-    x = _prelu(_bn(x, "stem_dw_bn", bn_momentum, bn_epsilon), "stem_dw_prelu")
+    x = conv(inputs, scaled(64), 3, 2, "stem_conv")
+    x = prelu(batch_norm(x, "stem_bn", bn_momentum, bn_epsilon), "stem_prelu")
+    x = conv(x, None, 3, 1, "stem_dw_conv", depthwise=True)
+    x = prelu(batch_norm(x, "stem_dw_bn", bn_momentum, bn_epsilon), "stem_dw_prelu")
     for stage, (num_blocks, filters, first_strides, expansion) in enumerate(STAGES):
         for block in range(num_blocks):
             strides = first_strides if block == 0 else 1
             name = f"stack{stage + 1}_block{block + 1}"
             x = _bottleneck(x, scaled(filters), strides, expansion, use_se, name, bn_momentum, bn_epsilon)
     x = _conv1x1(x, EMBEDDING_CHANNELS, "pointwise_conv")
-    x = _bn(x, "pointwise_bn", bn_momentum, bn_epsilon)
-    return _prelu(x, "pointwise_prelu")
+    x = batch_norm(x, "pointwise_bn", bn_momentum, bn_epsilon)
+    return prelu(x, "pointwise_prelu")

@@ -44,43 +44,25 @@ Example:
 
 import keras
 
+from keras_insightface.layers.conv_blocks import batch_norm, conv, prelu
+
 STEM_FILTERS = 32
 STAGES = ((3, 64), (7, 128), (4, 256))  # (units, filters) before the width multiplier
 LAST_CHANNELS = 1024
 SE_RATIO = 4
 
 
-def _bn(x, name, momentum, epsilon):
-    return keras.layers.BatchNormalization(momentum=momentum, epsilon=epsilon, name=name)(x)
-
-
-def _prelu(x, name):
-    alpha = keras.initializers.Constant(0.25)
-    return keras.layers.PReLU(alpha_initializer=alpha, shared_axes=[1, 2], name=name)(x)
-
-
-def _conv3x3(x, filters, strides, groups, name, use_bias=False):
-    if strides > 1:
-        x = keras.layers.ZeroPadding2D(1, name=name + "_pad")(x)
-        padding = "valid"
-    else:
-        padding = "same"
-    return keras.layers.Conv2D(
-        filters, 3, strides=strides, padding=padding, groups=groups, use_bias=use_bias, name=name
-    )(x)
-
-
 def _sep_conv(x, filters, strides, factor, pointwise_act, name, cfg):
     """Variable group 3x3 conv (group size ``cfg['group_size']``, ``factor`` x channels) + BN + PReLU,
     then 1x1 conv to ``filters`` + BN (+ PReLU if ``pointwise_act``)."""
     channels = x.shape[-1]
-    y = _conv3x3(x, channels * factor, strides, channels // cfg["group_size"], name + "_group_conv")
-    y = _bn(y, name + "_group_bn", cfg["momentum"], cfg["epsilon"])
-    y = _prelu(y, name + "_group_prelu")
+    y = conv(x, channels * factor, 3, strides, name + "_group_conv", groups=channels // cfg["group_size"])
+    y = batch_norm(y, name + "_group_bn", cfg["momentum"], cfg["epsilon"])
+    y = prelu(y, name + "_group_prelu")
     y = keras.layers.Conv2D(filters, 1, use_bias=False, name=name + "_point_conv")(y)
-    y = _bn(y, name + "_point_bn", cfg["momentum"], cfg["epsilon"])
+    y = batch_norm(y, name + "_point_bn", cfg["momentum"], cfg["epsilon"])
     if pointwise_act:
-        y = _prelu(y, name + "_point_prelu")
+        y = prelu(y, name + "_point_prelu")
     return y
 
 
@@ -88,7 +70,7 @@ def _se(x, name):
     channels = x.shape[-1]
     y = keras.layers.GlobalAveragePooling2D(keepdims=True, name=name + "_pool")(x)
     y = keras.layers.Conv2D(channels // SE_RATIO, 1, name=name + "_reduce")(y)
-    y = _prelu(y, name + "_prelu")
+    y = prelu(y, name + "_prelu")
     y = keras.layers.Conv2D(channels, 1, activation="sigmoid", name=name + "_expand")(y)
     return keras.layers.Multiply(name=name + "_scale")([x, y])
 
@@ -103,7 +85,7 @@ def _normal_block(x, filters, strides, factor, conv_shortcut, name, cfg):
     if cfg["use_se"]:
         y = _se(y, name + "_se")
     y = keras.layers.Add(name=name + "_add")([shortcut, y])
-    return _prelu(y, name + "_out_prelu")
+    return prelu(y, name + "_out_prelu")
 
 
 def _down_block(x, filters, factor, name, cfg):
@@ -111,10 +93,10 @@ def _down_block(x, filters, factor, name, cfg):
     branch1 = _sep_conv(x, filters, 2, factor, False, name + "_branch1", cfg)
     branch2 = _sep_conv(x, filters, 2, factor, False, name + "_branch2", cfg)
     y = keras.layers.Add(name=name + "_merge")([branch1, branch2])
-    y = _prelu(y, name + "_merge_prelu")
+    y = prelu(y, name + "_merge_prelu")
     y = _sep_conv(y, filters, 1, factor, False, name + "_sep2", cfg)
     y = keras.layers.Add(name=name + "_add")([shortcut, y])
-    return _prelu(y, name + "_out_prelu")
+    return prelu(y, name + "_out_prelu")
 
 
 def vargfacenet(inputs, bn_momentum=0.9, bn_epsilon=1e-5, multiplier=1.25, use_se=True, group_size=8):
@@ -133,14 +115,14 @@ def vargfacenet(inputs, bn_momentum=0.9, bn_epsilon=1e-5, multiplier=1.25, use_s
         )
     cfg = {"momentum": bn_momentum, "epsilon": bn_epsilon, "use_se": use_se, "group_size": group_size}
 
-    x = _conv3x3(inputs, widths[0], 1, 1, "stem_conv")
-    x = _bn(x, "stem_bn", bn_momentum, bn_epsilon)
-    x = _prelu(x, "stem_prelu")
+    x = conv(inputs, widths[0], 3, 1, "stem_conv", groups=1)
+    x = batch_norm(x, "stem_bn", bn_momentum, bn_epsilon)
+    x = prelu(x, "stem_prelu")
     x = _normal_block(x, widths[0], 2, 1, True, "stem_block", cfg)
     for stage, ((units, _), filters) in enumerate(zip(STAGES, widths[1:])):
         x = _down_block(x, filters, 2, f"stage{stage + 1}_unit1", cfg)
         for unit in range(1, units):
             x = _normal_block(x, filters, 1, 2, False, f"stage{stage + 1}_unit{unit + 1}", cfg)
     x = keras.layers.Conv2D(LAST_CHANNELS, 1, use_bias=False, name="last_conv")(x)
-    x = _bn(x, "last_bn", bn_momentum, bn_epsilon)
-    return _prelu(x, "last_prelu")
+    x = batch_norm(x, "last_bn", bn_momentum, bn_epsilon)
+    return prelu(x, "last_prelu")

@@ -24,9 +24,10 @@ def forward_rate(model, batch_size, repeats=3):
     import jax
     import numpy as np
 
+    from keras_insightface.flops import jitted_forward
+
     images = jax.device_put(np.random.default_rng(0).uniform(0, 255, (batch_size, 112, 112, 3)).astype("float32"))
-    variables = [v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables]
-    run = jax.jit(lambda t, n, x: model.stateless_call(t, n, x, training=False)[0])
+    run, variables = jitted_forward(model)
     run(*variables, images).block_until_ready()
     best = float("inf")
     for _ in range(repeats):

@@ -13,19 +13,25 @@ import keras
 import numpy as np
 
 
-def gflops(model, batch_size=1):
-    """GFLOPs of one forward pass of ``model`` on ``batch_size`` inputs (inference mode)."""
+def jitted_forward(model):
+    """``(fn, variables)``: a jitted inference forward ``fn(*variables, inputs)`` of ``model`` (JAX backend)."""
     if keras.backend.backend() != "jax":
-        raise ValueError(f"gflops needs the JAX backend, the current backend is {keras.backend.backend()!r}")
+        raise ValueError(f"this needs the JAX backend, the current backend is {keras.backend.backend()!r}")
     import jax
 
-    shape = (batch_size, *model.input_shape[1:])
-    values = [v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables]
+    variables = [v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables]
 
     def forward(trainable, non_trainable, inputs):
         return model.stateless_call(trainable, non_trainable, inputs, training=False)[0]
 
-    compiled = jax.jit(forward).lower(*values, np.zeros(shape, "float32")).compile()
+    return jax.jit(forward), variables
+
+
+def gflops(model, batch_size=1):
+    """GFLOPs of one forward pass of ``model`` on ``batch_size`` inputs (inference mode)."""
+    forward, variables = jitted_forward(model)
+    shape = (batch_size, *model.input_shape[1:])
+    compiled = forward.lower(*variables, np.zeros(shape, "float32")).compile()
     analysis = compiled.cost_analysis()
     analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
     return float(analysis["flops"]) / 1e9

@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-_NOT_EVAL = {"lr", "loss", "accuracy", "img/s"}
+_NOT_EVAL = {"lr", "loss", "accuracy", "img/s", "skipped_images"}
 
 
 def _eval_keys(history):

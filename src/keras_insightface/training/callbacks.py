@@ -140,10 +140,9 @@ class SkippedImages(keras.callbacks.Callback):
             self.indices += bad.tolist()
 
     def on_epoch_end(self, epoch, logs=None):
-        if not self.indices:
-            return
-        names = ", ".join(self.describe(i) for i in sorted(set(self.indices))[: self.show])
-        print(f"\n>>>> {len(self.indices)} unreadable images were replaced by their neighbours this epoch: {names}")
-        if logs is not None:
+        if logs is not None:  # every epoch, so the history list stays aligned with the epochs
             logs["skipped_images"] = len(self.indices)
+        if self.indices:
+            names = ", ".join(self.describe(i) for i in sorted(set(self.indices))[: self.show])
+            print(f"\n>>>> {len(self.indices)} unreadable images were replaced by their neighbours this epoch: {names}")
         self.indices = []

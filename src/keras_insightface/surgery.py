@@ -110,8 +110,10 @@ def add_l2_regularizer(model, weight_decay, apply_to_batch_normal=False):
 
 
 def is_residual_add(layer):
-    """This package's residual adds: two inputs ``[shortcut, residual]`` and a name ending in ``_add``."""
-    return isinstance(layer, keras.layers.Add) and layer.name.endswith("_add") and len(layer.input) == 2
+    """This package's residual adds: two inputs ``[shortcut, residual]`` and a name ending in ``_add``
+    (``_out`` in ResNetV2, which keeps keras.applications' names)."""
+    named = layer.name.endswith(("_add", "_out"))
+    return isinstance(layer, keras.layers.Add) and named and len(layer.input) == 2
 
 
 def add_stochastic_depth(model, drop_rate=0.2, is_residual=is_residual_add):

@@ -15,6 +15,7 @@ from keras_insightface.backbones.ghostnet import ghostnet
 from keras_insightface.backbones.iresnet import iresnet
 from keras_insightface.backbones.mobilefacenet import mobilefacenet
 from keras_insightface.backbones.mobilenet import mobilenet_v1, mobilenet_v2, mobilenet_v3
+from keras_insightface.backbones.resnetv2 import resnet_v2
 from keras_insightface.backbones.vargface import vargfacenet
 from keras_insightface.backbones.vit import vit_b, vit_s, vit_t
 
@@ -36,6 +37,9 @@ BACKBONES = types.MappingProxyType(
         "mobilenetv3_small": functools.partial(mobilenet_v3, size="small"),
         "mobilenetv3_large": functools.partial(mobilenet_v3, size="large"),
         **{f"efficientnetv2{v}": functools.partial(efficientnet_v2, variant=v) for v in ("b0", "b1", "b2", "b3", "s")},
+        # keras.applications' ResNetV2 layout; the seed's variants are keyword options
+        # (buildin_models("resnet101v2", first_conv_k3_stride_1=True, pad_same=True, conv_no_bias=True)).
+        **{f"resnet{depth}v2": functools.partial(resnet_v2, depth=depth) for depth in (50, 101, 152)},
         **{f"botnet{depth}": functools.partial(botnet, depth=depth) for depth in (50, 101, 152)},
         "vargfacenet": vargfacenet,
         "mobilefacenet": mobilefacenet,

@@ -24,5 +24,7 @@ def test_import_selects_jax_unless_chosen():
 def test_public_names_and_console_script():
     for name in ("buildin_models", "NormDense", "ArcfaceLoss", "CosFaceLoss", "Train", "eval_callback", "hist_plot_split"):
         assert callable(getattr(keras_insightface, name)), name
+    for name in keras_insightface._PUBLIC:  # every lazily exported name resolves
+        assert getattr(keras_insightface, name) is not None, name
     scripts = {ep.name: ep.value for ep in metadata.entry_points(group="console_scripts")}
     assert scripts["keras-insightface"] == "keras_insightface.cli:main"

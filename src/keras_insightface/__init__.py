@@ -22,9 +22,22 @@ _PUBLIC = {
     "buildin_models": "keras_insightface.models",
     "NormDense": "keras_insightface.heads.norm_dense",
     "MarginHead": "keras_insightface.heads.margin",
-    "ArcfaceLoss": "keras_insightface.losses.margin",
-    "ArcfaceLossSimple": "keras_insightface.losses.margin",
-    "CosFaceLoss": "keras_insightface.losses.margin",
+    "PartialFC": "keras_insightface.heads.partial_fc",
+    "EuclideanDense": "keras_insightface.heads.euclidean_dense",
+    "NormDenseVPL": "keras_insightface.heads.vpl",
+    **{
+        name: "keras_insightface.losses.margin"
+        for name in (
+            "ArcfaceLoss", "ArcfaceLossSimple", "CosFaceLoss", "SphereFaceLoss", "CurricularFaceLoss", "AirFaceLoss",
+            "MagFaceLoss", "AdaFaceLoss", "AdaCosLoss", "MarginSoftmax",
+        )
+    },
+    "CenterLoss": "keras_insightface.losses.center",
+    "TripletLoss": "keras_insightface.losses.triplet",
+    "DistillCosineLoss": "keras_insightface.losses.distillation",
+    "DistillEuclideanLoss": "keras_insightface.losses.distillation",
+    "DistillKLDivergence": "keras_insightface.losses.distillation",
+    "load_model": "keras_insightface.saving",
     "Train": "keras_insightface.training.train",
     "eval_callback": "keras_insightface.evaluation.verification",
     "evaluate_bin": "keras_insightface.evaluation.verification",

@@ -7,6 +7,7 @@ Examples:
     keras-insightface eval -m checkpoints/r50_basic_lfw_epoch_40_0.998.keras -t lfw.bin cfp_fp.bin
     keras-insightface convert folders2rec datasets/my_faces datasets/my_faces_rec
     keras-insightface convert make-bin datasets/held_out datasets/held_out.bin --pairs 3000
+    keras-insightface convert seed-h5 old_seed_basic_model.h5 r100_basic.keras
 """
 
 import argparse
@@ -156,13 +157,10 @@ def cmd_train(args):
 
 
 def cmd_eval(args):
-    import keras
-
     from keras_insightface.evaluation.verification import evaluate_bin
+    from keras_insightface.saving import load_model
 
-    if not os.path.isfile(args.model):
-        raise DataError(f"{args.model}: model file does not exist")
-    model = keras.saving.load_model(args.model, compile=False)
+    model = load_model(args.model)
     print("| set | accuracy | threshold | 10-fold |\n|---|---|---|---|")
     for path in args.test_bin:
         result = evaluate_bin(model, path, args.batch_size, flip=not args.no_flip)
@@ -188,7 +186,15 @@ def cmd_models(args):
 def cmd_convert(args):
     from keras_insightface.data import convert
 
-    if args.kind == "rec2folders":
+    if args.kind == "seed-h5":
+        from keras_insightface.seed_h5 import convert_seed_h5
+
+        if not os.path.isfile(args.src):
+            raise DataError(f"{args.src}: model file does not exist")
+        if not args.dst.endswith(".keras"):
+            raise DataError(f"{args.dst}: the output of seed-h5 must be a .keras file")
+        convert_seed_h5(args.src, args.dst)
+    elif args.kind == "rec2folders":
         convert.rec_to_folders(args.src, args.dst)
     elif args.kind == "folders2rec":
         convert.folders_to_rec(args.src, args.dst)
@@ -223,7 +229,7 @@ def make_parser():
     train.set_defaults(func=cmd_train)
 
     evaluate = sub.add_parser("eval", help="verification accuracy of a saved basic model on .bin packs")
-    evaluate.add_argument("-m", "--model", required=True, help="a .keras basic model")
+    evaluate.add_argument("-m", "--model", required=True, help="a .keras basic model or a seed .h5 model")
     evaluate.add_argument("-t", "--test-bin", nargs="+", required=True, help=".bin packs")
     evaluate.add_argument("-b", "--batch-size", type=int, default=64)
     evaluate.add_argument("--no-flip", action="store_true", help="do not add the flipped image's embedding")
@@ -234,10 +240,16 @@ def make_parser():
     models.add_argument("--emb-shape", type=int, default=512)
     models.set_defaults(func=cmd_models)
 
-    convert = sub.add_parser("convert", help="convert datasets: rec2folders, folders2rec, make-bin")
-    convert.add_argument("kind", choices=["rec2folders", "folders2rec", "make-bin"])
-    convert.add_argument("src", help="a train.rec folder (rec2folders) or any dataset: folders, list file, npz")
-    convert.add_argument("dst", help="output folder (rec2folders, folders2rec) or .bin path (make-bin)")
+    convert = sub.add_parser(
+        "convert", help="convert datasets (rec2folders, folders2rec, make-bin) or seed .h5 models (seed-h5)"
+    )
+    convert.add_argument("kind", choices=["rec2folders", "folders2rec", "make-bin", "seed-h5"])
+    convert.add_argument(
+        "src", help="a train.rec folder (rec2folders), any dataset (folders, list file, npz) or a seed .h5 (seed-h5)"
+    )
+    convert.add_argument(
+        "dst", help="output folder (rec2folders, folders2rec), .bin path (make-bin) or .keras path (seed-h5)"
+    )
     convert.add_argument("--pairs", type=int, default=3000, help="make-bin: genuine pairs (and as many impostor)")
     convert.add_argument("--seed", type=int, default=0)
     convert.set_defaults(func=cmd_convert)

@@ -134,3 +134,42 @@ def test_cosine_restarts_follow_the_seed():
     assert lr[halfway] == pytest.approx(1e-5 + 0.5 * (0.1 - 1e-5), rel=1e-5)
     warm = CosineRestarts(0.1, first_steps=10, warmup_steps=5)
     assert [round(float(warm(s)), 3) for s in (0, 2, 5)] == [0.0, 0.04, 0.1]
+
+
+def test_stage_extras_centerloss_triplet_and_running_statistics_carry_over(tiny_data, tmp_path):
+    from keras_insightface.losses.margin import CurricularFaceLoss, MagFaceLoss
+
+    trainer = _train(tiny_data, tmp_path, eval_paths=[], image_per_class=4)
+    try:
+        history = trainer.train([
+            {"loss": CurricularFaceLoss(scale=16), "epoch": 1, "centerloss": 0.1, "triplet": 1, "alpha": 0.3},
+        ])
+        t_after_stage_1 = float(trainer.margin_head.state_variables["t"])
+        history = trainer.train([{"loss": CurricularFaceLoss(scale=16), "epoch": 1}])
+        t_after_stage_2 = float(trainer.margin_head.state_variables["t"])
+        history = trainer.train([{"loss": MagFaceLoss(scale=16), "epoch": 1}])
+    finally:
+        trainer.close()
+    assert set(history) >= {"centerloss_loss", "embedding_loss", "accuracy", "loss"}
+    assert len(history["loss"]) == 3 and len(history["centerloss_loss"]) == 1  # extras only where asked for
+    assert all(np.isfinite(history["loss"]))
+    steps = trainer.loader.steps_per_epoch
+    # t is an EMA (alpha 0.01) of the target cosine starting at 0: it keeps growing across stages
+    assert 0 < t_after_stage_1 < t_after_stage_2 and steps >= 1
+    assert np.abs(np.asarray(trainer.center_loss.centers)).sum() > 0
+    assert trainer.head.append_norm  # MagFace reads the embedding norm: the head appended the norm column
+
+
+def test_partial_fc_training(tiny_data, tmp_path):
+    trainer = _train(tiny_data, tmp_path, eval_paths=[], partial_fc_sample_rate=0.5, batch_size=4)
+    try:
+        before = np.asarray(trainer.head.kernel).copy() if trainer.head.built else None
+        history = trainer.train([{"loss": ArcfaceLoss(scale=16), "epoch": 2}])
+    finally:
+        trainer.close()
+    assert before is None and trainer.head.num_sample == 4, history.keys()
+    assert len(history["accuracy"]) == 2 and history["loss"][-1] < history["loss"][0], history
+    with pytest.raises(ValueError, match="fewer than the batch size"):
+        _train(tiny_data, tmp_path, eval_paths=[], partial_fc_sample_rate=0.25, batch_size=8).train(
+            [{"loss": ArcfaceLoss(scale=16), "epoch": 1}]
+        )

@@ -1,6 +1,7 @@
 """MarginHead: applies a margin loss to cosine logits inside the model, where the labels are visible."""
 
 import keras
+from keras import ops
 
 from keras_insightface.losses.margin import get_margin_loss, serialize_margin_loss
 
@@ -8,6 +9,13 @@ from keras_insightface.losses.margin import get_margin_loss, serialize_margin_lo
 @keras.saving.register_keras_serializable(package="keras_insightface")
 class MarginHead(keras.layers.Layer):
     """``[cos, labels] -> scaled logits`` with the margin of ``loss`` on the target class (float32).
+
+    The loss's running statistics (``loss.initial_state()``) live here as non-trainable float32 scalars named
+    after their keys, so they are saved and restored with the model weights. With ``training`` true the head
+    updates them from the batch and adds the loss's extra per-sample term (MagFace) as ``mean(extra)`` through
+    ``add_loss``; otherwise it uses the stored values and changes nothing. For a loss with ``needs_norm``
+    (MagFace, AdaFace) the last column of ``cos`` is ``-||x||`` from ``NormDense(append_norm=True)``; it is
+    split off and the logits have one column fewer.
 
     Example:
         >>> import numpy as np
@@ -22,12 +30,35 @@ class MarginHead(keras.layers.Layer):
         super().__init__(**kwargs)
         self.loss = get_margin_loss(loss)
 
-    def call(self, inputs):
+    def build(self, input_shape):
+        self.state_variables = {
+            name: self.add_weight(
+                name=name, shape=(), dtype="float32", initializer=keras.initializers.Constant(value), trainable=False
+            )
+            for name, value in self.loss.initial_state().items()
+        }
+
+    def call(self, inputs, training=None):
         cos, labels = inputs
-        return self.loss.logits(keras.ops.cast(cos, "float32"), labels)
+        cos = ops.cast(cos, "float32")
+        norms = None
+        if self.loss.needs_norm:
+            norms, cos = -cos[:, -1], cos[:, :-1]
+        state = {name: variable.value for name, variable in self.state_variables.items()}
+        logits, new_state, extra = self.loss.compute(cos, labels, state, norms=norms, training=bool(training))
+        if training:
+            for name, variable in self.state_variables.items():
+                if new_state[name] is not state[name]:
+                    variable.assign(ops.cast(new_state[name], "float32"))
+            if extra is not None:
+                self.add_loss(ops.mean(extra))
+        return logits
 
     def compute_output_shape(self, input_shape):
-        return input_shape[0]
+        batch, classes = input_shape[0][0], input_shape[0][-1]
+        if self.loss.needs_norm and classes is not None:
+            classes -= 1
+        return (batch, classes)
 
     def get_config(self):
         return {**super().get_config(), "loss": serialize_margin_loss(self.loss)}

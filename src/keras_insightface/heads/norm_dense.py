@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_insightface.layers.normalize import l2_normalize
+
 
 @keras.saving.register_keras_serializable(package="keras_insightface")
 class NormDense(keras.layers.Layer):
@@ -12,6 +14,10 @@ class NormDense(keras.layers.Layer):
     ``loss_top_k`` sub-centers and the closest one is used (sub-center ArcFace). Computed in float32 even
     under mixed precision, because margins act on cosines close to 1.
 
+    ``append_norm=True`` (MagFace, AdaFace) appends one column, ``-||x||`` of the raw float32 input, so the
+    output is ``(B, units + 1)``; ``MarginHead`` splits it off. It is negative, as the seed, so that an accuracy
+    argmax over this output never picks it.
+
     Example:
         >>> import numpy as np
         >>> layer = NormDense(10)
@@ -19,12 +25,12 @@ class NormDense(keras.layers.Layer):
         (2, 10)
     """
 
-    def __init__(self, units, loss_top_k=1, kernel_initializer="glorot_normal", **kwargs):
+    def __init__(self, units, loss_top_k=1, append_norm=False, kernel_initializer="glorot_normal", **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         if units < 1 or loss_top_k < 1:
             raise ValueError(f"NormDense needs units >= 1 and loss_top_k >= 1, received {units=}, {loss_top_k=}")
-        self.units, self.loss_top_k = int(units), int(loss_top_k)
+        self.units, self.loss_top_k, self.append_norm = int(units), int(loss_top_k), bool(append_norm)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
     def build(self, input_shape):
@@ -36,21 +42,22 @@ class NormDense(keras.layers.Layer):
 
     def call(self, inputs):
         inputs = ops.cast(inputs, self.compute_dtype)
-        norm_w = self.kernel / ops.sqrt(ops.maximum(ops.sum(ops.square(self.kernel), axis=0, keepdims=True), 1e-12))
-        norm_x = inputs / ops.sqrt(ops.maximum(ops.sum(ops.square(inputs), axis=-1, keepdims=True), 1e-12))
-        cos = ops.matmul(norm_x, norm_w)
+        cos = ops.matmul(l2_normalize(inputs), l2_normalize(self.kernel, axis=0))
         if self.loss_top_k > 1:
             cos = ops.max(ops.reshape(cos, (-1, self.units, self.loss_top_k)), axis=-1)
+        if self.append_norm:
+            cos = ops.concatenate([cos, -ops.sqrt(ops.sum(ops.square(inputs), axis=-1, keepdims=True))], axis=-1)
         return cos
 
     def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.units)
+        return (input_shape[0], self.units + int(self.append_norm))
 
     def get_config(self):
         config = super().get_config()
         config.update(
             units=self.units,
             loss_top_k=self.loss_top_k,
+            append_norm=self.append_norm,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
         )
         return config

@@ -85,8 +85,8 @@ class HistoryJSON(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is None or (self.stop_guard is not None and self.stop_guard.triggered):
             return
-        record = {"lr": self.lr_fn(), "loss": logs.get("loss"), "accuracy": logs.get("cos_accuracy")}
-        record.update({k: v for k, v in logs.items() if k not in record and not k.startswith(("cos_", "logits_"))})
+        record = {"lr": self.lr_fn(), "loss": logs.get("loss"), "accuracy": logs.get("top1_accuracy")}
+        record.update({k: v for k, v in logs.items() if k not in record and not k.startswith(("top1_", "crossentropy_"))})
         for key, value in record.items():
             if value is not None:
                 self.history.setdefault(key, []).append(_to_float(value))

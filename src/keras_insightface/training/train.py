@@ -27,23 +27,41 @@ from keras_insightface.errors import DataError
 from keras_insightface.evaluation.verification import eval_callback
 from keras_insightface.heads.margin import MarginHead
 from keras_insightface.heads.norm_dense import NormDense
-from keras_insightface.losses.cross_entropy import MarginCrossEntropy
+from keras_insightface.heads.partial_fc import PartialFC
+from keras_insightface.losses.center import CenterLoss
 from keras_insightface.losses.margin import get_margin_loss
+from keras_insightface.losses.triplet import TripletLoss
 from keras_insightface.models import buildin_models
+from keras_insightface.saving import load_model
 from keras_insightface.training import callbacks as cbs
 from keras_insightface.training.optimizers import L2SGD
+from keras_insightface.training.outputs import OutputMean, PerSampleCrossEntropy, PerSampleLoss, TopOneCorrect
 from keras_insightface.training.schedules import CosineRestarts, WarmupCosine
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
-def build_train_model(basic_model, head, margin_loss, augment):
-    """``(uint8 images, int labels) -> {"logits": margin logits, "cos": cosine logits}``."""
+def build_train_model(basic_model, head, margin_head, augment, center_loss=None):
+    """``(uint8 images, int labels) -> {"logits", "crossentropy", "top1", "embedding"}`` (+ ``"centerloss"``).
+
+    ``head`` is ``NormDense`` (with the ``-||x||`` column when the loss reads norms) or ``PartialFC``, which
+    also renumbers the labels into its sample; margin, cross-entropy and accuracy use the head's labels.
+    """
     images = keras.Input(basic_model.input_shape[1:], dtype="uint8", name="images")
     labels = keras.Input((), dtype="int32", name="labels")
-    cos = head(basic_model(augment(images)))
-    logits = MarginHead(margin_loss, name="margin")([cos, labels])
-    return keras.Model([images, labels], {"logits": logits, "cos": cos}, name=basic_model.name + "_train")
+    embedding = basic_model(augment(images))
+    if isinstance(head, PartialFC):
+        cos, head_labels = head([embedding, labels])
+    else:
+        cos, head_labels = head(embedding), labels
+    logits = margin_head([cos, head_labels])
+    norm_column = getattr(head, "append_norm", False)
+    top1 = TopOneCorrect(drop_last_column=norm_column, name="top1")([cos, head_labels])
+    crossentropy = PerSampleCrossEntropy(margin_head.loss.label_smoothing, name="crossentropy")([logits, head_labels])
+    outputs = {"logits": logits, "crossentropy": crossentropy, "top1": top1, "embedding": embedding}
+    if center_loss is not None:
+        outputs["centerloss"] = center_loss([embedding, labels])
+    return keras.Model([images, labels], outputs, name=basic_model.name + "_train")
 
 
 def _close_at_exit(trainer_ref):
@@ -53,11 +71,11 @@ def _close_at_exit(trainer_ref):
         trainer.close()
 
 
-def _with_targets(iterator, skipped_images):
-    """Adapt ``(images, labels, skipped)`` batches to the training model's inputs and targets."""
+def _with_targets(iterator, skipped_images, output_names):
+    """Adapt ``(images, labels, skipped)`` batches to the training model's inputs and (label) targets."""
     for images, labels, skipped in iterator:
         skipped_images.record(skipped)
-        yield (images, labels), {"logits": labels, "cos": labels}
+        yield (images, labels), {name: labels for name in output_names}
 
 
 class Train:
@@ -69,7 +87,8 @@ class Train:
             unless it holds a directory: ``<name>_hist.json``, ``<name>_basic_<set>_epoch_<E>_<acc>.keras``.
         eval_paths: ``.bin`` verification packs evaluated every ``eval_freq`` epochs; the first one
             decides which basic model is kept as best.
-        basic_model: a ``buildin_models`` name (built with ``emb_shape``/``output_layer``) or a keras.Model.
+        basic_model: a ``buildin_models`` name (built with ``emb_shape``/``output_layer``), a keras.Model,
+            or a model file to fine-tune (``.keras``, or a seed ``.h5`` translated by ``seed_h5``).
         batch_size, lr_base, lr_min: as the seed; the learning rate is set per batch.
         lr_decay_steps: 0 = one cosine from ``lr_base`` to ``lr_min`` over all stages; N > 0 = the seed's
             cosine with restarts: first cycle N epochs, each next twice as long with its peak times
@@ -87,6 +106,12 @@ class Train:
         image_per_class: > 1 keeps identities with at least that many images and batches whole identity
             groups of that size (for triplet-style losses).
         strict_data: stop at the first unreadable image instead of replacing it and reporting the count.
+        partial_fc_sample_rate: < 1 scores only that fraction of the classes per step (``PartialFC``); the
+            sample must hold a batch's classes, so it needs ``sample_rate * classes >= batch_size``.
+
+    Stage dicts: ``loss`` (a margin loss, e.g. ``ArcfaceLoss(scale=16)``), ``epoch``, optional ``optimizer``,
+    ``centerloss`` (weight of the center loss, centers kept across stages), ``triplet`` (weight of the
+    batch-hard cosine triplet loss) with its margin ``alpha`` (0.35).
     """
 
     def __init__(
@@ -115,6 +140,7 @@ class Train:
         jpeg_quality_level=0,
         image_per_class=0,
         strict_data=False,
+        partial_fc_sample_rate=1.0,
         seed=0,
         verbose=1,
     ):
@@ -146,10 +172,15 @@ class Train:
         previous_policy = keras.config.dtype_policy()
         keras.config.set_dtype_policy(mixed_precision)
         try:
-            if isinstance(basic_model, str):
+            if isinstance(basic_model, str) and basic_model.endswith((".keras", ".h5")):
+                basic_model = load_model(basic_model)
+            elif isinstance(basic_model, str):
                 basic_model = buildin_models(basic_model, output_layer=output_layer, emb_shape=emb_shape)
             self.basic_model = basic_model
-            self.head = NormDense(self.num_classes, name="norm_dense")
+            if partial_fc_sample_rate < 1:
+                self.head = PartialFC(self.num_classes, partial_fc_sample_rate, seed=seed, name="partial_fc")
+            else:
+                self.head = NormDense(self.num_classes, name="norm_dense")
             self.augment = augment if augment is not None else FaceAugment(
                 random_status=random_status, random_cutout_mask_area=random_cutout_mask_area, seed=seed, name="augment"
             )
@@ -161,7 +192,42 @@ class Train:
         self.initial_epoch = 0
         self.optimizer = None
         self.train_model = None
+        self.center_loss = None
+        self.margin_head = None
         self._iterator = None
+
+    def _stage_head(self, margin_loss):
+        """The classifier for a stage: the same kernel, with the norm column when the loss reads norms."""
+        if isinstance(self.head, PartialFC):
+            if margin_loss.needs_norm:
+                raise ValueError(f"{type(margin_loss).__name__} reads embedding norms; it is not available with PartialFC")
+            return self.head
+        if self.head.append_norm == margin_loss.needs_norm:
+            return self.head
+        head = NormDense(self.num_classes, append_norm=margin_loss.needs_norm, name="norm_dense")
+        head.build(self.basic_model.output_shape)
+        if self.head.built:
+            head.set_weights(self.head.get_weights())
+        return head
+
+    def _carry_margin_state(self, margin_head):
+        """A stage with the same kind of margin loss continues its running statistics (t, norm mean/std, scale)."""
+        previous, self.margin_head = self.margin_head, margin_head
+        if previous is not None and type(previous.loss) is type(margin_head.loss):
+            for name, variable in margin_head.state_variables.items():
+                variable.assign(previous.state_variables[name])
+
+    def _stage_losses(self, stage):
+        """Compile arguments of a stage: margin cross-entropy plus the weighted extra losses it asks for."""
+        losses, weights = {"crossentropy": PerSampleLoss()}, {"crossentropy": 1.0}
+        if stage.get("centerloss"):
+            if self.center_loss is None:
+                self.center_loss = CenterLoss(self.num_classes, name="center_loss")
+            losses["centerloss"], weights["centerloss"] = PerSampleLoss(), float(stage["centerloss"])
+        if stage.get("triplet"):
+            losses["embedding"] = TripletLoss("batch_hard_cosine", alpha=float(stage.get("alpha", 0.35)))
+            weights["embedding"] = float(stage["triplet"])
+        return losses, weights
 
     def _lr_schedule(self, total_epochs):
         steps = self.loader.steps_per_epoch
@@ -211,11 +277,17 @@ class Train:
         for stage in train_schedule:
             margin_loss = get_margin_loss(stage["loss"])
             self.optimizer = self._stage_optimizer(stage, total_epochs)
-            self.train_model = build_train_model(self.basic_model, self.head, margin_loss, self.augment)
+            self.head = self._stage_head(margin_loss)
+            losses, loss_weights = self._stage_losses(stage)
+            center_loss = self.center_loss if "centerloss" in losses else None
+            margin_head = MarginHead(margin_loss, name="margin")
+            self.train_model = build_train_model(self.basic_model, self.head, margin_head, self.augment, center_loss)
+            self._carry_margin_state(margin_head)
             self.train_model.compile(
                 optimizer=self.optimizer,
-                loss={"logits": MarginCrossEntropy(margin_loss.label_smoothing)},
-                metrics={"cos": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]},
+                loss=losses,
+                loss_weights=loss_weights,
+                metrics={"top1": [OutputMean(name="accuracy")]},
                 jit_compile=True,
             )
             epochs = self.initial_epoch + int(stage["epoch"])
@@ -230,7 +302,7 @@ class Train:
                 cbs.HistoryJSON(self.history_path, self.history, self._current_lr, guard),
             ]
             self.train_model.fit(
-                _with_targets(self._iterator, self.skipped_images),
+                _with_targets(self._iterator, self.skipped_images, list(self.train_model.output)),
                 epochs=epochs,
                 initial_epoch=self.initial_epoch,
                 steps_per_epoch=self.loader.steps_per_epoch,

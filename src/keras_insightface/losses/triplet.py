@@ -1,0 +1,144 @@
+"""Triplet losses mined inside the batch, on L2-normalised embeddings (FaceNet, Schroff et al., CVPR 2015).
+
+Every function maps ``(labels (B,), embeddings (B, D), alpha)`` to a per-sample loss, with masks instead of
+boolean gathers so shapes stay static under ``jit``. Batch-hard mining follows Hermans et al., "In Defense of
+the Triplet Loss" (2017); the cosine and batch-all forms follow the seed Keras_insightface.
+
+Example:
+    >>> import numpy as np
+    >>> labels = np.array([0, 0, 1])
+    >>> embeddings = np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]], "float32")
+    >>> np.asarray(batch_hard_triplet_cosine(labels, embeddings, alpha=0.2)).astype(float).round(3).tolist()
+    [0.0, 0.4, 0.0]
+    >>> round(float(TripletLoss("batch_hard_cosine", alpha=0.2)(labels, embeddings)), 3)  # mean over the batch
+    0.133
+"""
+
+import math
+
+import keras
+from keras import ops
+
+from keras_insightface.layers.normalize import l2_normalize
+
+_EPS = 1e-7
+
+
+def _prepare(labels, embeddings):
+    """Normalised float32 embeddings, cosine similarities and the same-label mask (diagonal included)."""
+    labels = ops.cast(ops.reshape(labels, (-1,)), "int32")
+    emb = l2_normalize(ops.cast(embeddings, "float32"))
+    return emb, ops.matmul(emb, ops.transpose(emb)), ops.equal(labels[:, None], labels[None, :])
+
+
+def _off_diagonal(mask):
+    return ops.logical_and(mask, ops.logical_not(ops.cast(ops.eye(ops.shape(mask)[0]), "bool")))
+
+
+def _safe_sqrt(x):
+    """sqrt with zero value and zero gradient at 0: the sqrt branch never sees a zero, so no inf * 0 = NaN."""
+    positive = x > 1e-12
+    return ops.where(positive, ops.sqrt(ops.where(positive, x, 1.0)), 0.0)
+
+
+def batch_hard_triplet_cosine(labels, embeddings, alpha=0.35):
+    """``relu(max negative cos - min positive cos + alpha)``; the seed's default. No negative counts as cos -1."""
+    _, sims, pos_mask = _prepare(labels, embeddings)
+    hardest_pos = ops.min(ops.where(pos_mask, sims, 1.0), axis=-1)
+    hardest_neg = ops.max(ops.where(pos_mask, -1.0, sims), axis=-1)
+    return ops.relu(hardest_neg - hardest_pos + alpha)
+
+
+def batch_hard_triplet_euclidean(labels, embeddings, alpha=0.35):
+    """``relu(max positive distance - min negative distance + alpha)``, Hermans et al.'s batch-hard.
+
+    Self pairs are excluded from the positives (a class seen once has positive distance 0); no negative counts
+    as distance 2, the largest between unit vectors. The square root is guarded so duplicated embeddings keep
+    finite gradients.
+    """
+    emb, sims, pos_mask = _prepare(labels, embeddings)
+    sq_norm = ops.sum(ops.square(emb), axis=-1)
+    dists = _safe_sqrt(ops.maximum(sq_norm[:, None] + sq_norm[None, :] - 2.0 * sims, 0.0))
+    hardest_pos = ops.max(ops.where(_off_diagonal(pos_mask), dists, 0.0), axis=-1)
+    hardest_neg = ops.min(ops.where(pos_mask, 2.0, dists), axis=-1)
+    return ops.relu(hardest_pos - hardest_neg + alpha)
+
+
+def batch_all_triplet(labels, embeddings, alpha=0.35):
+    """The seed's batch-all: mean ``1 - cos`` over positives, plus the mean cosine of the violating negatives.
+
+    A negative j of sample i is counted when ``min positive cos_i - cos_ij < alpha``; its cosine sum is divided
+    by (count + 1), so a sample with no such negative adds 0.
+    """
+    _, sims, pos_mask = _prepare(labels, embeddings)
+    pos_float = ops.cast(pos_mask, "float32")
+    pos_term = ops.sum(pos_float * (1.0 - sims), axis=-1) / ops.sum(pos_float, axis=-1)
+    hardest_pos = ops.min(ops.where(pos_mask, sims, 1.0), axis=-1, keepdims=True)
+    valid_neg = ops.logical_and(ops.logical_not(pos_mask), hardest_pos - sims < alpha)
+    neg_float = ops.cast(valid_neg, "float32")
+    neg_term = ops.sum(neg_float * sims, axis=-1) / (ops.sum(neg_float, axis=-1) + 1.0)
+    return pos_term + neg_term
+
+
+def arc_batch_hard_triplet(labels, embeddings, alpha=0.35):
+    """Batch-hard on angles ``theta = arccos(cos)``: ``relu(max positive theta - min negative theta + alpha)``.
+
+    ``alpha`` is in radians. Self pairs are excluded (a class seen once has positive angle 0); no negative
+    counts as angle pi.
+    """
+    _, sims, pos_mask = _prepare(labels, embeddings)
+    theta = ops.arccos(ops.clip(sims, -1.0 + _EPS, 1.0 - _EPS))
+    hardest_pos = ops.max(ops.where(_off_diagonal(pos_mask), theta, 0.0), axis=-1)
+    hardest_neg = ops.min(ops.where(pos_mask, math.pi, theta), axis=-1)
+    return ops.relu(hardest_pos - hardest_neg + alpha)
+
+
+def offline_triplet(labels, embeddings, alpha=0.35):
+    """Pre-mined triples laid out ``[anchor, positive, negative, ...]``: ``relu(|a-p|^2 - |a-n|^2 + alpha)``, (B/3,).
+
+    ``labels`` are accepted for a uniform signature and unused.
+    """
+    batch = embeddings.shape[0]
+    if batch is not None and batch % 3:
+        raise ValueError(f"offline_triplet needs a batch of [anchor, positive, negative] triples, received B={batch}")
+    emb = l2_normalize(ops.cast(embeddings, "float32"))
+    triples = ops.reshape(emb, (-1, 3, ops.shape(emb)[-1]))
+    anchor, positive, negative = triples[:, 0], triples[:, 1], triples[:, 2]
+    pos_dist = ops.sum(ops.square(anchor - positive), axis=-1)
+    neg_dist = ops.sum(ops.square(anchor - negative), axis=-1)
+    return ops.relu(pos_dist - neg_dist + alpha)
+
+
+TRIPLET_LOSSES = {
+    "batch_hard_cosine": batch_hard_triplet_cosine,
+    "batch_hard_euclidean": batch_hard_triplet_euclidean,
+    "batch_all": batch_all_triplet,
+    "arc_batch_hard": arc_batch_hard_triplet,
+    "offline": offline_triplet,
+}
+
+
+def get_triplet_loss(name):
+    """The triplet function registered under ``name`` in ``TRIPLET_LOSSES``."""
+    if name not in TRIPLET_LOSSES:
+        raise ValueError(f"Unknown triplet loss {name!r}, expected one of {sorted(TRIPLET_LOSSES)}")
+    return TRIPLET_LOSSES[name]
+
+
+@keras.saving.register_keras_serializable(package="keras_insightface")
+class TripletLoss(keras.losses.Loss):
+    """Keras loss over ``y_true`` = integer labels (B,) and ``y_pred`` = embeddings (B, D); ``kind`` names the mining.
+
+    ``alpha`` is the margin (radians for ``arc_batch_hard``); the seed's default is 0.35.
+    """
+
+    def __init__(self, kind="batch_hard_cosine", alpha=0.35, name="triplet_loss", **kwargs):
+        self.fn = get_triplet_loss(kind)
+        super().__init__(name=name, **kwargs)
+        self.kind, self.alpha = kind, float(alpha)
+
+    def call(self, y_true, y_pred):
+        return self.fn(y_true, y_pred, self.alpha)
+
+    def get_config(self):
+        return {**super().get_config(), "kind": self.kind, "alpha": self.alpha}

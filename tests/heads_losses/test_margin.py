@@ -116,3 +116,12 @@ def test_margin_loss_lookup_and_validation():
         get_margin_loss("NoSuchLoss")
     with pytest.raises(ValueError, match="scale must be positive"):
         ArcfaceLoss(scale=0)
+
+
+def test_softmax_loss_passes_dense_logits_through():
+    from keras_insightface.losses.margin import SoftmaxLoss
+
+    loss = get_margin_loss("categorical_crossentropy")
+    assert isinstance(loss, SoftmaxLoss) and loss.plain_head and not ArcfaceLoss().plain_head
+    logits = np.array([[3.0, -2.0], [0.5, 7.0]], "float32")
+    np.testing.assert_array_equal(np.asarray(loss.logits(logits, np.array([1, 0]))), logits)

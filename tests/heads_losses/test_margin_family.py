@@ -422,7 +422,7 @@ def test_serialisation_round_trip(name, loss, reference, state):
 def test_registry_lists_the_family():
     assert set(MARGIN_LOSSES) == {
         "ArcfaceLoss", "ArcfaceLossSimple", "CosFaceLoss", "SphereFaceLoss", "CurricularFaceLoss", "AirFaceLoss",
-        "MagFaceLoss", "AdaFaceLoss", "AdaCosLoss", "MarginSoftmax",
+        "MagFaceLoss", "AdaFaceLoss", "AdaCosLoss", "MarginSoftmax", "SoftmaxLoss",
     }
     assert isinstance(get_margin_loss("CurricularFaceLoss"), CurricularFaceLoss)
     assert get_margin_loss({"class_name": "AdaCosLoss", "config": {"num_classes": 10}}).scale == pytest.approx(

@@ -173,3 +173,14 @@ def test_partial_fc_training(tiny_data, tmp_path):
         _train(tiny_data, tmp_path, eval_paths=[], partial_fc_sample_rate=0.25, batch_size=8).train(
             [{"loss": ArcfaceLoss(scale=16), "epoch": 1}]
         )
+
+
+def test_plain_softmax_stage_uses_a_dense_classifier(tiny_data, tmp_path):
+    trainer = _train(tiny_data, tmp_path, eval_paths=[])
+    try:
+        history = trainer.train([{"loss": "softmax", "epoch": 2}, {"loss": ArcfaceLoss(scale=16), "epoch": 1}])
+    finally:
+        trainer.close()
+    assert isinstance(trainer.dense_head, keras.layers.Dense) and trainer.dense_head.use_bias
+    assert trainer.head.name == "norm_dense" and trainer.head.built  # the margin stage still had its cosine head
+    assert len(history["loss"]) == 3 and history["loss"][1] < history["loss"][0]

@@ -58,6 +58,7 @@ class MarginLoss:
     """
 
     needs_norm = False
+    plain_head = False  # True: logits from an unnormalised Dense head (SoftmaxLoss)
 
     def __init__(self, scale=64.0, label_smoothing=0.0):
         if scale <= 0:
@@ -365,21 +366,41 @@ class MarginSoftmax(MarginLoss):
         return {"power": self.power, "margin_scale": self.margin_scale, **super().get_config()}
 
 
+class SoftmaxLoss(MarginLoss):
+    """Plain softmax: the logits of an unnormalised ``Dense`` classifier, no margin, no scale.
+
+    The seed's ``categorical_crossentropy`` stage; ``plain_head`` tells ``Train`` to use a ``Dense`` head
+    (with bias) instead of the cosine ``NormDense``.
+    """
+
+    plain_head = True
+
+    def __init__(self, label_smoothing=0.0):
+        super().__init__(1.0, label_smoothing)
+
+    def compute(self, cos, labels, state, norms=None, training=False):
+        return ops.cast(cos, "float32"), state, None
+
+    def get_config(self):
+        return {"label_smoothing": self.label_smoothing}
+
+
 MARGIN_LOSSES = {
     cls.__name__: cls
     for cls in (
         ArcfaceLoss, ArcfaceLossSimple, CosFaceLoss, SphereFaceLoss, CurricularFaceLoss, AirFaceLoss, MagFaceLoss,
-        AdaFaceLoss, AdaCosLoss, MarginSoftmax,
+        AdaFaceLoss, AdaCosLoss, MarginSoftmax, SoftmaxLoss,
     )
 }
+ALIASES = {"softmax": "SoftmaxLoss", "categorical_crossentropy": "SoftmaxLoss"}
 
 
 def get_margin_loss(spec):
     """A margin loss from an instance, a registered class name, or a ``{"class_name", "config"}`` dict."""
     if isinstance(spec, MarginLoss):
         return spec
-    if isinstance(spec, str) and spec in MARGIN_LOSSES:
-        return MARGIN_LOSSES[spec]()
+    if isinstance(spec, str) and ALIASES.get(spec, spec) in MARGIN_LOSSES:
+        return MARGIN_LOSSES[ALIASES.get(spec, spec)]()
     if isinstance(spec, dict) and spec.get("class_name") in MARGIN_LOSSES:
         return MARGIN_LOSSES[spec["class_name"]](**spec.get("config", {}))
     raise ValueError(f"Unknown margin loss {spec!r}; available: {', '.join(MARGIN_LOSSES)}")

@@ -64,6 +64,10 @@ def build_train_model(basic_model, head, margin_head, augment, center_loss=None)
     return keras.Model([images, labels], outputs, name=basic_model.name + "_train")
 
 
+def _is_default(optimizer):
+    return isinstance(getattr(optimizer, "inner_optimizer", optimizer), L2SGD)
+
+
 def _close_at_exit(trainer_ref):
     """Stop a live trainer's decode workers before interpreter teardown, when nobody called ``close()``."""
     trainer = trainer_ref()
@@ -109,7 +113,8 @@ class Train:
         partial_fc_sample_rate: < 1 scores only that fraction of the classes per step (``PartialFC``); the
             sample must hold a batch's classes, so it needs ``sample_rate * classes >= batch_size``.
 
-    Stage dicts: ``loss`` (a margin loss, e.g. ``ArcfaceLoss(scale=16)``), ``epoch``, optional ``optimizer``,
+    Stage dicts: ``loss`` (a margin loss, e.g. ``ArcfaceLoss(scale=16)``, or ``"softmax"`` for a plain ``Dense``
+    classifier), ``epoch``, optional ``optimizer``,
     ``centerloss`` (weight of the center loss, centers kept across stages), ``triplet`` (weight of the
     batch-hard cosine triplet loss) with its margin ``alpha`` (0.35).
     """
@@ -191,17 +196,24 @@ class Train:
         self.history = {}
         self.initial_epoch = 0
         self.optimizer = None
+        self._classifier_kind = None
         self.train_model = None
         self.center_loss = None
+        self.dense_head = None
         self.margin_head = None
         self._iterator = None
 
     def _stage_head(self, margin_loss):
-        """The classifier for a stage: the same kernel, with the norm column when the loss reads norms."""
+        """The classifier for a stage: the same kernel, with the norm column when the loss reads norms; a
+        ``Dense`` classifier (kept across its stages) for plain softmax."""
         if isinstance(self.head, PartialFC):
-            if margin_loss.needs_norm:
-                raise ValueError(f"{type(margin_loss).__name__} reads embedding norms; it is not available with PartialFC")
+            if margin_loss.needs_norm or margin_loss.plain_head:
+                raise ValueError(f"{type(margin_loss).__name__} is not available with PartialFC")
             return self.head
+        if margin_loss.plain_head:
+            if self.dense_head is None:
+                self.dense_head = keras.layers.Dense(self.num_classes, dtype="float32", name="dense_softmax")
+            return self.dense_head
         if self.head.append_norm == margin_loss.needs_norm:
             return self.head
         head = NormDense(self.num_classes, append_norm=margin_loss.needs_norm, name="norm_dense")
@@ -238,10 +250,19 @@ class Train:
             )
         return WarmupCosine(self.lr_base, total_steps=max(total_epochs * steps, common["warmup_steps"], 1), **common)
 
-    def _stage_optimizer(self, stage, total_epochs):
+    def _stage_optimizer(self, stage, total_epochs, classifier):
+        """The stage's optimizer; the previous one (momentum, schedule position) carries over unless the stage
+        names another or the classifier changed kind (plain softmax <-> cosine: other variables to optimise):
+        then the default optimizer starts afresh at the current schedule position, a user's optimizer from its
+        config."""
         optimizer = stage.get("optimizer")
-        if optimizer is None and self.optimizer is not None:
+        same_classifier = classifier == self._classifier_kind
+        self._classifier_kind = classifier
+        if optimizer is None and self.optimizer is not None and same_classifier:
             return self.optimizer
+        if optimizer is None and self.optimizer is not None and not _is_default(self.optimizer):
+            inner = getattr(self.optimizer, "inner_optimizer", self.optimizer)
+            optimizer = type(inner).from_config(inner.get_config())
         schedule = self._lr_schedule(total_epochs)
         if optimizer is None or optimizer in ("sgd", "SGD"):
             optimizer = L2SGD(learning_rate=schedule, momentum=self.momentum, l2=self.weight_decay)
@@ -276,12 +297,14 @@ class Train:
         saver = cbs.BestBasicModel(self.basic_model, self.prefix, monitor, guard)
         for stage in train_schedule:
             margin_loss = get_margin_loss(stage["loss"])
-            self.optimizer = self._stage_optimizer(stage, total_epochs)
-            self.head = self._stage_head(margin_loss)
+            self.optimizer = self._stage_optimizer(stage, total_epochs, "dense" if margin_loss.plain_head else "cosine")
+            head = self._stage_head(margin_loss)
+            if not margin_loss.plain_head:
+                self.head = head  # the cosine classifier's kernel carries over to later margin stages
             losses, loss_weights = self._stage_losses(stage)
             center_loss = self.center_loss if "centerloss" in losses else None
             margin_head = MarginHead(margin_loss, name="margin")
-            self.train_model = build_train_model(self.basic_model, self.head, margin_head, self.augment, center_loss)
+            self.train_model = build_train_model(self.basic_model, head, margin_head, self.augment, center_loss)
             self._carry_margin_state(margin_head)
             self.train_model.compile(
                 optimizer=self.optimizer,

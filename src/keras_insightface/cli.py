@@ -4,6 +4,7 @@ Examples:
     keras-insightface demo
     keras-insightface train --data datasets/faces_emore --eval datasets/lfw.bin --model r50 \\
         --batch-size 512 --scales 16,32,64 --epochs 5,5,40 --mixed-precision mixed_bfloat16
+    keras-insightface train r50.toml --set train.batch_size=256
     keras-insightface eval -m checkpoints/r50_basic_lfw_epoch_40_0.998.keras -t lfw.bin cfp_fp.bin
     keras-insightface convert folders2rec datasets/my_faces datasets/my_faces_rec
     keras-insightface convert make-bin datasets/held_out datasets/held_out.bin --pairs 3000
@@ -153,7 +154,31 @@ def cmd_demo(args):
 
 
 def cmd_train(args):
+    if args.config:
+        return run_config_training(args.config, args.set or [])
+    if not args.data:
+        raise DataError("train needs --data (or a config file: keras-insightface train run.toml)")
     return run_training(args, args.data, args.eval)
+
+
+def run_config_training(path, overrides):
+    """Train from a config file (``training/config.py``); the resolved config is saved next to the history."""
+    from keras_insightface.training import config as run_config
+    from keras_insightface.training.train import Train
+
+    config = run_config.apply_overrides(run_config.load_config(path), overrides)
+    stages = run_config.schedule(config)
+    trainer = Train(**run_config.train_kwargs(config, Train))
+    run_config.save_resolved(config, trainer.prefix + "_config.json")
+    print(f">>>> config: {trainer.prefix}_config.json")
+    try:
+        history = trainer.train(stages)
+    finally:
+        trainer.close()
+    names = [cb.name for cb in trainer.eval_callbacks]
+    print("\n" + results_table(history, names, [int(stage["epoch"]) for stage in stages]) + "\n")
+    print(f"history: {trainer.history_path}\nbest basic model: {trainer.best_model_path}")
+    return history
 
 
 def cmd_eval(args):
@@ -218,8 +243,10 @@ def make_parser():
     demo.add_argument("--data-seed", type=int, default=0)
     demo.set_defaults(func=cmd_demo)
 
-    train = sub.add_parser("train", help="train on a .rec folder, class folders or a list file")
-    train.add_argument("--data", required=True, help="train.rec folder, class-folder root or list file")
+    train = sub.add_parser("train", help="train on a .rec folder, class folders or a list file, or from a config file")
+    train.add_argument("config", nargs="?", help="a .toml/.json run config ([train] + [[stage]]); other flags ignored")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, e.g. train.batch_size=256")
+    train.add_argument("--data", help="train.rec folder, class-folder root or list file")
     train.add_argument("--eval", nargs="*", default=[], help=".bin verification packs")
     _add_train_args(
         train,

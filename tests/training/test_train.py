@@ -147,11 +147,14 @@ def test_stage_extras_centerloss_triplet_and_running_statistics_carry_over(tiny_
         t_after_stage_1 = float(trainer.margin_head.state_variables["t"])
         history = trainer.train([{"loss": CurricularFaceLoss(scale=16), "epoch": 1}])
         t_after_stage_2 = float(trainer.margin_head.state_variables["t"])
-        history = trainer.train([{"loss": MagFaceLoss(scale=16), "epoch": 1}])
+        history = trainer.train([{"loss": MagFaceLoss(scale=16), "epoch": 1, "triplet": 1, "tripletKind": "batch_all"}])
+        with pytest.raises(ValueError, match="offline"):
+            trainer.train([{"loss": MagFaceLoss(scale=16), "epoch": 1, "triplet": 1, "tripletKind": "offline"}])
     finally:
         trainer.close()
     assert set(history) >= {"centerloss_loss", "embedding_loss", "accuracy", "loss"}
     assert len(history["loss"]) == 3 and len(history["centerloss_loss"]) == 1  # extras only where asked for
+    assert len(history["embedding_loss"]) == 2
     assert all(np.isfinite(history["loss"]))
     steps = trainer.loader.steps_per_epoch
     # t is an EMA (alpha 0.01) of the target cosine starting at 0: it keeps growing across stages
@@ -184,3 +187,48 @@ def test_plain_softmax_stage_uses_a_dense_classifier(tiny_data, tmp_path):
     assert isinstance(trainer.dense_head, keras.layers.Dense) and trainer.dense_head.use_bias
     assert trainer.head.name == "norm_dense" and trainer.head.built  # the margin stage still had its cosine head
     assert len(history["loss"]) == 3 and history["loss"][1] < history["loss"][0]
+
+
+def test_config_file_run_with_overrides_saves_the_resolved_config(tiny_data, tmp_path):
+    from keras_insightface.cli import main
+
+    config = tmp_path / "run.toml"
+    config.write_text(f"""
+[train]
+data_path = "{tiny_data / 'rec'}"
+save_path = "from_config.keras"
+basic_model = "r18_tiny"
+emb_shape = 16
+batch_size = 16
+num_workers = 0
+checkpoint_dir = "{tmp_path}"
+verbose = 0
+
+[[stage]]
+loss = "CosFaceLoss"
+loss_config = {{scale = 16}}
+epoch = 3
+
+[[stage]]
+loss = "ArcfaceLoss"
+epoch = 1
+""")
+    main(["train", str(config), "--set", "stage.0.epoch=1", "--set", "train.lr_base=0.05"])
+    resolved = json.loads((tmp_path / "from_config_config.json").read_text())
+    assert resolved["stage"][0]["epoch"] == 1 and resolved["train"]["lr_base"] == 0.05
+    history = json.loads((tmp_path / "from_config_hist.json").read_text())
+    assert len(history["loss"]) == 2 and history["lr"][0] <= 0.05
+
+
+def test_config_and_learning_rate_errors_are_clear(tiny_data, tmp_path, capsys):
+    from keras_insightface.cli import main
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text(f'[train]\ndata_path = "{tiny_data / "rec"}"\nsave_path = "x.keras"\nbatch_sise = 8\n'
+                   '[[stage]]\nloss = "ArcfaceLoss"\nepoch = 1\n')
+    assert main(["train", str(bad)]) == 2
+    assert "unknown [train] keys ['batch_sise']" in capsys.readouterr().err
+    assert main(["train", str(tmp_path / "missing.toml")]) == 2
+    assert "config file does not exist" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="lr_min=0.5, lr_base=0.1"):
+        _train(tiny_data, tmp_path, lr_min=0.5)

@@ -104,3 +104,136 @@ class CosineRestarts(_Warmup):
             "t_mul": self.t_mul,
             "m_mul": self.m_mul,
         }
+
+
+def _check_floor(name, lr_base, lr_min):
+    if not 0 <= lr_min <= lr_base:
+        raise ValueError(f"{name} needs 0 <= lr_min <= lr_base, received lr_min={lr_min}, lr_base={lr_base}")
+
+
+def _check_decay_rate(name, decay_rate):
+    if not 0 < decay_rate <= 1:
+        raise ValueError(f"{name} needs 0 < decay_rate <= 1, received decay_rate={decay_rate}")
+
+
+@keras.saving.register_keras_serializable(package="keras_insightface")
+class ExponentialDecay(_Warmup):
+    """Warmup, then ``lr_base * decay_rate ** (t / decay_steps)`` with ``t`` counted from the end of warmup,
+    floored at ``lr_min``; ``staircase`` floors ``t / decay_steps`` so the rate drops in whole steps.
+
+    The seed's ``exp_scheduler`` (``lr_base * exp(decay * (warmup - epoch))``, set once per epoch) is
+    ``decay_rate=exp(-decay)``, ``decay_steps=steps_per_epoch``, ``staircase=True``; the formula is Keras's own
+    ``ExponentialDecay`` with warmup and a floor added.
+
+    Example:
+        >>> schedule = ExponentialDecay(0.1, decay_steps=10, decay_rate=0.5, warmup_steps=10, lr_min=0.01)
+        >>> [round(float(schedule(s)), 4) for s in (5, 10, 20, 30, 100)]
+        [0.05, 0.1, 0.05, 0.025, 0.01]
+    """
+
+    def __init__(self, lr_base, decay_steps, decay_rate, lr_min=0.0, warmup_steps=0, staircase=False,
+                 step_offset=0):
+        super().__init__(lr_base, warmup_steps, lr_min, step_offset)
+        _check_floor("ExponentialDecay", lr_base, lr_min)
+        _check_decay_rate("ExponentialDecay", decay_rate)
+        if decay_steps <= 0:
+            raise ValueError(f"ExponentialDecay needs decay_steps > 0, received decay_steps={decay_steps}")
+        self.decay_steps, self.decay_rate, self.staircase = float(decay_steps), float(decay_rate), bool(staircase)
+
+    def decay(self, step):
+        ratio = step / self.decay_steps
+        if self.staircase:
+            ratio = ops.floor(ratio)
+        return ops.maximum(self.lr_base * ops.exp(math.log(self.decay_rate) * ratio), self.lr_min)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "decay_steps": self.decay_steps,
+            "decay_rate": self.decay_rate,
+            "staircase": self.staircase,
+        }
+
+
+@keras.saving.register_keras_serializable(package="keras_insightface")
+class StepDecay(_Warmup):
+    """Warmup, then ``lr_base * decay_rate ** (boundaries passed)``, floored at ``lr_min``.
+
+    The seed's ``constant_scheduler`` (a list of decay epochs); ``boundaries`` are absolute optimizer steps
+    (warmup included), so the caller multiplies the seed's epochs by ``steps_per_epoch``.
+
+    Example:
+        >>> schedule = StepDecay(0.1, boundaries=[10, 20], decay_rate=0.1)
+        >>> [round(float(schedule(s)), 4) for s in (0, 9, 10, 19, 20, 99)]
+        [0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
+    """
+
+    def __init__(self, lr_base, boundaries, decay_rate=0.1, lr_min=0.0, warmup_steps=0, step_offset=0):
+        super().__init__(lr_base, warmup_steps, lr_min, step_offset)
+        _check_floor("StepDecay", lr_base, lr_min)
+        _check_decay_rate("StepDecay", decay_rate)
+        boundaries = [int(b) for b in boundaries]
+        if any(b < 0 for b in boundaries) or any(a >= b for a, b in zip(boundaries, boundaries[1:])):
+            raise ValueError(f"StepDecay needs strictly increasing non-negative boundaries, received {boundaries}")
+        self.boundaries, self.decay_rate = boundaries, float(decay_rate)
+
+    def decay(self, step):
+        absolute = ops.expand_dims(step + self.warmup_steps, -1)
+        boundaries = ops.convert_to_tensor(np.asarray(self.boundaries, "float32").reshape(-1), "float32")
+        passed = ops.sum(ops.cast(absolute >= boundaries, "float32"), axis=-1)
+        return ops.maximum(self.lr_base * ops.exp(math.log(self.decay_rate) * passed), self.lr_min)
+
+    def get_config(self):
+        return {**super().get_config(), "boundaries": list(self.boundaries), "decay_rate": self.decay_rate}
+
+
+@keras.saving.register_keras_serializable(package="keras_insightface")
+class PolynomialDecay(_Warmup):
+    """arcface_torch's ``PolynomialLRWarmup``: warmup, then ``lr_base * (1 - (step - warmup) / (total - warmup))
+    ** power``, floored at ``lr_min`` and ``lr_min`` from ``total_steps`` on (arcface_torch trains with power 2).
+
+    Example:
+        >>> schedule = PolynomialDecay(0.1, total_steps=110, warmup_steps=10, lr_min=1e-4)
+        >>> [round(float(schedule(s)), 4) for s in (5, 10, 60, 110, 200)]
+        [0.05, 0.1, 0.025, 0.0001, 0.0001]
+    """
+
+    def __init__(self, lr_base, total_steps, power=2.0, lr_min=0.0, warmup_steps=0, step_offset=0):
+        super().__init__(lr_base, warmup_steps, lr_min, step_offset)
+        _check_floor("PolynomialDecay", lr_base, lr_min)
+        if total_steps <= warmup_steps:
+            raise ValueError(f"PolynomialDecay needs total_steps > warmup_steps, received total_steps={total_steps}, "
+                             f"warmup_steps={warmup_steps}")
+        if power <= 0:
+            raise ValueError(f"PolynomialDecay needs power > 0, received power={power}")
+        self.total_steps, self.power = int(total_steps), float(power)
+
+    def decay(self, step):
+        progress = ops.clip(step / (self.total_steps - self.warmup_steps), 0.0, 1.0)
+        return ops.maximum(self.lr_base * ops.power(1.0 - progress, self.power), self.lr_min)
+
+    def get_config(self):
+        return {**super().get_config(), "total_steps": self.total_steps, "power": self.power}
+
+
+SCHEDULES = {
+    "cosine": WarmupCosine,
+    "cosine_restarts": CosineRestarts,
+    "exponential": ExponentialDecay,
+    "step": StepDecay,
+    "polynomial": PolynomialDecay,
+}
+
+
+def get_schedule(name, **kwargs):
+    """The schedule a config file names (``"cosine"``, ``"cosine_restarts"``, ``"exponential"``, ``"step"``,
+    ``"polynomial"``), built with ``kwargs``.
+
+    Example:
+        >>> type(get_schedule("polynomial", lr_base=0.1, total_steps=100)).__name__
+        'PolynomialDecay'
+    """
+    key = name.lower() if isinstance(name, str) else name
+    if key not in SCHEDULES:
+        raise ValueError(f"Unknown schedule {name!r}; expected one of {', '.join(SCHEDULES)}")
+    return SCHEDULES[key](**kwargs)

@@ -115,8 +115,10 @@ class Train:
 
     Stage dicts: ``loss`` (a margin loss, e.g. ``ArcfaceLoss(scale=16)``, or ``"softmax"`` for a plain ``Dense``
     classifier), ``epoch``, optional ``optimizer``,
-    ``centerloss`` (weight of the center loss, centers kept across stages), ``triplet`` (weight of the
-    batch-hard cosine triplet loss) with its margin ``alpha`` (0.35).
+    ``centerloss`` (weight of the center loss, centers kept across stages), ``triplet`` (weight of an in-batch
+    triplet loss) with its margin ``alpha`` (0.35) and ``tripletKind`` (``batch_hard_cosine`` default,
+    ``batch_hard_euclidean``, ``batch_all``, ``arc_batch_hard``); with ``image_per_class`` > 1 every batch
+    holds whole identity groups, so each sample has positives.
     """
 
     def __init__(
@@ -149,6 +151,8 @@ class Train:
         seed=0,
         verbose=1,
     ):
+        if not 0 <= lr_min <= lr_base:
+            raise ValueError(f"learning rates need 0 <= lr_min <= lr_base, received lr_min={lr_min}, lr_base={lr_base}")
         if mixed_precision not in PRECISIONS:
             raise ValueError(f"mixed_precision must be one of {PRECISIONS}, received {mixed_precision!r}")
         missing = [p for p in eval_paths if not os.path.isfile(p)]
@@ -237,7 +241,11 @@ class Train:
                 self.center_loss = CenterLoss(self.num_classes, name="center_loss")
             losses["centerloss"], weights["centerloss"] = PerSampleLoss(), float(stage["centerloss"])
         if stage.get("triplet"):
-            losses["embedding"] = TripletLoss("batch_hard_cosine", alpha=float(stage.get("alpha", 0.35)))
+            kind = stage.get("tripletKind", "batch_hard_cosine")
+            if kind == "offline":
+                raise ValueError("tripletKind 'offline' needs batches of (anchor, positive, negative) triples; "
+                                 "in-batch kinds: batch_hard_cosine, batch_hard_euclidean, batch_all, arc_batch_hard")
+            losses["embedding"] = TripletLoss(kind, alpha=float(stage.get("alpha", 0.35)))
             weights["embedding"] = float(stage["triplet"])
         return losses, weights
 

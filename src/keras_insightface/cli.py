@@ -108,6 +108,7 @@ def run_training(args, data_path, eval_paths, baseline=False):
         output_layer=args.output_layer,
         checkpoint_dir=args.checkpoint_dir,
         num_workers=args.num_workers,
+        checkpoint_every_steps=getattr(args, "checkpoint_every", 0),
         seed=args.seed,
     )
     print(
@@ -119,7 +120,7 @@ def run_training(args, data_path, eval_paths, baseline=False):
         for path in eval_paths:
             untrained[path] = evaluate_bin(trainer.basic_model, path, args.batch_size)
     try:
-        history = trainer.train(schedule)
+        history = trainer.train(schedule, resume=getattr(args, "resume", False))
     finally:
         trainer.close()
     names = [cb.name for cb in trainer.eval_callbacks]
@@ -155,13 +156,13 @@ def cmd_demo(args):
 
 def cmd_train(args):
     if args.config:
-        return run_config_training(args.config, args.set or [])
+        return run_config_training(args.config, args.set or [], args.resume)
     if not args.data:
         raise DataError("train needs --data (or a config file: keras-insightface train run.toml)")
     return run_training(args, args.data, args.eval)
 
 
-def run_config_training(path, overrides):
+def run_config_training(path, overrides, resume=False):
     """Train from a config file (``training/config.py``); the resolved config is saved next to the history."""
     from keras_insightface.training import config as run_config
     from keras_insightface.training.train import Train
@@ -172,7 +173,7 @@ def run_config_training(path, overrides):
     run_config.save_resolved(config, trainer.prefix + "_config.json")
     print(f">>>> config: {trainer.prefix}_config.json")
     try:
-        history = trainer.train(stages)
+        history = trainer.train(stages, resume=resume)
     finally:
         trainer.close()
     names = [cb.name for cb in trainer.eval_callbacks]
@@ -247,6 +248,9 @@ def make_parser():
     train.add_argument("config", nargs="?", help="a .toml/.json run config ([train] + [[stage]]); other flags ignored")
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, e.g. train.batch_size=256")
     train.add_argument("--data", help="train.rec folder, class-folder root or list file")
+    train.add_argument("--resume", action="store_true",
+                       help="continue from the run's latest full-state checkpoint (<checkpoint_dir>/<name>_state)")
+    train.add_argument("--checkpoint-every", type=int, default=0, help="full-state checkpoint every N batches")
     train.add_argument("--eval", nargs="*", default=[], help=".bin verification packs")
     _add_train_args(
         train,

@@ -218,6 +218,9 @@ epoch = 1
     assert resolved["stage"][0]["epoch"] == 1 and resolved["train"]["lr_base"] == 0.05
     history = json.loads((tmp_path / "from_config_hist.json").read_text())
     assert len(history["loss"]) == 2 and history["lr"][0] <= 0.05
+    # the run is complete: resuming finds its last checkpoint past the final stage and trains nothing more
+    assert main(["train", str(config), "--set", "stage.0.epoch=1", "--resume"]) == 0
+    assert json.loads((tmp_path / "from_config_hist.json").read_text()) == history
 
 
 def test_config_and_learning_rate_errors_are_clear(tiny_data, tmp_path, capsys):
@@ -232,3 +235,58 @@ def test_config_and_learning_rate_errors_are_clear(tiny_data, tmp_path, capsys):
     assert "config file does not exist" in capsys.readouterr().err
     with pytest.raises(ValueError, match="lr_min=0.5, lr_base=0.1"):
         _train(tiny_data, tmp_path, lr_min=0.5)
+
+
+def _run(script, *args, env=None, log=None):
+    """Run ``script`` in its own session; afterwards kill what is left of the session (decode workers outlive a
+    SIGKILLed parent and would keep pipes open), and return the exit code."""
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.dirname(__file__))), **(env or {})}
+    with open(log, "w") as out:
+        process = subprocess.Popen([sys.executable, script, *map(str, args)], env=env, stdout=out, stderr=out,
+                                   start_new_session=True)
+        try:
+            return process.wait(timeout=900)
+        finally:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _steps(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_sigkill_mid_epoch_then_resume_reproduces_the_run(tiny_data, tmp_path, workers=1):
+    """Killed mid-epoch (decode in a worker process, augmentation on) and resumed: the same per-batch losses."""
+    script = os.path.join(os.path.dirname(__file__), "resume_run.py")
+    full_dir, killed_dir = tmp_path / "full", tmp_path / "killed"
+    full_dir.mkdir()
+    killed_dir.mkdir()
+    env, log = {"RESUME_WORKERS": str(workers)}, tmp_path / "run.log"
+    assert _run(script, tiny_data / "rec", full_dir, "full", env=env, log=log) == 0, log.read_text()[-3000:]
+    # SIGKILL after global step 7: epoch 2, batch 3 of 4; the last checkpoint is the one after step 6
+    assert _run(script, tiny_data / "rec", killed_dir, "kill", 7, env=env, log=log) == -9, log.read_text()[-3000:]
+    assert _run(script, tiny_data / "rec", killed_dir, "resume", env=env, log=log) == 0, log.read_text()[-3000:]
+    full = _steps(full_dir / "steps_full.jsonl")
+    assert len(full) == 12  # 3 epochs of 4 batches over two stages
+    assert _steps(killed_dir / "steps_kill.jsonl") == full[:7]
+    assert _steps(killed_dir / "steps_resume.jsonl") == full[6:]  # from the checkpoint after step 6, bit for bit
+    history = {name: json.loads((d / "run_hist.json").read_text()) for name, d in (("full", full_dir), ("r", killed_dir))}
+    for run in history.values():
+        assert len(run.pop("img/s")) == 3  # wall-clock throughput, the one thing allowed to differ
+    assert history["r"] == history["full"]  # epoch losses, accuracy, lr: the resumed run's epoch 2 is whole
+
+
+def test_resume_without_a_checkpoint_is_an_error(tiny_data, tmp_path):
+    trainer = _train(tiny_data, tmp_path, eval_paths=[])
+    try:
+        with pytest.raises(DataError, match="no checkpoint to resume from"):
+            trainer.train([{"loss": ArcfaceLoss(scale=16), "epoch": 1}], resume=True)
+    finally:
+        trainer.close()

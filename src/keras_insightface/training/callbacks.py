@@ -146,3 +146,59 @@ class SkippedImages(keras.callbacks.Callback):
             names = ", ".join(self.describe(i) for i in sorted(set(self.indices))[: self.show])
             print(f"\n>>>> {len(self.indices)} unreadable images were replaced by their neighbours this epoch: {names}")
         self.indices = []
+
+
+class FullStateCheckpoint(keras.callbacks.Callback):
+    """Writes a full-state checkpoint every ``every_steps`` batches and at each epoch end (``checkpoint.py``).
+
+    ``meta_fn(epoch, step)`` gives the counters and history to store for "continue at ``step`` of ``epoch``";
+    ``iterator_state_fn(batches)`` the loader state after the ``batches`` this ``fit`` call has trained on.
+    ``step_offset`` is the number of batches of the first epoch done before this ``fit`` call (a resumed epoch).
+    Must come after the history and best-model callbacks, so an epoch-end checkpoint includes that epoch.
+    """
+
+    def __init__(self, directory, optimizer, meta_fn, iterator_state_fn, steps_per_epoch, every_steps=0,
+                 step_offset=0, stop_guard=None):
+        super().__init__()
+        self.directory, self.optimizer, self.meta_fn = directory, optimizer, meta_fn
+        self.iterator_state_fn, self.steps_per_epoch, self.every_steps = iterator_state_fn, steps_per_epoch, every_steps
+        self.step_offset, self.stop_guard = step_offset, stop_guard
+        self.epoch, self.trained = 0, 0
+
+    def _save(self, epoch, step):
+        if self.stop_guard is not None and self.stop_guard.triggered:
+            return
+        if hasattr(self.model, "jax_state_sync"):
+            self.model.jax_state_sync()  # the JAX trainer keeps variables outside the model between epochs
+        from keras_insightface.training.checkpoint import save_state
+
+        save_state(self.directory, self.model, self.optimizer, self.meta_fn(epoch, step),
+                   self.iterator_state_fn(self.trained))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.trained += 1
+        step = self.step_offset + batch + 1
+        if self.every_steps and step % self.every_steps == 0 and step < self.steps_per_epoch:
+            self._save(self.epoch, step)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.step_offset = 0
+        self._save(epoch + 1, 0)
+
+
+class RestoreEpochMetrics(keras.callbacks.Callback):
+    """Puts a checkpoint's running loss/accuracy back at the start of the resumed epoch (after Keras resets them)."""
+
+    def __init__(self, directory):
+        super().__init__()
+        self.directory = directory
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.directory is not None:
+            from keras_insightface.training.checkpoint import restore_metrics
+
+            restore_metrics(self.directory, self.model)
+            self.directory = None

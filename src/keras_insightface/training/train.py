@@ -34,6 +34,7 @@ from keras_insightface.losses.triplet import TripletLoss
 from keras_insightface.models import buildin_models
 from keras_insightface.saving import load_model
 from keras_insightface.training import callbacks as cbs
+from keras_insightface.training.checkpoint import latest_state_dir, load_meta, restore_model_and_optimizer
 from keras_insightface.training.optimizers import L2SGD
 from keras_insightface.training.outputs import OutputMean, PerSampleCrossEntropy, PerSampleLoss, TopOneCorrect
 from keras_insightface.training.schedules import CosineRestarts, WarmupCosine
@@ -75,11 +76,33 @@ def _close_at_exit(trainer_ref):
         trainer.close()
 
 
-def _with_targets(iterator, skipped_images, output_names):
-    """Adapt ``(images, labels, skipped)`` batches to the training model's inputs and (label) targets."""
-    for images, labels, skipped in iterator:
-        skipped_images.record(skipped)
-        yield (images, labels), {name: labels for name in output_names}
+class _TrainBatches:
+    """The loader's batches as ``((images, labels), targets)`` for ``fit``, remembering the loader state after each
+    batch fetched, so a checkpoint stores exactly the position of the batches trained on (Keras may read ahead)."""
+
+    KEEP = 16
+
+    def __init__(self, iterator, skipped_images, output_names):
+        self.iterator, self.skipped_images, self.output_names = iterator, skipped_images, output_names
+        self.fetched, self.states = 0, {}
+
+    def __iter__(self):
+        for images, labels, skipped in self.iterator:
+            self.fetched += 1
+            if hasattr(self.iterator, "get_state"):
+                self.states[self.fetched] = self.iterator.get_state()
+                self.states.pop(self.fetched - self.KEEP, None)
+            self.skipped_images.record(skipped)
+            yield (images, labels), {name: labels for name in self.output_names}
+
+    def state_after(self, batches):
+        return self.states[batches]
+
+    def rewind(self, batches):
+        """Put the loader back to just after ``batches`` fetched (undo a read-ahead at the end of a ``fit``)."""
+        if self.fetched != batches and batches in self.states:
+            self.iterator.set_state(self.states[batches])
+            self.fetched = batches
 
 
 class Train:
@@ -112,6 +135,8 @@ class Train:
         strict_data: stop at the first unreadable image instead of replacing it and reporting the count.
         partial_fc_sample_rate: < 1 scores only that fraction of the classes per step (``PartialFC``); the
             sample must hold a batch's classes, so it needs ``sample_rate * classes >= batch_size``.
+        checkpoint_every_steps: a full-state checkpoint (``<name>_state/``) every N batches, besides the one
+            at every epoch end; ``train(schedule, resume=True)`` continues from the latest, mid-epoch included.
 
     Stage dicts: ``loss`` (a margin loss, e.g. ``ArcfaceLoss(scale=16)``, or ``"softmax"`` for a plain ``Dense``
     classifier), ``epoch``, optional ``optimizer``,
@@ -148,6 +173,7 @@ class Train:
         image_per_class=0,
         strict_data=False,
         partial_fc_sample_rate=1.0,
+        checkpoint_every_steps=0,
         seed=0,
         verbose=1,
     ):
@@ -176,6 +202,8 @@ class Train:
         self.name = os.path.splitext(filename)[0]
         self.prefix = os.path.join(self.save_dir, self.name)
         self.history_path = self.prefix + "_hist.json"
+        self.state_dir = self.prefix + "_state"
+        self.checkpoint_every_steps = int(checkpoint_every_steps)
 
         keras.utils.set_random_seed(seed)  # weight init and augmentation draws repeat for a given seed
         previous_policy = keras.config.dtype_policy()
@@ -200,6 +228,7 @@ class Train:
         self.history = {}
         self.initial_epoch = 0
         self.optimizer = None
+        self._optimizer_start_epoch = 0
         self._classifier_kind = None
         self.train_model = None
         self.center_loss = None
@@ -250,7 +279,9 @@ class Train:
         return losses, weights
 
     def _lr_schedule(self, total_epochs):
+        """The schedule of an optimizer created now: its step 0 is the current epoch (``_optimizer_start_epoch``)."""
         steps = self.loader.steps_per_epoch
+        self._optimizer_start_epoch = self.initial_epoch
         common = dict(lr_min=self.lr_min, warmup_steps=self.lr_warmup_steps * steps, step_offset=self.initial_epoch * steps)
         if self.lr_decay_steps > 0:
             return CosineRestarts(
@@ -285,8 +316,13 @@ class Train:
         lr = self.optimizer.learning_rate
         return float(np.asarray(lr))
 
-    def train(self, train_schedule, initial_epoch=None):
-        """Run each stage dict (``loss``, ``epoch``, optional ``optimizer``) in turn; returns the history dict."""
+    def train(self, train_schedule, initial_epoch=None, resume=False, callbacks=()):
+        """Run each stage dict (``loss``, ``epoch``, optional ``optimizer``) in turn; returns the history dict.
+
+        ``resume=True`` continues the same schedule from the latest full-state checkpoint in ``<name>_state/``:
+        the same batches, augmentation draws and updates as if the run had not stopped. ``callbacks`` are extra
+        Keras callbacks, called after the built-in ones.
+        """
         if isinstance(train_schedule, dict):
             train_schedule = [train_schedule]
         for index, stage in enumerate(train_schedule):
@@ -294,17 +330,29 @@ class Train:
                 raise ValueError(f"Stage {index} needs a positive 'epoch', received {stage!r}")
             if "loss" not in stage:
                 raise ValueError(f"Stage {index} needs a 'loss' such as ArcfaceLoss(scale=16), received {stage!r}")
+        meta, resume_dir = self._resume_point(train_schedule) if resume else (None, None)
+        if meta is not None:
+            initial_epoch = meta["first_epoch"]
         if initial_epoch is not None:
             self.initial_epoch = initial_epoch
-        total_epochs = self.initial_epoch + sum(int(s["epoch"]) for s in train_schedule)
+        first_epoch = self.initial_epoch
+        total_epochs = first_epoch + sum(int(s["epoch"]) for s in train_schedule)
         if self._iterator is None:
             self._iterator = iter(self.loader.dataset)
             atexit.register(_close_at_exit, weakref.ref(self))
         guard = cbs.StopOnNaN()
         monitor = self.eval_callbacks[0].name if self.eval_callbacks else None
-        saver = cbs.BestBasicModel(self.basic_model, self.prefix, monitor, guard)
-        for stage in train_schedule:
+        best = max(self.history.get(monitor, [-1.0])) if monitor else -1.0
+        saver = cbs.BestBasicModel(self.basic_model, self.prefix, monitor, guard, best=best)
+        for index, stage in enumerate(train_schedule):
+            end_epoch = self.initial_epoch + int(stage["epoch"])
+            if meta is not None and index < meta["stage"]:
+                self.initial_epoch = end_epoch  # finished before the checkpoint
+                continue
+            resuming = meta is not None and index == meta["stage"]
             margin_loss = get_margin_loss(stage["loss"])
+            if resuming:  # the optimizer in the checkpoint was created at this epoch: same schedule offset
+                self.initial_epoch = meta["optimizer_start_epoch"]
             self.optimizer = self._stage_optimizer(stage, total_epochs, "dense" if margin_loss.plain_head else "cosine")
             head = self._stage_head(margin_loss)
             if not margin_loss.plain_head:
@@ -321,31 +369,78 @@ class Train:
                 metrics={"top1": [OutputMean(name="accuracy")]},
                 jit_compile=True,
             )
-            epochs = self.initial_epoch + int(stage["epoch"])
+            step_offset = 0
+            if resuming:
+                restore_model_and_optimizer(resume_dir, self.train_model, self.optimizer)
+                self._iterator.set_state(meta["iterator"])
+                self.initial_epoch, step_offset = meta["epoch"], meta["step"]
+                meta = None
             if self.verbose:
-                print(f">>>> Stage: {margin_loss}, epochs {self.initial_epoch + 1}..{epochs}, lr now {self._lr_or_base():.6f}")
-            callbacks = [
-                cbs.Throughput(self.loader.batch_size),
-                self.skipped_images,
-                guard,
-                *self.eval_callbacks,
-                saver,
-                cbs.HistoryJSON(self.history_path, self.history, self._current_lr, guard),
-            ]
-            self.train_model.fit(
-                _with_targets(self._iterator, self.skipped_images, list(self.train_model.output)),
-                epochs=epochs,
-                initial_epoch=self.initial_epoch,
-                steps_per_epoch=self.loader.steps_per_epoch,
-                callbacks=callbacks,
-                verbose=self.verbose,
-                shuffle=False,
-            )
+                print(f">>>> Stage: {margin_loss}, epochs {self.initial_epoch + 1}..{end_epoch}, lr now {self._lr_or_base():.6f}")
+            self._fit_stage(index, len(train_schedule), first_epoch, end_epoch, step_offset, guard, saver,
+                            resume_dir if step_offset else None, list(callbacks))
             if guard.triggered:
                 break
-            self.initial_epoch = epochs
+            self.initial_epoch = end_epoch
         self.best_model_path = saver.saved
         return self.history
+
+    def _resume_point(self, train_schedule):
+        """The checkpoint's counters and folder; errors when there is none or it is of another schedule."""
+        directory = latest_state_dir(self.state_dir)
+        if directory is None:
+            raise DataError(f"{self.state_dir}: no checkpoint to resume from")
+        meta = load_meta(directory)
+        if meta["num_stages"] != len(train_schedule):
+            raise ValueError(
+                f"{directory}: checkpoint of a {meta['num_stages']}-stage schedule, received {len(train_schedule)} stages"
+            )
+        self.history.clear()
+        self.history.update(meta["history"])
+        return meta, directory
+
+    def _fit_stage(self, stage_index, num_stages, first_epoch, end_epoch, step_offset, guard, saver, metrics_dir,
+                   extra_callbacks):
+        """``fit`` one stage; a resumed epoch is a short first ``fit`` of its remaining batches."""
+        steps = self.loader.steps_per_epoch
+        batches = _TrainBatches(self._iterator, self.skipped_images, list(self.train_model.output))
+
+        def meta_fn(epoch, step):
+            stage = stage_index + 1 if epoch >= end_epoch else stage_index
+            return {
+                "stage": stage, "epoch": epoch, "step": step, "num_stages": num_stages, "first_epoch": first_epoch,
+                "optimizer_start_epoch": self._optimizer_start_epoch, "history": self.history,
+            }
+
+        checkpoint = cbs.FullStateCheckpoint(
+            self.state_dir, self.optimizer, meta_fn, batches.state_after, steps, self.checkpoint_every_steps,
+            step_offset, guard,
+        )
+        callbacks = [
+            cbs.RestoreEpochMetrics(metrics_dir),
+            cbs.Throughput(self.loader.batch_size),
+            self.skipped_images,
+            guard,
+            *self.eval_callbacks,
+            saver,
+            cbs.HistoryJSON(self.history_path, self.history, self._current_lr, guard),
+            checkpoint,
+            *extra_callbacks,
+        ]
+        start = self.initial_epoch
+        if step_offset:
+            self.train_model.fit(
+                iter(batches), epochs=start + 1, initial_epoch=start, steps_per_epoch=steps - step_offset,
+                callbacks=callbacks, verbose=self.verbose, shuffle=False,
+            )
+            batches.rewind(checkpoint.trained)
+            start += 1
+        if start < end_epoch and not guard.triggered:
+            self.train_model.fit(
+                iter(batches), epochs=end_epoch, initial_epoch=start, steps_per_epoch=steps,
+                callbacks=callbacks, verbose=self.verbose, shuffle=False,
+            )
+            batches.rewind(checkpoint.trained)
 
     def _lr_or_base(self):
         return self._current_lr() if self.optimizer is not None else self.lr_base

@@ -1,9 +1,10 @@
 """A small run for the resume test, in its own process so it can be killed with SIGKILL.
 
-    python tests/training/resume_run.py DATA_DIR OUT_DIR full|kill|resume [KILL_AT_GLOBAL_STEP]
+    python tests/training/resume_run.py DATA_DIR OUT_DIR full|kill|term|resume [AT_STEP]
 
-Appends one JSON line per trained batch (stage epoch, batch, running loss) to OUT_DIR/steps_<mode>.jsonl;
-``kill`` sends itself SIGKILL right after the given global step (after that step's checkpoint, if any).
+Appends one JSON line per trained batch (epoch, running loss) to OUT_DIR/steps_<mode>.jsonl. ``kill`` starts the
+run and sends itself SIGKILL right after its AT_STEP-th batch (after that step's checkpoint, if any); ``term``
+resumes and sends itself SIGTERM after its AT_STEP-th batch (a graceful stop); ``resume`` resumes to the end.
 """
 
 import json
@@ -20,9 +21,9 @@ from keras_insightface.training.train import Train  # noqa: E402
 
 
 class RecordSteps(keras.callbacks.Callback):
-    def __init__(self, path, kill_at):
+    def __init__(self, path, kill_at, signum):
         super().__init__()
-        self.path, self.kill_at, self.epoch = path, kill_at, 0
+        self.path, self.kill_at, self.signum, self.epoch = path, kill_at, signum, 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
@@ -33,7 +34,7 @@ class RecordSteps(keras.callbacks.Callback):
         with open(self.path, "a") as f:
             f.write(json.dumps({"epoch": self.epoch, "loss": float(logs["loss"])}) + "\n")
         if self.kill_at and count + 1 == self.kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), self.signum)
 
 
 def main(data_dir, out_dir, mode, kill_at=0):
@@ -46,7 +47,8 @@ def main(data_dir, out_dir, mode, kill_at=0):
     )
     schedule = [{"loss": CurricularFaceLoss(scale=16), "epoch": 2}, {"loss": ArcfaceLoss(scale=32), "epoch": 1}]
     try:
-        trainer.train(schedule, resume=mode == "resume", callbacks=[RecordSteps(steps_file, int(kill_at))])
+        signum = signal.SIGTERM if mode == "term" else signal.SIGKILL
+        trainer.train(schedule, resume=mode in ("term", "resume"), callbacks=[RecordSteps(steps_file, int(kill_at), signum)])
     finally:
         trainer.close()
 

@@ -263,7 +263,8 @@ def _steps(path):
 
 
 def test_sigkill_mid_epoch_then_resume_reproduces_the_run(tiny_data, tmp_path, workers=1):
-    """Killed mid-epoch (decode in a worker process, augmentation on) and resumed: the same per-batch losses."""
+    """Killed mid-epoch (decode in a worker process, augmentation on), resumed, stopped by SIGTERM, resumed: the
+    same per-batch losses and history as one uninterrupted run."""
     script = os.path.join(os.path.dirname(__file__), "resume_run.py")
     full_dir, killed_dir = tmp_path / "full", tmp_path / "killed"
     full_dir.mkdir()
@@ -272,11 +273,15 @@ def test_sigkill_mid_epoch_then_resume_reproduces_the_run(tiny_data, tmp_path, w
     assert _run(script, tiny_data / "rec", full_dir, "full", env=env, log=log) == 0, log.read_text()[-3000:]
     # SIGKILL after global step 7: epoch 2, batch 3 of 4; the last checkpoint is the one after step 6
     assert _run(script, tiny_data / "rec", killed_dir, "kill", 7, env=env, log=log) == -9, log.read_text()[-3000:]
+    # resumed at step 7, then SIGTERM after its 2nd batch (global 8): the batch finishes, a checkpoint, exit 0
+    assert _run(script, tiny_data / "rec", killed_dir, "term", 2, env=env, log=log) == 0, log.read_text()[-3000:]
+    assert "SIGTERM: stopped after this batch" in log.read_text()
     assert _run(script, tiny_data / "rec", killed_dir, "resume", env=env, log=log) == 0, log.read_text()[-3000:]
     full = _steps(full_dir / "steps_full.jsonl")
     assert len(full) == 12  # 3 epochs of 4 batches over two stages
     assert _steps(killed_dir / "steps_kill.jsonl") == full[:7]
-    assert _steps(killed_dir / "steps_resume.jsonl") == full[6:]  # from the checkpoint after step 6, bit for bit
+    assert _steps(killed_dir / "steps_term.jsonl") == full[6:8]  # from the checkpoint after step 6, bit for bit
+    assert _steps(killed_dir / "steps_resume.jsonl") == full[8:]  # from the SIGTERM checkpoint after step 8
     history = {name: json.loads((d / "run_hist.json").read_text()) for name, d in (("full", full_dir), ("r", killed_dir))}
     for run in history.values():
         assert len(run.pop("img/s")) == 3  # wall-clock throughput, the one thing allowed to differ

@@ -4,6 +4,8 @@ import glob
 import json
 import math
 import os
+import signal
+import threading
 import time
 
 import keras
@@ -50,7 +52,8 @@ class StopOnNaN(keras.callbacks.Callback):
         super().__init__()
         self.every, self.triggered = every, False
 
-    def _check(self, logs):
+    def check(self, logs):
+        """Stop (and mark the run) when ``logs["loss"]`` is not finite; reads the loss back from the device."""
         if logs and "loss" in logs and not math.isfinite(_to_float(logs["loss"])):
             self.triggered = True
             self.model.stop_training = True
@@ -58,10 +61,10 @@ class StopOnNaN(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         if (batch + 1) % self.every == 0:
-            self._check(logs)
+            self.check(logs)
 
     def on_epoch_end(self, epoch, logs=None):
-        self._check(logs)
+        self.check(logs)
 
 
 def write_json_atomic(path, data):
@@ -163,7 +166,7 @@ class FullStateCheckpoint(keras.callbacks.Callback):
         self.directory, self.optimizer, self.meta_fn = directory, optimizer, meta_fn
         self.iterator_state_fn, self.steps_per_epoch, self.every_steps = iterator_state_fn, steps_per_epoch, every_steps
         self.step_offset, self.stop_guard = step_offset, stop_guard
-        self.epoch, self.trained = 0, 0
+        self.epoch, self.trained, self.step = 0, 0, 0
 
     def _save(self, epoch, step):
         if self.stop_guard is not None and self.stop_guard.triggered:
@@ -180,9 +183,15 @@ class FullStateCheckpoint(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self.trained += 1
-        step = self.step_offset + batch + 1
-        if self.every_steps and step % self.every_steps == 0 and step < self.steps_per_epoch:
-            self._save(self.epoch, step)
+        self.step = self.step_offset + batch + 1
+        if self.every_steps and self.step % self.every_steps == 0 and self.step < self.steps_per_epoch:
+            self.save_now(logs)
+
+    def save_now(self, logs):
+        """Checkpoint the position after the last trained batch, unless its loss is not finite."""
+        if self.stop_guard is not None:
+            self.stop_guard.check(logs)
+        self._save(self.epoch, self.step)
 
     def on_epoch_end(self, epoch, logs=None):
         self.step_offset = 0
@@ -202,3 +211,47 @@ class RestoreEpochMetrics(keras.callbacks.Callback):
 
             restore_metrics(self.directory, self.model)
             self.directory = None
+
+
+class GracefulStop(keras.callbacks.Callback):
+    """SIGINT / SIGTERM while training: finish the batch, write a full-state checkpoint, stop the run cleanly.
+
+    Use as a context manager around the whole run (the handlers stay installed between ``fit`` calls); the
+    signal only sets ``requested``. After the current batch, ``checkpoint`` (the stage's ``FullStateCheckpoint``)
+    writes the position and ``stop_guard`` is triggered so that nothing records the partial epoch; a signal during
+    an epoch's last batch stops after the epoch-end checkpoint instead.
+    """
+
+    def __init__(self, stop_guard):
+        super().__init__()
+        self.stop_guard, self.checkpoint = stop_guard, None
+        self.requested, self.previous = None, {}
+
+    def _request(self, signum, frame):
+        self.requested = signal.Signals(signum).name
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self.previous[signum] = signal.signal(signum, self._request)
+        return self
+
+    def __exit__(self, *exc):
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        self.previous = {}
+
+    def _stop(self, saved):
+        self.stop_guard.triggered = True
+        self.model.stop_training = True
+        print(f"\n>>>> {self.requested}: stopped after this batch; checkpoint {saved}, "
+              "continue with --resume / train(..., resume=True)")
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.requested and not self.stop_guard.triggered:
+            self.checkpoint.save_now(logs)
+            self._stop(self.checkpoint.directory)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.requested and not self.stop_guard.triggered:  # the epoch-end checkpoint was just written
+            self._stop(self.checkpoint.directory)

@@ -344,6 +344,15 @@ class Train:
         monitor = self.eval_callbacks[0].name if self.eval_callbacks else None
         best = max(self.history.get(monitor, [-1.0])) if monitor else -1.0
         saver = cbs.BestBasicModel(self.basic_model, self.prefix, monitor, guard, best=best)
+        with cbs.GracefulStop(guard) as stop:
+            self._run_stages(train_schedule, meta, resume_dir, first_epoch, total_epochs, guard, saver, stop,
+                             callbacks)
+        self.best_model_path = saver.saved
+        return self.history
+
+    def _run_stages(self, train_schedule, meta, resume_dir, first_epoch, total_epochs, guard, saver, stop,
+                    callbacks):
+        """The stage loop of ``train``: stages before a resume point are skipped, the resumed one restored."""
         for index, stage in enumerate(train_schedule):
             end_epoch = self.initial_epoch + int(stage["epoch"])
             if meta is not None and index < meta["stage"]:
@@ -378,12 +387,10 @@ class Train:
             if self.verbose:
                 print(f">>>> Stage: {margin_loss}, epochs {self.initial_epoch + 1}..{end_epoch}, lr now {self._lr_or_base():.6f}")
             self._fit_stage(index, len(train_schedule), first_epoch, end_epoch, step_offset, guard, saver,
-                            resume_dir if step_offset else None, list(callbacks))
+                            resume_dir if step_offset else None, list(callbacks), stop)
             if guard.triggered:
                 break
             self.initial_epoch = end_epoch
-        self.best_model_path = saver.saved
-        return self.history
 
     def _resume_point(self, train_schedule):
         """The checkpoint's counters and folder; errors when there is none or it is of another schedule."""
@@ -400,15 +407,14 @@ class Train:
         return meta, directory
 
     def _fit_stage(self, stage_index, num_stages, first_epoch, end_epoch, step_offset, guard, saver, metrics_dir,
-                   extra_callbacks):
+                   extra_callbacks, stop):
         """``fit`` one stage; a resumed epoch is a short first ``fit`` of its remaining batches."""
         steps = self.loader.steps_per_epoch
         batches = _TrainBatches(self._iterator, self.skipped_images, list(self.train_model.output))
 
-        def meta_fn(epoch, step):
-            stage = stage_index + 1 if epoch >= end_epoch else stage_index
+        def meta_fn(epoch, step):  # the stage whose training model the variables belong to, even when it is done
             return {
-                "stage": stage, "epoch": epoch, "step": step, "num_stages": num_stages, "first_epoch": first_epoch,
+                "stage": stage_index, "epoch": epoch, "step": step, "num_stages": num_stages, "first_epoch": first_epoch,
                 "optimizer_start_epoch": self._optimizer_start_epoch, "history": self.history,
             }
 
@@ -416,6 +422,7 @@ class Train:
             self.state_dir, self.optimizer, meta_fn, batches.state_after, steps, self.checkpoint_every_steps,
             step_offset, guard,
         )
+        stop.checkpoint = checkpoint
         callbacks = [
             cbs.RestoreEpochMetrics(metrics_dir),
             cbs.Throughput(self.loader.batch_size),
@@ -425,6 +432,7 @@ class Train:
             saver,
             cbs.HistoryJSON(self.history_path, self.history, self._current_lr, guard),
             checkpoint,
+            stop,
             *extra_callbacks,
         ]
         start = self.initial_epoch

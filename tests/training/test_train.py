@@ -189,7 +189,7 @@ def test_plain_softmax_stage_uses_a_dense_classifier(tiny_data, tmp_path):
     assert len(history["loss"]) == 3 and history["loss"][1] < history["loss"][0]
 
 
-def test_config_file_run_with_overrides_saves_the_resolved_config(tiny_data, tmp_path):
+def test_config_file_run_with_overrides_saves_the_resolved_config(tiny_data, tmp_path, capsys):
     from keras_insightface.cli import main
 
     config = tmp_path / "run.toml"
@@ -197,6 +197,7 @@ def test_config_file_run_with_overrides_saves_the_resolved_config(tiny_data, tmp
 [train]
 data_path = "{tiny_data / 'rec'}"
 save_path = "from_config.keras"
+eval_paths = ["{tiny_data / 'tiny_val.bin'}"]
 basic_model = "r18_tiny"
 emb_shape = 16
 batch_size = 16
@@ -219,8 +220,11 @@ epoch = 1
     history = json.loads((tmp_path / "from_config_hist.json").read_text())
     assert len(history["loss"]) == 2 and history["lr"][0] <= 0.05
     # the run is complete: resuming finds its last checkpoint past the final stage and trains nothing more
+    capsys.readouterr()
     assert main(["train", str(config), "--set", "stage.0.epoch=1", "--resume"]) == 0
     assert json.loads((tmp_path / "from_config_hist.json").read_text()) == history
+    best = capsys.readouterr().out.split("best basic model: ")[1].split()[0]
+    assert best.startswith(str(tmp_path / "from_config_basic_tiny_val_epoch_")) and os.path.isfile(best)
 
 
 def test_config_and_learning_rate_errors_are_clear(tiny_data, tmp_path, capsys):

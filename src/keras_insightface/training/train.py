@@ -14,6 +14,7 @@ and the learning rate follows one warmup + cosine curve over all stages.
 
 import atexit
 import functools
+import glob
 import os
 import weakref
 
@@ -344,6 +345,9 @@ class Train:
         monitor = self.eval_callbacks[0].name if self.eval_callbacks else None
         best = max(self.history.get(monitor, [-1.0])) if monitor else -1.0
         saver = cbs.BestBasicModel(self.basic_model, self.prefix, monitor, guard, best=best)
+        if meta is not None and monitor:  # the best file saved before the stop stays the best until beaten
+            found = glob.glob(glob.escape(f"{self.prefix}_basic_{monitor}_epoch_") + "*.keras")
+            saver.saved = found[0] if found else None
         with cbs.GracefulStop(guard) as stop:
             self._run_stages(train_schedule, meta, resume_dir, first_epoch, total_epochs, guard, saver, stop,
                              callbacks)

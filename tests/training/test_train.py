@@ -179,11 +179,16 @@ def test_partial_fc_training(tiny_data, tmp_path):
 
 
 def test_plain_softmax_stage_uses_a_dense_classifier(tiny_data, tmp_path):
+    from keras_insightface.training.optimizers import SGDW
+
     trainer = _train(tiny_data, tmp_path, eval_paths=[])
     try:
-        history = trainer.train([{"loss": "softmax", "epoch": 2}, {"loss": ArcfaceLoss(scale=16), "epoch": 1}])
+        history = trainer.train([{"loss": "softmax", "epoch": 2}, {"loss": ArcfaceLoss(scale=16), "epoch": 1,
+                                                                   "optimizer": "sgdw"}])
     finally:
         trainer.close()
+    assert isinstance(trainer.optimizer, SGDW) and trainer.optimizer.lr_base == 0.1
+    assert trainer.optimizer.weight_decay == pytest.approx(5e-4 * 0.1)  # L2SGD's decay at lr_base, decoupled
     assert isinstance(trainer.dense_head, keras.layers.Dense) and trainer.dense_head.use_bias
     assert trainer.head.name == "norm_dense" and trainer.head.built  # the margin stage still had its cosine head
     assert len(history["loss"]) == 3 and history["loss"][1] < history["loss"][0]

@@ -36,7 +36,7 @@ from keras_insightface.models import buildin_models
 from keras_insightface.saving import load_model
 from keras_insightface.training import callbacks as cbs
 from keras_insightface.training.checkpoint import latest_state_dir, load_meta, restore_model_and_optimizer
-from keras_insightface.training.optimizers import L2SGD
+from keras_insightface.training.optimizers import L2SGD, SGDW, AdamW
 from keras_insightface.training.outputs import OutputMean, PerSampleCrossEntropy, PerSampleLoss, TopOneCorrect
 from keras_insightface.training.schedules import CosineRestarts, WarmupCosine
 
@@ -140,7 +140,8 @@ class Train:
             at every epoch end; ``train(schedule, resume=True)`` continues from the latest, mid-epoch included.
 
     Stage dicts: ``loss`` (a margin loss, e.g. ``ArcfaceLoss(scale=16)``, or ``"softmax"`` for a plain ``Dense``
-    classifier), ``epoch``, optional ``optimizer``,
+    classifier), ``epoch``, optional ``optimizer`` (a Keras optimizer, or ``"sgd"`` = L2SGD with ``weight_decay``
+    as coupled L2, ``"sgdw"`` / ``"adamw"`` with a decoupled decay of ``weight_decay * lr`` per step),
     ``centerloss`` (weight of the center loss, centers kept across stages), ``triplet`` (weight of an in-batch
     triplet loss) with its margin ``alpha`` (0.35) and ``tripletKind`` (``batch_hard_cosine`` default,
     ``batch_hard_euclidean``, ``batch_all``, ``arc_batch_hard``); with ``image_per_class`` > 1 every batch
@@ -304,8 +305,12 @@ class Train:
             inner = getattr(self.optimizer, "inner_optimizer", self.optimizer)
             optimizer = type(inner).from_config(inner.get_config())
         schedule = self._lr_schedule(total_epochs)
-        if optimizer is None or optimizer in ("sgd", "SGD"):
+        name = optimizer.lower() if isinstance(optimizer, str) else None
+        if optimizer is None or name == "sgd":
             optimizer = L2SGD(learning_rate=schedule, momentum=self.momentum, l2=self.weight_decay)
+        elif name in ("sgdw", "adamw"):  # decoupled decay of weight_decay * lr per step, as PyTorch's AdamW/SGD
+            decay = dict(weight_decay=self.weight_decay * self.lr_base, lr_base=self.lr_base)
+            optimizer = SGDW(schedule, momentum=self.momentum, **decay) if name == "sgdw" else AdamW(schedule, **decay)
         elif isinstance(optimizer, str):
             optimizer = keras.optimizers.get({"class_name": optimizer, "config": {"learning_rate": schedule}})
         is_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)

@@ -215,10 +215,6 @@ def cmd_convert(args):
     if args.kind == "seed-h5":
         from keras_insightface.seed_h5 import convert_seed_h5
 
-        if not os.path.isfile(args.src):
-            raise DataError(f"{args.src}: model file does not exist")
-        if not args.dst.endswith(".keras"):
-            raise DataError(f"{args.dst}: the output of seed-h5 must be a .keras file")
         convert_seed_h5(args.src, args.dst)
     elif args.kind == "rec2folders":
         convert.rec_to_folders(args.src, args.dst)

@@ -26,6 +26,7 @@ Example:
 import copy
 import inspect
 import json
+import os
 import warnings
 
 import h5py
@@ -229,6 +230,8 @@ def _translate_layer(layer, path, notes):
 
 
 def _read(path):
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: model file does not exist")
     try:
         handle = h5py.File(path, "r")
     except OSError as error:
@@ -312,8 +315,6 @@ def load_seed_h5(path, normalize_inside=True):
             model_config,
             custom_objects={"SeedTFOp": SeedTFOp, "NormDense": NormDense, "Functional": keras.Model},
         )
-    except DataError:
-        raise
     except Exception as error:
         raise DataError(f"{path}: the model config could not be rebuilt in Keras 3: {error}") from error
     _assign_weights(model, _weights_by_layer(weights), path)
@@ -341,7 +342,7 @@ def _assign_weights(model, by_layer, path):
 def convert_seed_h5(src, dst, normalize_inside=True):
     """Load a seed ``.h5`` and save it as a Keras 3 ``.keras`` file; returns the model."""
     if not str(dst).endswith(".keras"):
-        raise ValueError(f"output must end with .keras, received {dst!r}")
+        raise DataError(f"{dst}: the output of a converted seed model must be a .keras file")
     model = load_seed_h5(src, normalize_inside=normalize_inside)
     model.save(dst)
     return model

@@ -11,6 +11,8 @@ import time
 import keras
 import numpy as np
 
+from keras_insightface.training.checkpoint import restore_metrics, save_state
+
 
 def _to_float(value):
     return float(np.asarray(value))
@@ -173,8 +175,6 @@ class FullStateCheckpoint(keras.callbacks.Callback):
             return
         if hasattr(self.model, "jax_state_sync"):
             self.model.jax_state_sync()  # the JAX trainer keeps variables outside the model between epochs
-        from keras_insightface.training.checkpoint import save_state
-
         save_state(self.directory, self.model, self.optimizer, self.meta_fn(epoch, step),
                    self.iterator_state_fn(self.trained))
 
@@ -207,8 +207,6 @@ class RestoreEpochMetrics(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         if self.directory is not None:
-            from keras_insightface.training.checkpoint import restore_metrics
-
             restore_metrics(self.directory, self.model)
             self.directory = None
 

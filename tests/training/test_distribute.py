@@ -9,20 +9,71 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 
-@pytest.mark.parametrize("model_parallel", [4, 8])
-def test_class_sharded_head_equals_single_device(model_parallel):
-    script = Path(__file__).with_name("sharded_head_run.py")
+def _eight_devices(script, *args):
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "KERAS_BACKEND": "jax",
            "PYTHONPATH": str(Path(__file__).parents[2])}
-    run = subprocess.run([sys.executable, str(script), str(model_parallel)], env=env, capture_output=True,
-                         text=True, timeout=600)
+    run = subprocess.run([sys.executable, str(Path(__file__).with_name(script)), *map(str, args)], env=env,
+                         capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
-    result = json.loads(run.stdout.strip().splitlines()[-1])
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def test_class_sharded_head_equals_single_device(model_parallel=4):
+    result = _eight_devices("sharded_head_run.py", model_parallel)
     assert result["devices"] == 8
     assert result["spec"] == "P(None, 'model')"
     assert result["shard_shape"] == [32, 64 // model_parallel]  # each device holds classes / model columns
     assert result["loss_sharded"] == pytest.approx(result["loss_single"], rel=1e-5)
     assert result["max_weight_diff"] < 1e-5  # same gradients: plain SGD with lr 1 applies them as they are
+
+
+def test_train_scales_out_and_resumes_on_another_device_count(tiny_data, tmp_path):
+    """One run four ways on 8 virtual devices (tests/training/scale_out_run.py): one device, data parallel over 8,
+    class-sharded head over 4 (batch over 8), and data parallel over 4 stopped after epoch 1 — resumed here, in a
+    1-device process, with the same global batch. Augmentation is on, so the random draws must not depend on
+    the sharding either."""
+    import keras
+
+    from keras_insightface import ArcfaceLoss, Train
+    data, out = tiny_data, tmp_path / "out"
+    out.mkdir()
+    result = _eight_devices("scale_out_run.py", data, out)
+    assert result["devices"] == 8
+    single = result["single"]["losses"]
+    assert len(single) == 8 and single[-1] < single[0] / 2  # 2 epochs of 4 batches, and it learns
+    for name in ("data_parallel", "model_parallel"):
+        losses = result[name]["losses"]
+        # the same steps: equal up to float32 summation order, which the updates amplify a little
+        np.testing.assert_allclose(losses[:5], single[:5], rtol=1e-5)
+        np.testing.assert_allclose(losses, single, rtol=2e-3)
+        assert result[name]["global_batch"] == 16
+    assert result["data_parallel"]["kernel_devices"] == 8 and result["data_parallel"]["spec"] == "P(None, None)"
+    assert result["model_parallel"]["spec"] == "P(None, 'model')" and result["model_parallel"]["shard_shape"] == [16, 2]
+    np.testing.assert_allclose(result["four_devices"]["losses"], single[:4], rtol=1e-5)
+
+    class Losses(keras.callbacks.Callback):
+        values = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.values.append(float(logs["loss"]))
+
+    options = dict(eval_paths=[str(data / "tiny_val.bin")], basic_model="r18_tiny", emb_shape=16, lr_base=0.02,
+                   lr_min=1e-4, lr_warmup_steps=1, num_workers=0, checkpoint_dir=str(out), random_status=2, verbose=0)
+    schedule = [{"loss": ArcfaceLoss(scale=16), "epoch": 2}]
+    trainer = Train(str(data / "rec"), "four.keras", batch_size=4, **options)  # 1 device: a global batch of 4
+    try:
+        with pytest.raises(ValueError, match="global batch of 16, this one has 4 .* resume with batch_size=16"):
+            trainer.train(schedule, resume=True)
+    finally:
+        trainer.close()
+    trainer = Train(str(data / "rec"), "four.keras", batch_size=16, **options)
+    try:
+        history = trainer.train(schedule, resume=True, callbacks=[Losses()])
+    finally:
+        trainer.close()
+    np.testing.assert_allclose(Losses.values, single[4:], rtol=2e-3)
+    assert len(history["loss"]) == 2  # epoch 1 from the 4-device run, epoch 2 from this one

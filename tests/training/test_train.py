@@ -10,29 +10,9 @@ import pytest
 
 from keras_insightface import ArcfaceLoss, CosFaceLoss, Train
 from keras_insightface.data.augment import FaceAugment
-from keras_insightface.data.binpack import write_bin
-from keras_insightface.data.recordio import write_insightface_rec
 from keras_insightface.errors import DataError
 from keras_insightface.training.optimizers import L2SGD
 from keras_insightface.training.schedules import CosineRestarts, WarmupCosine
-from tests.conftest import class_images
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    samples = class_images(8, 8, seed=0)
-    samples[13] = (samples[13][0][:100], samples[13][1])  # one truncated JPEG: replaced and reported each epoch
-    write_insightface_rec(root / "rec", samples, 8)
-    pairs = class_images(8, 2, seed=1)  # two fresh images per class: pairs (same, different) alternate
-    images, issame = [], []
-    for i in range(8):
-        images += [pairs[2 * i][0], pairs[2 * i + 1][0]]
-        issame.append(True)
-        images += [pairs[2 * i][0], pairs[(2 * i + 2) % 16][0]]
-        issame.append(False)
-    write_bin(root / "tiny_val.bin", images, issame)
-    return root
 
 
 def _train(tiny_data, tmp_path, **kwargs):
@@ -68,7 +48,7 @@ def test_two_stage_training_writes_history_and_best_model(tiny_data, tmp_path):
     assert loaded.output_shape == (None, 16)
 
 
-def test_nan_loss_stops_without_saving(tiny_data, tmp_path):
+def test_nan_loss_stops_without_saving(tiny_data, tmp_path, capsys):
     trainer = _train(tiny_data, tmp_path, eval_paths=[])
     try:
         history = trainer.train({"loss": ArcfaceLoss(scale=16), "epoch": 3, "optimizer": keras.optimizers.SGD(1e38)})
@@ -76,6 +56,55 @@ def test_nan_loss_stops_without_saving(tiny_data, tmp_path):
         trainer.close()
     assert history == {}
     assert not glob.glob(str(tmp_path / "*.keras")) and trainer.best_model_path is None
+    assert "Loss is NaN or Inf at epoch 1, batch 4: training stops" in capsys.readouterr().out
+
+
+def test_injected_nan_names_the_step_and_the_last_good_checkpoint(tiny_data, tmp_path, capsys):
+    """A NaN injected into the images in epoch 2: the run stops there, the epoch-1 checkpoint stays the latest."""
+
+    class PoisonEpochTwo(keras.layers.Layer):
+        def __init__(self):
+            super().__init__()
+            self.calls = self.add_weight(shape=(), initializer="zeros", trainable=False, name="calls")
+
+        def call(self, images, training=False):
+            x = keras.ops.cast(images, "float32")
+            self.calls.assign_add(1.0)
+            poison = keras.ops.where(self.calls > 4.5, float("nan"), 0.0)  # batches 5.. = epoch 2
+            return x + poison
+
+    trainer = _train(tiny_data, tmp_path, eval_paths=[], augment=PoisonEpochTwo())
+    try:
+        history = trainer.train({"loss": ArcfaceLoss(scale=16), "epoch": 3})
+    finally:
+        trainer.close()
+    out = capsys.readouterr().out
+    assert "Loss is NaN or Inf at epoch 2, batch 4: training stops" in out
+    assert f"Last good checkpoint: {tmp_path / 'tiny_state'} (end of epoch 1)" in out
+    assert len(history["loss"]) == 1  # epoch 1 only: the NaN epoch is not recorded
+    from keras_insightface.training.checkpoint import load_meta
+
+    assert load_meta(str(tmp_path / "tiny_state"))["epoch"] == 1
+
+
+def test_collapsed_float16_loss_scale_stops_the_run(capsys):
+    from keras_insightface.training.callbacks import LossScaleCollapse, StopOnNaN
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.1), initial_scale=2.0**15)
+    optimizer.build(model.trainable_variables)
+    guard = StopOnNaN()
+    collapse = LossScaleCollapse(optimizer, guard, every=2)
+    for callback in (guard, collapse):
+        callback.set_model(model)
+    collapse.on_train_batch_end(1)
+    assert not guard.triggered  # a healthy scale
+    optimizer.dynamic_scale.assign(2.0**-3)  # halved 18 times: every step overflowed
+    collapse.on_train_batch_end(0)
+    assert not guard.triggered  # only checked every 2 batches
+    collapse.on_train_batch_end(1)
+    assert guard.triggered and model.stop_training
+    assert "float16 loss scale collapsed to 0.125" in capsys.readouterr().out
 
 
 def test_bad_arguments_and_mixed_precision(tiny_data, tmp_path):

@@ -47,26 +47,69 @@ class Throughput(keras.callbacks.Callback):
 class StopOnNaN(keras.callbacks.Callback):
     """Stops ``fit`` when the loss is not finite (checked every ``every`` batches and at epoch end).
 
-    Checking reads the loss back from the device, so it is not done on every batch.
+    Checking reads the loss back from the device, so it is not done on every batch. The message names the epoch
+    and batch and the last good checkpoint (``last_checkpoint``, set by ``FullStateCheckpoint``).
     """
 
     def __init__(self, every=50):
         super().__init__()
-        self.every, self.triggered = every, False
+        self.every, self.triggered, self.last_checkpoint = every, False, None
+        self.epoch, self.batch = 0, 0
+
+    def stop(self, message):
+        """Stop the run (nothing more is recorded or saved) and say why and where to continue from."""
+        self.triggered = True
+        self.model.stop_training = True
+        where = self.last_checkpoint or "none written yet"
+        print(f"\n>>>> {message} at epoch {self.epoch + 1}, batch {self.batch}: training stops and nothing more is "
+              f"saved. Last good checkpoint: {where}")
 
     def check(self, logs):
         """Stop (and mark the run) when ``logs["loss"]`` is not finite; reads the loss back from the device."""
         if logs and "loss" in logs and not math.isfinite(_to_float(logs["loss"])):
-            self.triggered = True
-            self.model.stop_training = True
-            print("\n>>>> Loss is NaN or Inf: training stops and nothing more is saved.")
+            self.stop("Loss is NaN or Inf")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
-        if (batch + 1) % self.every == 0:
+        self.batch = batch + 1
+        if self.batch % self.every == 0:
             self.check(logs)
 
     def on_epoch_end(self, epoch, logs=None):
         self.check(logs)
+
+
+class LossScaleCollapse(keras.callbacks.Callback):
+    """With ``mixed_float16``: stops the run when the dynamic loss scale has fallen below ``min_scale``.
+
+    The scale halves at every step whose float16 gradients overflow, and such steps are skipped: a collapsed
+    scale means the run trains on almost nothing while the loss looks finite. Checked every ``every`` batches.
+    """
+
+    def __init__(self, optimizer, stop_guard, every=50, min_scale=1.0):
+        super().__init__()
+        self.optimizer, self.stop_guard, self.every, self.min_scale = optimizer, stop_guard, every, min_scale
+
+    def check(self):
+        if not isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer) or self.stop_guard.triggered:
+            return
+        if hasattr(self.model, "jax_state_sync"):
+            self.model.jax_state_sync()  # the JAX trainer keeps the optimizer state outside its variables mid-epoch
+        scale = _to_float(self.optimizer.dynamic_scale)
+        if scale < self.min_scale:
+            self.stop_guard.stop(
+                f"float16 loss scale collapsed to {scale:g} (gradients overflow float16 at almost every step, which "
+                "are skipped); train with mixed_bfloat16 or float32, or a lower learning rate,"
+            )
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (batch + 1) % self.every == 0:
+            self.check()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.check()
 
 
 def write_json_atomic(path, data):
@@ -177,6 +220,9 @@ class FullStateCheckpoint(keras.callbacks.Callback):
             self.model.jax_state_sync()  # the JAX trainer keeps variables outside the model between epochs
         save_state(self.directory, self.model, self.optimizer, self.meta_fn(epoch, step),
                    self.iterator_state_fn(self.trained))
+        if self.stop_guard is not None:
+            self.stop_guard.last_checkpoint = f"{self.directory} (epoch {epoch + 1}, batch {step})" if step else \
+                f"{self.directory} (end of epoch {epoch})"
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch

@@ -61,7 +61,8 @@ def save_state(directory, model, optimizer, meta, iterator_state):
     np.savez(os.path.join(tmp, "optimizer.npz"), **_arrays(optimizer.variables))
     np.savez(os.path.join(tmp, "metrics.npz"), **_arrays(model.metrics_variables))
     with open(os.path.join(tmp, STATE_FILE), "w") as f:
-        json.dump({**meta, "iterator": encode_state(iterator_state)}, f)
+        paths = [variable.path for variable in model.variables]
+        json.dump({**meta, "variable_paths": paths, "iterator": encode_state(iterator_state)}, f)
     shutil.rmtree(old, ignore_errors=True)
     if os.path.isdir(directory):
         os.replace(directory, old)
@@ -101,6 +102,18 @@ def restore_model_and_optimizer(directory, model, optimizer):
     if not optimizer.built:
         optimizer.build(model.trainable_variables)
     _assign(optimizer.variables, os.path.join(directory, "optimizer.npz"), "optimizer")
+
+
+def read_variable(directory, name):
+    """The stored value of the training-model variable whose path ends with ``name`` (e.g. the classifier kernel
+    ``"norm_dense/norm_dense_w"``), for tools that read a run's checkpoint without rebuilding the model."""
+    paths = load_meta(directory).get("variable_paths", [])
+    found = [i for i, path in enumerate(paths) if path == name or path.endswith("/" + name)]
+    if len(found) != 1:
+        close = [path for path in paths if name.rsplit("/", 1)[-1] in path]
+        raise DataError(f"{directory}: {len(found)} stored variables match {name!r} (similar: {close[:5]})")
+    with np.load(os.path.join(directory, "model.npz")) as stored:
+        return stored[f"v{found[0]}"]
 
 
 def restore_metrics(directory, model):

@@ -13,6 +13,7 @@ and the learning rate follows one warmup + cosine curve over all stages.
 """
 
 import atexit
+import contextlib
 import functools
 import glob
 import os
@@ -36,11 +37,23 @@ from keras_insightface.models import buildin_models
 from keras_insightface.saving import load_model
 from keras_insightface.training import callbacks as cbs
 from keras_insightface.training.checkpoint import latest_state_dir, load_meta, restore_model_and_optimizer
+from keras_insightface.training.distribute import data_parallel_size, resolve_distribution
 from keras_insightface.training.optimizers import L2SGD, SGDW, AdamW
 from keras_insightface.training.outputs import OutputMean, PerSampleCrossEntropy, PerSampleLoss, TopOneCorrect
 from keras_insightface.training.schedules import CosineRestarts, WarmupCosine
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+@contextlib.contextmanager
+def dtype_policy(policy):
+    """Layers made inside use ``policy`` (e.g. ``mixed_bfloat16``); the global policy is put back after."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def build_train_model(basic_model, head, margin_head, augment, center_loss=None):
@@ -137,7 +150,14 @@ class Train:
         partial_fc_sample_rate: < 1 scores only that fraction of the classes per step (``PartialFC``); the
             sample must hold a batch's classes, so it needs ``sample_rate * classes >= batch_size``.
         checkpoint_every_steps: a full-state checkpoint (``<name>_state/``) every N batches, besides the one
-            at every epoch end; ``train(schedule, resume=True)`` continues from the latest, mid-epoch included.
+            at every epoch end; ``train(schedule, resume=True)`` continues from the latest, mid-epoch included,
+            also on another number of devices when the global batch stays the same.
+        distribution: ``"auto"`` = all local devices (``DataParallel``; one device: no distribution), ``None``
+            = the default device only, or a ``keras.distribution.Distribution``. ``batch_size`` is per
+            data-parallel device, as in the seed: the global batch is ``batch_size`` times the size of the batch
+            mesh axis, and each host's loader reads its share.
+        model_parallel: > 1 shards the classifier kernel on its class axis over groups of that many devices
+            (``class_sharded_distribution``), for identity counts whose kernel does not fit one device.
 
     Stage dicts: ``loss`` (a margin loss, e.g. ``ArcfaceLoss(scale=16)``, or ``"softmax"`` for a plain ``Dense``
     classifier), ``epoch``, optional ``optimizer`` (a Keras optimizer, or ``"sgd"`` = L2SGD with ``weight_decay``
@@ -176,6 +196,8 @@ class Train:
         strict_data=False,
         partial_fc_sample_rate=1.0,
         checkpoint_every_steps=0,
+        distribution="auto",
+        model_parallel=1,
         seed=0,
         verbose=1,
     ):
@@ -186,9 +208,12 @@ class Train:
         missing = [p for p in eval_paths if not os.path.isfile(p)]
         if missing:
             raise DataError(f"{missing[0]}: eval .bin file does not exist")
+        self.distribution = resolve_distribution(distribution, model_parallel)
+        self.global_batch_size = batch_size * data_parallel_size(self.distribution)
+        host_batch = self._host_batch_size()
         self.source = open_source(data_path, image_per_class=image_per_class, strict=strict_data)
         self.loader = make_loader(
-            self.source, batch_size, seed=seed, num_workers=num_workers, image_per_class=image_per_class,
+            self.source, host_batch, seed=seed, num_workers=num_workers, image_per_class=image_per_class,
             strict=strict_data, jpeg_quality_level=jpeg_quality_level,
         )
         self.skipped_images = cbs.SkippedImages(functools.partial(describe_record, self.source))
@@ -208,14 +233,8 @@ class Train:
         self.checkpoint_every_steps = int(checkpoint_every_steps)
 
         keras.utils.set_random_seed(seed)  # weight init and augmentation draws repeat for a given seed
-        previous_policy = keras.config.dtype_policy()
-        keras.config.set_dtype_policy(mixed_precision)
-        try:
-            if isinstance(basic_model, str) and basic_model.endswith((".keras", ".h5")):
-                basic_model = load_model(basic_model)
-            elif isinstance(basic_model, str):
-                basic_model = buildin_models(basic_model, output_layer=output_layer, emb_shape=emb_shape)
-            self.basic_model = basic_model
+        with dtype_policy(mixed_precision), self.scope():
+            self.basic_model = self._load_basic_model(basic_model, output_layer, emb_shape)
             if partial_fc_sample_rate < 1:
                 self.head = PartialFC(self.num_classes, partial_fc_sample_rate, seed=seed, name="partial_fc")
             else:
@@ -223,10 +242,8 @@ class Train:
             self.augment = augment if augment is not None else FaceAugment(
                 random_status=random_status, random_cutout_mask_area=random_cutout_mask_area, seed=seed, name="augment"
             )
-        finally:
-            keras.config.set_dtype_policy(previous_policy)
 
-        self.eval_callbacks = [eval_callback(self.basic_model, p, batch_size, eval_freq=eval_freq) for p in eval_paths]
+        self.eval_callbacks = [eval_callback(self.basic_model, p, host_batch, eval_freq=eval_freq) for p in eval_paths]
         self.history = {}
         self.initial_epoch = 0
         self.optimizer = None
@@ -237,6 +254,31 @@ class Train:
         self.dense_head = None
         self.margin_head = None
         self._iterator = None
+
+    def _load_basic_model(self, basic_model, output_layer, emb_shape):
+        """The embedding model from a name, a model file, or a model (remade in the scope under a distribution:
+        variables made outside it have no layout)."""
+        if isinstance(basic_model, str) and basic_model.endswith((".keras", ".h5")):
+            return load_model(basic_model)
+        if isinstance(basic_model, str):
+            return buildin_models(basic_model, output_layer=output_layer, emb_shape=emb_shape)
+        if self.distribution is not None:
+            weights, basic_model = basic_model.get_weights(), keras.models.clone_model(basic_model)
+            basic_model.set_weights(weights)
+        return basic_model
+
+    def scope(self):
+        """The context every model variable of the run is made and trained in: the distribution's scope."""
+        return self.distribution.scope() if self.distribution is not None else contextlib.nullcontext()
+
+    def _host_batch_size(self):
+        """This host's share of the global batch (the loader's batch size)."""
+        import jax
+
+        processes = jax.process_count()
+        if self.global_batch_size % processes:
+            raise ValueError(f"global batch {self.global_batch_size} is not divisible by the {processes} processes")
+        return self.global_batch_size // processes
 
     def _stage_head(self, margin_loss):
         """The classifier for a stage: the same kernel, with the norm column when the loss reads norms; a
@@ -353,7 +395,7 @@ class Train:
         if meta is not None and monitor:  # the best file saved before the stop stays the best until beaten
             found = glob.glob(glob.escape(f"{self.prefix}_basic_{monitor}_epoch_") + "*.keras")
             saver.saved = found[0] if found else None
-        with cbs.GracefulStop(guard) as stop:
+        with cbs.GracefulStop(guard) as stop, self.scope():
             self._run_stages(train_schedule, meta, resume_dir, first_epoch, total_epochs, guard, saver, stop,
                              callbacks)
         self.best_model_path = saver.saved
@@ -411,6 +453,15 @@ class Train:
             raise ValueError(
                 f"{directory}: checkpoint of a {meta['num_stages']}-stage schedule, received {len(train_schedule)} stages"
             )
+        stored = meta.get("global_batch", self.global_batch_size)
+        if stored != self.global_batch_size:
+            replicas = data_parallel_size(self.distribution)
+            raise ValueError(
+                f"{directory}: the run was trained with a global batch of {stored}, this one has "
+                f"{self.global_batch_size} ({replicas} data-parallel devices x batch_size "
+                f"{self.global_batch_size // replicas}); resume with batch_size={stored / replicas:g} so every "
+                "step sees the same images"
+            )
         self.history.clear()
         self.history.update(meta["history"])
         return meta, directory
@@ -425,6 +476,7 @@ class Train:
             return {
                 "stage": stage_index, "epoch": epoch, "step": step, "num_stages": num_stages, "first_epoch": first_epoch,
                 "optimizer_start_epoch": self._optimizer_start_epoch, "history": self.history,
+                "global_batch": self.global_batch_size,
             }
 
         checkpoint = cbs.FullStateCheckpoint(
@@ -437,6 +489,7 @@ class Train:
             cbs.Throughput(self.loader.batch_size),
             self.skipped_images,
             guard,
+            cbs.LossScaleCollapse(self.optimizer, guard),
             *self.eval_callbacks,
             saver,
             cbs.HistoryJSON(self.history_path, self.history, self._current_lr, guard),

@@ -1,0 +1,72 @@
+"""Scale-out runs of ``Train`` on 8 virtual CPU devices (XLA_FLAGS set by the caller), for test_distribute.py.
+
+    python tests/training/scale_out_run.py DATA_DIR OUT_DIR
+
+The same 2-epoch run (global batch 16, augmentation on) four ways: one device, data parallel over all 8 devices
+(batch_size 2 per device, the default distribution), class-sharded head (model_parallel 4: the kernel split over
+4 devices, the batch over all 8), and data parallel over 4 devices stopped after epoch 1 with its checkpoint left for a resume on
+another device count. Prints one JSON line: per-batch running losses of each run, the head kernel's sharding
+and the eval accuracies.
+"""
+
+import json
+import os
+import sys
+
+import keras_insightface  # noqa: F401  (JAX backend)
+
+import jax  # noqa: E402
+import keras  # noqa: E402
+
+from keras_insightface.losses.margin import ArcfaceLoss  # noqa: E402
+from keras_insightface.training.train import Train  # noqa: E402
+
+
+class Losses(keras.callbacks.Callback):
+    def __init__(self, stop_after=0):
+        super().__init__()
+        self.values, self.stop_after = [], stop_after
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.values.append(float(logs["loss"]))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.stop_after and epoch + 1 >= self.stop_after:
+            self.model.stop_training = True
+
+
+def run(data_dir, out_dir, name, batch_size, stop_after=0, **kwargs):
+    trainer = Train(
+        os.path.join(data_dir, "rec"), f"{name}.keras", eval_paths=[os.path.join(data_dir, "tiny_val.bin")],
+        basic_model="r18_tiny", emb_shape=16, batch_size=batch_size, lr_base=0.02, lr_min=1e-4, lr_warmup_steps=1,
+        num_workers=0, checkpoint_dir=out_dir, random_status=2, verbose=0, **kwargs,
+    )
+    losses = Losses(stop_after)
+    try:
+        history = trainer.train([{"loss": ArcfaceLoss(scale=16), "epoch": 2}], callbacks=[losses])
+    finally:
+        trainer.close()
+    kernel = trainer.head.kernel.value
+    return {
+        "losses": losses.values,
+        "tiny_val": history["tiny_val"],
+        "spec": str(kernel.sharding.spec) if hasattr(kernel.sharding, "spec") else "",
+        "kernel_devices": len(kernel.sharding.device_set),
+        "shard_shape": list(kernel.addressable_shards[0].data.shape),
+        "global_batch": trainer.global_batch_size,
+    }
+
+
+def main(data_dir, out_dir):
+    devices = keras.distribution.list_devices()
+    results = {"devices": jax.device_count()}
+    results["single"] = run(data_dir, out_dir, "single", 16, distribution=None)
+    results["data_parallel"] = run(data_dir, out_dir, "dp", 2)
+    results["model_parallel"] = run(data_dir, out_dir, "mp", 2, model_parallel=4)
+    four = keras.distribution.DataParallel(devices=devices[:4])
+    results["four_devices"] = run(data_dir, out_dir, "four", 4, stop_after=1, distribution=four)
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])

@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e ".[test,compat]"
+	$(VENV)/bin/pip install -q -e ".[test,compat,onnx]"
 	touch $(STAMP)
 
 demo: $(STAMP)

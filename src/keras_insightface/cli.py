@@ -1,4 +1,5 @@
-"""The ``keras-insightface`` command: ``demo``, ``train``, ``eval``, ``convert`` and ``models``.
+"""The ``keras-insightface`` command: ``demo``, ``train``, ``eval``, ``convert``, ``models``, ``distill-data`` and
+``drop-topk``.
 
 Examples:
     keras-insightface demo
@@ -9,6 +10,9 @@ Examples:
     keras-insightface convert folders2rec datasets/my_faces datasets/my_faces_rec
     keras-insightface convert make-bin datasets/held_out datasets/held_out.bin --pairs 3000
     keras-insightface convert seed-h5 old_seed_basic_model.h5 r100_basic.keras
+    keras-insightface distill-data datasets/faces_emore emore_r100_teacher.npz -m r100_teacher.onnx --flip
+    keras-insightface drop-topk datasets/faces_emore emore_clean.npz -m r50_basic.keras \
+        --kernel checkpoints/r50_subcenter_state --top-k 3
 """
 
 import argparse
@@ -225,6 +229,28 @@ def cmd_convert(args):
     print(f">>>> {args.kind}: {args.src} -> {args.dst}")
 
 
+def _auto_or_float(text):
+    return text if text == "auto" else float(text)
+
+
+def cmd_distill_data(args):
+    from keras_insightface.data.distill import distill_data, load_teacher
+
+    teacher = load_teacher(args.model, args.input_mean, args.input_std)
+    out = distill_data(args.data, teacher, args.out, args.batch_size, args.flip, args.num_workers)
+    print(f">>>> distill-data: {args.data} embedded by {args.model} -> {out}")
+
+
+def cmd_drop_topk(args):
+    from keras_insightface.data.distill import load_teacher
+    from keras_insightface.data.drop_topk import drop_topk_data
+
+    model = load_teacher(args.model, args.input_mean, args.input_std)
+    drop_topk_data(
+        args.data, model, args.kernel, args.top_k, args.out, args.limit_deg, args.batch_size, args.num_workers
+    )
+
+
 def make_parser():
     parser = argparse.ArgumentParser(prog="keras-insightface", description=__doc__.split("\n")[0])
     parser.add_argument("--traceback", action="store_true", help="show full tracebacks for input errors")
@@ -280,6 +306,34 @@ def make_parser():
     convert.add_argument("--pairs", type=int, default=3000, help="make-bin: genuine pairs (and as many impostor)")
     convert.add_argument("--seed", type=int, default=0)
     convert.set_defaults(func=cmd_convert)
+
+    distill = sub.add_parser(
+        "distill-data", help="store a teacher's embeddings of every image of a dataset (an npz for distillation)"
+    )
+    distill.add_argument("data", help="train.rec folder, class-folder root, list file or npz list")
+    distill.add_argument("out", help="output .npz (embeddings, image_classes, image_names or rec_path)")
+    distill.add_argument("-m", "--model", required=True, help="teacher: .keras, .h5, .onnx or TorchScript .pt/.pth")
+    distill.add_argument("-b", "--batch-size", type=int, default=256)
+    distill.add_argument("--flip", action="store_true", help="add the flipped image's embedding")
+    distill.add_argument("--num-workers", type=int, default=None, help="decode threads (default: cores - 1)")
+    distill.add_argument("--input-mean", type=_auto_or_float, default="auto", help=".onnx/.pt: (x - mean) / std")
+    distill.add_argument("--input-std", type=_auto_or_float, default="auto", help=".onnx/.pt: (x - mean) / std")
+    distill.set_defaults(func=cmd_distill_data)
+
+    drop = sub.add_parser(
+        "drop-topk", help="sub-center cleaning: keep images near their class's dominant sub-center (an npz list)"
+    )
+    drop.add_argument("data", help="the dataset the sub-center head was trained on")
+    drop.add_argument("out", help="output .npz list of the kept images")
+    drop.add_argument("-m", "--model", required=True, help="the run's basic model (.keras, .h5, .onnx, .pt)")
+    drop.add_argument("--kernel", required=True, help="NormDense kernel: .npy file or <name>_state folder")
+    drop.add_argument("--top-k", type=int, required=True, help="sub-centers per class (loss_top_k of the head)")
+    drop.add_argument("--limit-deg", type=float, default=75, help="keep images at most this angle from the dominant")
+    drop.add_argument("-b", "--batch-size", type=int, default=256)
+    drop.add_argument("--num-workers", type=int, default=None, help="decode threads (default: cores - 1)")
+    drop.add_argument("--input-mean", type=_auto_or_float, default="auto", help=".onnx/.pt: (x - mean) / std")
+    drop.add_argument("--input-std", type=_auto_or_float, default="auto", help=".onnx/.pt: (x - mean) / std")
+    drop.set_defaults(func=cmd_drop_topk)
     return parser
 
 

@@ -4,7 +4,8 @@
     - a folder holding ``train.rec`` (or a ``.rec`` file): insightface RecordIO,
     - a folder of class subfolders ``root/<class>/*.jpg|png``,
     - a list file of ``image_path<TAB>label`` lines (paths relative to the list file's folder),
-    - an ``.npz`` list with ``image_names``, ``image_classes`` and optionally ``embeddings`` (distillation).
+    - an ``.npz`` list with ``image_names`` (or ``rec_path``), ``image_classes`` and optionally ``embeddings``
+      (distillation, written by ``keras-insightface distill-data``).
 ``image_per_class`` drops identities with fewer images and renumbers the rest ``0..C-1``.
 Every problem is a ``DataError`` naming the path, raised before training starts.
 
@@ -211,22 +212,97 @@ def list_source(list_path):
     return FileListSource(paths, labels, list_path.stem)
 
 
-def npz_source(npz_path):
-    """The seed's npz list: ``image_names`` (paths, relative to the npz folder) and ``image_classes``."""
-    npz_path = Path(npz_path)
+def _read_npz(npz_path):
+    """Every array of an npz list file (no pickles), as a dict."""
     try:
         with np.load(npz_path, allow_pickle=False) as data:
-            missing = {"image_names", "image_classes"} - set(data.files)
-            if missing:
-                raise DataError(f"{npz_path}: npz list lacks {', '.join(sorted(missing))}")
-            names, labels = data["image_names"].astype(str), data["image_classes"].astype(np.int64)
-            embeddings = np.asarray(data["embeddings"], dtype=np.float32) if "embeddings" in data.files else None
+            return {key: data[key] for key in data.files}
     except (OSError, ValueError) as error:
         raise DataError(f"{npz_path}: not a readable npz list ({error})") from None
-    if len(names) == 0 or len(names) != len(labels) or (embeddings is not None and len(embeddings) != len(names)):
-        raise DataError(f"{npz_path}: image_names, image_classes (and embeddings) must be non-empty and equally long")
+
+
+def _rec_label_map(npz_path, record_labels, labels, num_classes):
+    """old -> new label array for an npz whose ``image_classes`` renumber the records' labels one to one."""
+    pairs = np.unique(np.stack([record_labels, labels], axis=1), axis=0)
+    for column, other, what in ((0, 1, "record label"), (1, 0, "image_classes value")):
+        values, counts = np.unique(pairs[:, column], return_counts=True)
+        if (counts > 1).any():
+            value = int(values[np.argmax(counts > 1)])
+            seen = pairs[pairs[:, column] == value, other].tolist()
+            raise DataError(
+                f"{npz_path}: {what} {value} is paired with {seen}; "
+                "image_classes must renumber the records' classes one to one"
+            )
+    label_map = np.full(num_classes, -1, dtype=np.int64)
+    label_map[pairs[:, 0]] = pairs[:, 1]
+    return label_map
+
+
+def _npz_rec_source(npz_path, data, labels, embeddings):
+    """An npz naming a ``.rec`` (``rec_path``, relative to the npz folder), optionally a subset ``image_indices``."""
+    from keras_insightface.data.recordio import InsightfaceRec
+
+    rec_path = Path(os.path.normpath(npz_path.parent / str(data["rec_path"])))
+    try:
+        rec = InsightfaceRec(rec_path)
+    except DataError as error:
+        raise DataError(f"{npz_path}: rec_path {str(data['rec_path'])!r}: {error}") from None
+    record_labels = np.asarray(rec.labels)
+    if "image_indices" not in data:
+        if len(labels) != len(rec):
+            raise DataError(
+                f"{npz_path}: image_classes holds {len(labels)} labels but {rec.rec_path} has {len(rec)} images"
+            )
+        wrong = np.flatnonzero(labels != record_labels)
+        if wrong.size:
+            i = int(wrong[0])
+            raise DataError(
+                f"{npz_path}: image_classes[{i}] is {labels[i]} "
+                f"but {rec.rec_path} image {i} has label {record_labels[i]}"
+            )
+        rec.embeddings = embeddings
+        return rec
+    indices = np.asarray(data["image_indices"]).astype(np.int64)
+    if indices.shape != labels.shape:
+        raise DataError(f"{npz_path}: image_indices and image_classes must be equally long")
+    outside = np.flatnonzero((indices < 0) | (indices >= len(rec)))
+    if outside.size:
+        raise DataError(
+            f"{npz_path}: image_indices holds {indices[outside[0]]}, outside 0..{len(rec) - 1} of {rec.rec_path}"
+        )
+    subset = SubsetSource(rec, indices, _rec_label_map(npz_path, record_labels[indices], labels, rec.num_classes))
+    subset.embeddings = embeddings
+    return subset
+
+
+def npz_source(npz_path):
+    """An npz list: ``image_classes`` with ``image_names`` (paths, relative to the npz folder; the seed's format)
+    or ``rec_path`` (a ``.rec``, relative to the npz folder) and optionally ``image_indices`` (which records),
+    and optionally ``embeddings`` (one row per image, for distillation)."""
+    npz_path = Path(npz_path)
+    data = _read_npz(npz_path)
+    if "rec_path" in data and "image_names" in data:
+        raise DataError(f"{npz_path}: npz list holds both image_names and rec_path; keep one")
+    missing = {"rec_path" if "rec_path" in data else "image_names", "image_classes"} - set(data)
+    if missing:
+        raise DataError(f"{npz_path}: npz list lacks {', '.join(sorted(missing))}")
+    try:
+        labels = data["image_classes"].astype(np.int64)
+        embeddings = np.asarray(data["embeddings"], dtype=np.float32) if "embeddings" in data else None
+    except (TypeError, ValueError) as error:
+        raise DataError(f"{npz_path}: image_classes or embeddings are not numbers ({error})") from None
+    names = data["image_names"].astype(str) if "image_names" in data else None
+    if labels.ndim != 1 or (embeddings is not None and embeddings.ndim != 2):
+        raise DataError(f"{npz_path}: image_classes must be 1-D and embeddings 2-D (images, dims)")
+    count = len(labels)
+    lengths = {len(a) for a in (names, embeddings) if a is not None} | {count}
+    if count == 0 or len(lengths) > 1:
+        first = "image_names, image_classes" if names is not None else "image_classes"
+        raise DataError(f"{npz_path}: {first} (and embeddings) must be non-empty and equally long")
     if labels.min() < 0:
         raise DataError(f"{npz_path}: negative label {labels.min()} in image_classes")
+    if names is None:
+        return _npz_rec_source(npz_path, data, labels, embeddings)
     paths = [npz_path.parent / n for n in names]
     _check_listed(npz_path, paths)
     return FileListSource(paths, labels, npz_path.stem, embeddings)

@@ -123,6 +123,10 @@ def test_corrupt_image_is_skipped_and_reported_or_strict_error():
         assert 5 not in labels.tolist() and labels.tolist().count(6) == 2
     with pytest.raises(DataError, match="toy record 5: cannot decode image"):
         _take(make_loader(source, batch_size=8, num_workers=0, strict=True), 1)
+    # with_records: which record each image came from (teacher embeddings follow it), the replacement's for 5
+    for _, labels, skipped, records in _take(make_loader(source, batch_size=8, num_workers=0, with_records=True), 2):
+        assert records.tolist() == labels.tolist()  # LabelledSource: label i for record i
+        assert sorted(records.tolist()) == [0, 1, 2, 3, 4, 6, 6, 7]
 
 
 def test_open_source_dispatch(tmp_path):

@@ -48,6 +48,22 @@ def test_two_stage_training_writes_history_and_best_model(tiny_data, tmp_path):
     assert loaded.output_shape == (None, 16)
 
 
+def test_batch_level_evaluation_latest_model_per_stage_and_tensorboard(tiny_data, tmp_path):
+    trainer = _train(tiny_data, tmp_path, eval_every_steps=2, tensorboard_dir=str(tmp_path / "tb"))
+    try:
+        history = trainer.train([{"loss": ArcfaceLoss(scale=16), "epoch": 1}, {"loss": ArcfaceLoss(scale=32), "epoch": 1}])
+    finally:
+        trainer.close()
+    steps = trainer.eval_callbacks[0].step_results
+    assert [(epoch, batch) for epoch, batch, _ in steps] == [(1, 2), (1, 4), (2, 2), (2, 4)]
+    # after an epoch's last batch the weights are the epoch-end ones: evaluated mid-fit with the current weights
+    assert [result["threshold"] for _, batch, result in steps if batch == 4] == pytest.approx(history["tiny_val_thresh"])
+    assert steps[0][2]["threshold"] != steps[1][2]["threshold"]
+    for stage in (1, 2):
+        assert keras.saving.load_model(tmp_path / f"tiny_basic_stage_{stage}_latest.keras").output_shape == (None, 16)
+    assert glob.glob(str(tmp_path / "tb" / "train" / "events.out.tfevents.*"))
+
+
 def test_nan_loss_stops_without_saving(tiny_data, tmp_path, capsys):
     trainer = _train(tiny_data, tmp_path, eval_paths=[])
     try:

@@ -41,6 +41,8 @@ class _Decode:
     lenient mode a record that fails is replaced by the next readable one and reported in ``skipped``.
     ``jpeg_quality_level`` L > 0 re-compresses every image at a JPEG quality drawn from 80 +- 5L (the
     seed's JPEG augmentation: an encoder op, so it runs here on the CPU workers, seeded per batch).
+    ``with_records`` adds a 4th array, the record each image was read from (its replacement's when it was
+    replaced), so per-record data such as teacher embeddings can follow the images in the main process.
     """
 
     source: object
@@ -48,6 +50,7 @@ class _Decode:
     strict: bool
     jpeg_quality_level: float = 0
     seed: int = 0
+    with_records: bool = False
 
     def recompress(self, image, rng):
         low = int(np.clip(80 - 5 * self.jpeg_quality_level, 1, 100))
@@ -60,15 +63,17 @@ class _Decode:
         return decode_image(data, self.image_size, where=describe_record(self.source, index)), np.int32(label)
 
     def one(self, index):
+        """``(image, label, skipped, record read)``: ``skipped`` is -1, or ``index`` when a replacement was read."""
         index = int(index) % len(self.source)
         try:
-            return (*self.read(index), -1)
+            return (*self.read(index), -1, index)
         except DataError:
             if self.strict:
                 raise
         for step in range(1, MAX_REPLACEMENTS + 1):
+            replacement = (index + step) % len(self.source)
             try:
-                return (*self.read((index + step) % len(self.source)), index)
+                return (*self.read(replacement), index, replacement)
             except DataError:
                 continue
         raise DataError(f"{describe_record(self.source, index)} and the {MAX_REPLACEMENTS} records after it are all unreadable")
@@ -78,11 +83,12 @@ class _Decode:
         images = np.empty((len(indices), *self.image_size, 3), dtype=np.uint8)
         labels = np.empty(len(indices), dtype=np.int32)
         skipped = np.empty(len(indices), dtype=np.int32)
+        records = np.empty(len(indices), dtype=np.int64)
         rng = np.random.default_rng([self.seed, batch_index]) if self.jpeg_quality_level > 0 else None
         for row, index in enumerate(indices):
-            image, labels[row], skipped[row] = self.one(index)
+            image, labels[row], skipped[row], records[row] = self.one(index)
             images[row] = self.recompress(image, rng) if rng is not None else image
-        return images, labels, skipped
+        return (images, labels, skipped, records) if self.with_records else (images, labels, skipped)
 
 
 class IdentityGroups(grain.MapDataset):
@@ -182,6 +188,7 @@ def make_loader(
     jpeg_quality_level=0,
     process_index=None,
     process_count=None,
+    with_records=False,
 ):
     """Build the training pipeline over a random-access ``source`` (``i -> (bytes, label)``, ``.labels``).
 
@@ -189,6 +196,7 @@ def make_loader(
     batches never straddle epochs. ``image_per_class > 1`` batches whole identity groups (batch rounded
     down to a multiple). ``num_workers=0`` decodes in the main process (useful for tiny tests).
     ``jpeg_quality_level`` > 0 re-compresses images in the workers (quality 80 +- 5 * level).
+    ``with_records`` adds each image's record index as a 4th batch array.
     """
     name = getattr(source, "name", type(source).__name__)
     if process_index is None or process_count is None:
@@ -209,7 +217,7 @@ def make_loader(
             f"{name}: {len(source)} images ({per_host} usable per host) is fewer than one batch of {batch_size}; "
             "use a smaller batch_size or more data"
         )
-    decode = _Decode(source, tuple(image_size), strict, jpeg_quality_level, seed)
+    decode = _Decode(source, tuple(image_size), strict, jpeg_quality_level, seed, with_records)
     _preflight(decode, len(source))
     steps = per_host // batch_size
     ds = ds[: steps * batch_size].batch(batch_size, drop_remainder=True).map_with_index(decode).repeat(None)

@@ -124,7 +124,8 @@ def evaluate_bin(basic_model, bin_path, batch_size=64, flip=True):
 
 
 class eval_callback(keras.callbacks.Callback):  # noqa: N801 - the seed system's public name
-    """Evaluate a basic model on a ``.bin`` pack every ``eval_freq`` epochs during ``fit``.
+    """Evaluate a basic model on a ``.bin`` pack every ``eval_freq`` epochs (and every ``eval_every_steps``
+    batches, when set) during ``fit``.
 
     Adds ``<name>`` (seed accuracy), ``<name>_thresh``, ``<name>_kfold`` and ``<name>_kfold_std`` to the
     epoch logs, so the history JSON and best-model saving see them.
@@ -134,23 +135,42 @@ class eval_callback(keras.callbacks.Callback):  # noqa: N801 - the seed system's
         >>> train_model.fit(data, epochs=5, callbacks=[cb])                       # doctest: +SKIP
     """
 
-    def __init__(self, basic_model, test_bin_file, batch_size=64, flip=True, eval_freq=1):
+    def __init__(self, basic_model, test_bin_file, batch_size=64, flip=True, eval_freq=1, eval_every_steps=0):
         super().__init__()
         self.basic_model, self.batch_size, self.flip, self.eval_freq = basic_model, batch_size, flip, eval_freq
+        self.eval_every_steps = int(eval_every_steps)
         self.dataset = VerificationSet(test_bin_file)
         self.name = self.dataset.name
+        self.step_results = []
+
+    def _evaluate(self, where):
+        result = self.dataset.evaluate(self.basic_model, self.batch_size, self.flip)
+        print(
+            f"\n>>>> {self.name} evaluation{where}: accuracy {result['accuracy']:.4f} (threshold "
+            f"{result['threshold']:.4f}), 10-fold {result['kfold_mean']:.4f} +- {result['kfold_std']:.4f}"
+        )
+        return result
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        """With ``eval_every_steps`` N: also evaluate after every N-th batch of an epoch (printed, and kept in
+        ``step_results`` as ``(epoch, batch, result dict)``), as the seed's batch-level evaluation."""
+        if not self.eval_every_steps or (batch + 1) % self.eval_every_steps:
+            return
+        if hasattr(self.model, "jax_state_sync"):
+            self.model.jax_state_sync()  # mid-epoch, the JAX trainer holds the current weights outside the model
+        result = self._evaluate(f" at epoch {self.epoch + 1}, batch {batch + 1}")
+        self.step_results.append((self.epoch + 1, batch + 1, result))
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None or (epoch + 1) % self.eval_freq:
             return
         if not np.isfinite(logs.get("loss", 0.0)):
             return
-        result = self.dataset.evaluate(self.basic_model, self.batch_size, self.flip)
+        result = self._evaluate("")
         logs[self.name] = result["accuracy"]
         logs[self.name + "_thresh"] = result["threshold"]
         logs[self.name + "_kfold"] = result["kfold_mean"]
         logs[self.name + "_kfold_std"] = result["kfold_std"]
-        print(
-            f"\n>>>> {self.name} evaluation: accuracy {result['accuracy']:.4f} (threshold {result['threshold']:.4f}),"
-            f" 10-fold {result['kfold_mean']:.4f} +- {result['kfold_std']:.4f}"
-        )

@@ -142,23 +142,24 @@ class HistoryJSON(keras.callbacks.Callback):
 
 
 class BestBasicModel(keras.callbacks.Callback):
-    """Saves the basic model as ``<prefix>_basic_<set>_epoch_<E>_<acc>.keras`` when ``<set>`` accuracy improves.
-
-    The previous best file is removed. Without an eval set, the latest basic model is saved every epoch.
+    """Saves the basic model as ``<prefix>_basic_<set>_epoch_<E>_<acc>.keras`` when ``<set>`` accuracy improves
+    (the previous best file is removed), and every epoch as ``<prefix>_basic_stage_<k>_latest.keras`` (one file
+    per stage, ``stage`` set by the trainer). Without an eval set the latest file is the one reported as saved.
     Nothing is saved once the loss is NaN.
     """
 
     def __init__(self, basic_model, prefix, monitor=None, stop_guard=None, best=-1.0):
         super().__init__()
         self.basic_model, self.prefix, self.monitor, self.stop_guard = basic_model, prefix, monitor, stop_guard
-        self.best, self.saved = best, None
+        self.best, self.saved, self.stage = best, None, 1
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None or (self.stop_guard is not None and self.stop_guard.triggered):
             return
+        latest = f"{self.prefix}_basic_stage_{self.stage}_latest.keras"
+        self.basic_model.save(latest)
         if self.monitor is None:
-            self.saved = f"{self.prefix}_basic_model_latest.keras"
-            self.basic_model.save(self.saved)
+            self.saved = latest
             return
         value = logs.get(self.monitor)
         if value is None or _to_float(value) <= self.best:

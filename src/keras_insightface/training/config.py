@@ -98,8 +98,11 @@ def schedule(config):
     stages = []
     for index, stage in enumerate(config["stage"]):
         stage = dict(stage)
-        if "loss" not in stage or "epoch" not in stage:
-            raise ValueError(f"stage {index} needs 'loss' and 'epoch', received {stage}")
+        if "epoch" not in stage or ("loss" not in stage and stage.get("type") not in ("triplet", "distill")):
+            raise ValueError(f"stage {index} needs 'epoch' and 'loss' (or type 'triplet' / 'distill'), received {stage}")
+        if "loss" not in stage:
+            stages.append(stage)
+            continue
         loss_config = stage.pop("loss_config", {})
         spec = {"class_name": stage["loss"], "config": loss_config} if loss_config else stage["loss"]
         stage["loss"] = get_margin_loss(spec)

@@ -78,3 +78,20 @@ class PerSampleLoss(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         return ops.cast(y_pred, "float32")
+
+
+class PerSampleDistance(keras.layers.Layer):
+    """``loss(teacher, student)`` per sample as a model output (a distillation loss, unreduced), so the teacher
+    can come from an input or a frozen model inside the graph while the compiled targets stay the labels."""
+
+    def __init__(self, loss, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.distance = loss
+
+    def call(self, inputs):
+        teacher, student = inputs
+        return self.distance.call(teacher, student)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0][0],)

@@ -31,16 +31,19 @@ from keras_insightface.heads.margin import MarginHead
 from keras_insightface.heads.norm_dense import NormDense
 from keras_insightface.heads.partial_fc import PartialFC
 from keras_insightface.losses.center import CenterLoss
+from keras_insightface.losses.distillation import DistillCosineLoss, projection_for
 from keras_insightface.losses.margin import get_margin_loss
-from keras_insightface.losses.triplet import TripletLoss
 from keras_insightface.models import buildin_models
 from keras_insightface.saving import load_model
 from keras_insightface.training import callbacks as cbs
 from keras_insightface.training.checkpoint import latest_state_dir, load_meta, restore_model_and_optimizer
 from keras_insightface.training.distribute import data_parallel_size, resolve_distribution
 from keras_insightface.training.optimizers import L2SGD, SGDW, AdamW
-from keras_insightface.training.outputs import OutputMean, PerSampleCrossEntropy, PerSampleLoss, TopOneCorrect
+from keras_insightface.training.outputs import (
+    OutputMean, PerSampleCrossEntropy, PerSampleDistance, PerSampleLoss, TopOneCorrect,
+)
 from keras_insightface.training.schedules import CosineRestarts, WarmupCosine
+from keras_insightface.training.stages import plan_stage, triplet_loss
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
@@ -56,27 +59,45 @@ def dtype_policy(policy):
         keras.config.set_dtype_policy(previous)
 
 
-def build_train_model(basic_model, head, margin_head, augment, center_loss=None):
-    """``(uint8 images, int labels) -> {"logits", "crossentropy", "top1", "embedding"}`` (+ ``"centerloss"``).
+def build_train_model(basic_model, head, margin_head, augment, center_loss=None, distill=None):
+    """``(uint8 images, int labels) -> {"embedding", "logits", "crossentropy", "top1"}`` (+ ``"centerloss"``,
+    ``"distill"``).
 
     ``head`` is ``NormDense`` (with the ``-||x||`` column when the loss reads norms) or ``PartialFC``, which
     also renumbers the labels into its sample; margin, cross-entropy and accuracy use the head's labels.
+    ``margin_head=None`` builds a classifier-free model (triplet / distill stages). ``distill`` is
+    ``(teacher, distance, projection)``: ``teacher`` a frozen model run on the same augmented images, or the
+    size D of teacher embeddings that come as a third input ``(B, D)``; ``distance`` a ``PerSampleDistance``;
+    ``projection`` maps the student embedding to the teacher's size (or ``None``).
     """
     images = keras.Input(basic_model.input_shape[1:], dtype="uint8", name="images")
     labels = keras.Input((), dtype="int32", name="labels")
-    embedding = basic_model(augment(images))
-    if isinstance(head, PartialFC):
-        cos, head_labels = head([embedding, labels])
-    else:
-        cos, head_labels = head(embedding), labels
-    logits = margin_head([cos, head_labels])
-    norm_column = getattr(head, "append_norm", False)
-    top1 = TopOneCorrect(drop_last_column=norm_column, name="top1")([cos, head_labels])
-    crossentropy = PerSampleCrossEntropy(margin_head.loss.label_smoothing, name="crossentropy")([logits, head_labels])
-    outputs = {"logits": logits, "crossentropy": crossentropy, "top1": top1, "embedding": embedding}
+    inputs = [images, labels]
+    augmented = augment(images)
+    embedding = basic_model(augmented)
+    outputs = {"embedding": embedding}
+    if margin_head is not None:
+        if isinstance(head, PartialFC):
+            cos, head_labels = head([embedding, labels])
+        else:
+            cos, head_labels = head(embedding), labels
+        logits = margin_head([cos, head_labels])
+        norm_column = getattr(head, "append_norm", False)
+        outputs["top1"] = TopOneCorrect(drop_last_column=norm_column, name="top1")([cos, head_labels])
+        smoothing = margin_head.loss.label_smoothing
+        outputs["crossentropy"] = PerSampleCrossEntropy(smoothing, name="crossentropy")([logits, head_labels])
+        outputs["logits"] = logits
     if center_loss is not None:
         outputs["centerloss"] = center_loss([embedding, labels])
-    return keras.Model([images, labels], outputs, name=basic_model.name + "_train")
+    if distill is not None:
+        teacher, distance, projection = distill
+        if isinstance(teacher, int):
+            target = keras.Input((teacher,), name="teacher_embedding")
+            inputs.append(target)
+        else:
+            target = teacher(augmented)
+        outputs["distill"] = distance([target, projection(embedding) if projection is not None else embedding])
+    return keras.Model(inputs, outputs, name=basic_model.name + "_train")
 
 
 def _is_default(optimizer):
@@ -96,18 +117,20 @@ class _TrainBatches:
 
     KEEP = 16
 
-    def __init__(self, iterator, skipped_images, output_names):
+    def __init__(self, iterator, skipped_images, output_names, embeddings=None, with_embeddings=False):
         self.iterator, self.skipped_images, self.output_names = iterator, skipped_images, output_names
+        self.embeddings, self.with_embeddings = embeddings, with_embeddings
         self.fetched, self.states = 0, {}
 
     def __iter__(self):
-        for images, labels, skipped in self.iterator:
+        for images, labels, skipped, *records in self.iterator:
             self.fetched += 1
             if hasattr(self.iterator, "get_state"):
                 self.states[self.fetched] = self.iterator.get_state()
                 self.states.pop(self.fetched - self.KEEP, None)
             self.skipped_images.record(skipped)
-            yield (images, labels), {name: labels for name in self.output_names}
+            inputs = (images, labels, self.embeddings[records[0]]) if self.with_embeddings else (images, labels)
+            yield inputs, {name: labels for name in self.output_names}
 
     def state_after(self, batches):
         return self.states[batches]
@@ -126,8 +149,9 @@ class Train:
         data_path: ``.rec`` folder/file, class-folder root, or ``path<TAB>label`` list file.
         save_path: file name of the run, e.g. ``r50_arcface.keras``; outputs go to ``checkpoint_dir``
             unless it holds a directory: ``<name>_hist.json``, ``<name>_basic_<set>_epoch_<E>_<acc>.keras``.
-        eval_paths: ``.bin`` verification packs evaluated every ``eval_freq`` epochs; the first one
-            decides which basic model is kept as best.
+        eval_paths: ``.bin`` verification packs evaluated every ``eval_freq`` epochs (and every
+            ``eval_every_steps`` batches when set, printed); the first one decides which basic model is kept as
+            best. The latest basic model of each stage is kept as ``<name>_basic_stage_<k>_latest.keras``.
         basic_model: a ``buildin_models`` name (built with ``emb_shape``/``output_layer``), a keras.Model,
             or a model file to fine-tune (``.keras``, or a seed ``.h5`` translated by ``seed_h5``).
         batch_size, lr_base, lr_min: as the seed; the learning rate is set per batch.
@@ -149,6 +173,12 @@ class Train:
         strict_data: stop at the first unreadable image instead of replacing it and reporting the count.
         partial_fc_sample_rate: < 1 scores only that fraction of the classes per step (``PartialFC``); the
             sample must hold a batch's classes, so it needs ``sample_rate * classes >= batch_size``.
+        teacher_model_interf: a teacher embedding model (or ``.keras``/``.h5`` path) run, frozen, on the same
+            augmented images inside the step; its embeddings are distilled into the student (stage key
+            ``distill``). A ``data_path`` npz written by ``keras-insightface distill-data`` gives stored teacher
+            embeddings instead (also ONNX / TorchScript teachers).
+        tensorboard_dir: write Keras's TensorBoard logs (epoch losses, accuracy, eval results) there; needs
+            TensorFlow and TensorBoard (the ``compat`` extra).
         checkpoint_every_steps: a full-state checkpoint (``<name>_state/``) every N batches, besides the one
             at every epoch end; ``train(schedule, resume=True)`` continues from the latest, mid-epoch included,
             also on another number of devices when the global batch stays the same.
@@ -181,6 +211,7 @@ class Train:
         lr_min=1e-5,
         lr_warmup_steps=0,
         eval_freq=1,
+        eval_every_steps=0,
         weight_decay=5e-4,
         momentum=0.9,
         mixed_precision="float32",
@@ -195,7 +226,9 @@ class Train:
         image_per_class=0,
         strict_data=False,
         partial_fc_sample_rate=1.0,
+        teacher_model_interf=None,
         checkpoint_every_steps=0,
+        tensorboard_dir=None,
         distribution="auto",
         model_parallel=1,
         seed=0,
@@ -212,9 +245,15 @@ class Train:
         self.global_batch_size = batch_size * data_parallel_size(self.distribution)
         host_batch = self._host_batch_size()
         self.source = open_source(data_path, image_per_class=image_per_class, strict=strict_data)
+        # teacher embeddings (an npz from distill-data) stay in this process; batches say which records they hold
+        self.teacher_embeddings = getattr(self.source, "embeddings", None)
+        if self.teacher_embeddings is not None:
+            self.source.embeddings = None
+        self.image_per_class = image_per_class
         self.loader = make_loader(
             self.source, host_batch, seed=seed, num_workers=num_workers, image_per_class=image_per_class,
             strict=strict_data, jpeg_quality_level=jpeg_quality_level,
+            with_records=self.teacher_embeddings is not None,
         )
         self.skipped_images = cbs.SkippedImages(functools.partial(describe_record, self.source))
         self.num_classes = self.loader.num_classes
@@ -242,8 +281,20 @@ class Train:
             self.augment = augment if augment is not None else FaceAugment(
                 random_status=random_status, random_cutout_mask_area=random_cutout_mask_area, seed=seed, name="augment"
             )
+            self.teacher = self._load_teacher(teacher_model_interf)
 
-        self.eval_callbacks = [eval_callback(self.basic_model, p, host_batch, eval_freq=eval_freq) for p in eval_paths]
+        self.eval_callbacks = [
+            eval_callback(self.basic_model, p, host_batch, eval_freq=eval_freq, eval_every_steps=eval_every_steps)
+            for p in eval_paths
+        ]
+        self.tensorboard_dir = tensorboard_dir
+        if tensorboard_dir is not None:
+            try:
+                import tensorboard  # noqa: F401
+                import tensorflow  # noqa: F401 - Keras's TensorBoard callback writes through tf.summary
+            except ImportError:
+                raise ImportError("tensorboard_dir needs TensorFlow and TensorBoard for writing summaries: "
+                                  "pip install keras_insightface[compat]") from None
         self.history = {}
         self.initial_epoch = 0
         self.optimizer = None
@@ -253,7 +304,9 @@ class Train:
         self.center_loss = None
         self.dense_head = None
         self.margin_head = None
+        self.distill_projection = None
         self._iterator = None
+        self._signature = None
 
     def _load_basic_model(self, basic_model, output_layer, emb_shape):
         """The embedding model from a name, a model file, or a model (remade in the scope under a distribution:
@@ -266,6 +319,24 @@ class Train:
             weights, basic_model = basic_model.get_weights(), keras.models.clone_model(basic_model)
             basic_model.set_weights(weights)
         return basic_model
+
+    def _load_teacher(self, teacher):
+        """A frozen teacher embedding model run inside the training step, from a model or a ``.keras``/``.h5``."""
+        if teacher is None:
+            return None
+        if self.teacher_embeddings is not None:
+            raise ValueError("the dataset already holds teacher embeddings (distill-data); drop teacher_model_interf")
+        if isinstance(teacher, str) and not teacher.endswith((".keras", ".h5")):
+            raise DataError(f"{teacher}: an in-step teacher must be a .keras/.h5 model; for ONNX or TorchScript "
+                            "teachers store their embeddings first with keras-insightface distill-data")
+        teacher = self._load_basic_model(teacher, None, None)
+        teacher.trainable = False
+        return keras.Model(teacher.inputs[0], teacher.outputs[0], name="teacher")  # its own name, beside the student
+
+    def _teacher_dim(self):
+        if self.teacher is not None:
+            return int(self.teacher.output_shape[-1])
+        return None if self.teacher_embeddings is None else int(self.teacher_embeddings.shape[-1])
 
     def scope(self):
         """The context every model variable of the run is made and trained in: the distribution's scope."""
@@ -280,22 +351,23 @@ class Train:
             raise ValueError(f"global batch {self.global_batch_size} is not divisible by the {processes} processes")
         return self.global_batch_size // processes
 
-    def _stage_head(self, margin_loss):
-        """The classifier for a stage: the same kernel, with the norm column when the loss reads norms; a
-        ``Dense`` classifier (kept across its stages) for plain softmax."""
+    def _stage_head(self, margin_loss, top_k=1):
+        """The classifier for a stage: the same kernel, with the norm column when the loss reads norms and
+        ``top_k`` sub-centers per class (weights kept when the kernel shape stays); a ``Dense`` classifier
+        (kept across its stages) for plain softmax."""
         if isinstance(self.head, PartialFC):
-            if margin_loss.needs_norm or margin_loss.plain_head:
-                raise ValueError(f"{type(margin_loss).__name__} is not available with PartialFC")
+            if margin_loss.needs_norm or margin_loss.plain_head or top_k > 1:
+                raise ValueError(f"{type(margin_loss).__name__} (lossTopK {top_k}) is not available with PartialFC")
             return self.head
         if margin_loss.plain_head:
             if self.dense_head is None:
                 self.dense_head = keras.layers.Dense(self.num_classes, dtype="float32", name="dense_softmax")
             return self.dense_head
-        if self.head.append_norm == margin_loss.needs_norm:
+        if self.head.append_norm == margin_loss.needs_norm and self.head.loss_top_k == top_k:
             return self.head
-        head = NormDense(self.num_classes, append_norm=margin_loss.needs_norm, name="norm_dense")
+        head = NormDense(self.num_classes, loss_top_k=top_k, append_norm=margin_loss.needs_norm, name="norm_dense")
         head.build(self.basic_model.output_shape)
-        if self.head.built:
+        if self.head.built and self.head.kernel.shape == head.kernel.shape:
             head.set_weights(self.head.get_weights())
         return head
 
@@ -306,21 +378,40 @@ class Train:
             for name, variable in margin_head.state_variables.items():
                 variable.assign(previous.state_variables[name])
 
-    def _stage_losses(self, stage):
-        """Compile arguments of a stage: margin cross-entropy plus the weighted extra losses it asks for."""
-        losses, weights = {"crossentropy": PerSampleLoss()}, {"crossentropy": 1.0}
+    def _stage_losses(self, index, stage, plan):
+        """Compile arguments of a stage: its main loss (weight ``lossWeight``) plus the weighted extra losses
+        it asks for; distillation is on (weight ``distill``, default 1) whenever the run has a teacher."""
+        main = {"arcface": "crossentropy", "softmax": "crossentropy", "triplet": "embedding", "distill": "distill"}
+        main = main[plan.kind]
+        losses = {main: plan.embedding_loss if plan.kind == "triplet" else PerSampleLoss()}
+        weights = {main: plan.loss_weight}
         if stage.get("centerloss"):
             if self.center_loss is None:
                 self.center_loss = CenterLoss(self.num_classes, name="center_loss")
             losses["centerloss"], weights["centerloss"] = PerSampleLoss(), float(stage["centerloss"])
         if stage.get("triplet"):
-            kind = stage.get("tripletKind", "batch_hard_cosine")
-            if kind == "offline":
-                raise ValueError("tripletKind 'offline' needs batches of (anchor, positive, negative) triples; "
-                                 "in-batch kinds: batch_hard_cosine, batch_hard_euclidean, batch_all, arc_batch_hard")
-            losses["embedding"] = TripletLoss(kind, alpha=float(stage.get("alpha", 0.35)))
-            weights["embedding"] = float(stage["triplet"])
+            losses["embedding"], weights["embedding"] = triplet_loss(stage, index), float(stage["triplet"])
+        if "embedding" in losses and self.image_per_class < 2:
+            raise ValueError(f"Stage {index}: triplet losses need batches of identity groups: set image_per_class "
+                             ">= 2 (e.g. 4) so every sample has positives in its batch")
+        has_teacher = self._teacher_dim() is not None
+        if (plan.kind == "distill" or "distill" in stage) and not has_teacher:
+            raise ValueError(f"Stage {index}: distillation needs teacher embeddings: a data_path npz from "
+                             "keras-insightface distill-data, or Train(teacher_model_interf=...)")
+        if has_teacher and plan.kind != "distill" and float(stage.get("distill", 1.0)):
+            losses["distill"], weights["distill"] = PerSampleLoss(), float(stage.get("distill", 1.0))
         return losses, weights
+
+    def _distill_parts(self, plan, losses):
+        """``build_train_model``'s ``distill`` argument for a stage that distils, else None."""
+        if "distill" not in losses:
+            return None
+        teacher_dim = self._teacher_dim()
+        if self.distill_projection is None:  # kept across stages, trained with the student
+            self.distill_projection = projection_for(int(self.basic_model.output_shape[-1]), teacher_dim)
+        distance = plan.embedding_loss if plan.kind == "distill" else DistillCosineLoss()
+        teacher = self.teacher if self.teacher is not None else teacher_dim
+        return teacher, PerSampleDistance(distance, name="distill"), self.distill_projection
 
     def _lr_schedule(self, total_epochs):
         """The schedule of an optimizer created now: its step 0 is the current epoch (``_optimizer_start_epoch``)."""
@@ -333,15 +424,15 @@ class Train:
             )
         return WarmupCosine(self.lr_base, total_steps=max(total_epochs * steps, common["warmup_steps"], 1), **common)
 
-    def _stage_optimizer(self, stage, total_epochs, classifier):
+    def _stage_optimizer(self, stage, total_epochs, signature):
         """The stage's optimizer; the previous one (momentum, schedule position) carries over unless the stage
-        names another or the classifier changed kind (plain softmax <-> cosine: other variables to optimise):
-        then the default optimizer starts afresh at the current schedule position, a user's optimizer from its
-        config."""
+        names another or trains other variables (``signature``: the trainable variables' paths and shapes, e.g.
+        plain softmax <-> cosine head, sub-centers, a frozen backbone): then the default optimizer starts afresh
+        at the current schedule position, a user's optimizer from its config."""
         optimizer = stage.get("optimizer")
-        same_classifier = classifier == self._classifier_kind
-        self._classifier_kind = classifier
-        if optimizer is None and self.optimizer is not None and same_classifier:
+        same_variables = signature == self._signature
+        self._signature = signature
+        if optimizer is None and self.optimizer is not None and same_variables:
             return self.optimizer
         if optimizer is None and self.optimizer is not None and not _is_default(self.optimizer):
             inner = getattr(self.optimizer, "inner_optimizer", self.optimizer)
@@ -373,18 +464,14 @@ class Train:
         """
         if isinstance(train_schedule, dict):
             train_schedule = [train_schedule]
-        for index, stage in enumerate(train_schedule):
-            if "epoch" not in stage or int(stage["epoch"]) < 1:
-                raise ValueError(f"Stage {index} needs a positive 'epoch', received {stage!r}")
-            if "loss" not in stage:
-                raise ValueError(f"Stage {index} needs a 'loss' such as ArcfaceLoss(scale=16), received {stage!r}")
+        plans = [plan_stage(index, stage) for index, stage in enumerate(train_schedule)]
         meta, resume_dir = self._resume_point(train_schedule) if resume else (None, None)
         if meta is not None:
             initial_epoch = meta["first_epoch"]
         if initial_epoch is not None:
             self.initial_epoch = initial_epoch
         first_epoch = self.initial_epoch
-        total_epochs = first_epoch + sum(int(s["epoch"]) for s in train_schedule)
+        total_epochs = first_epoch + sum(plan.epochs for plan in plans)
         if self._iterator is None:
             self._iterator = iter(self.loader.dataset)
             atexit.register(_close_at_exit, weakref.ref(self))
@@ -396,52 +483,68 @@ class Train:
             found = glob.glob(glob.escape(f"{self.prefix}_basic_{monitor}_epoch_") + "*.keras")
             saver.saved = found[0] if found else None
         with cbs.GracefulStop(guard) as stop, self.scope():
-            self._run_stages(train_schedule, meta, resume_dir, first_epoch, total_epochs, guard, saver, stop,
+            self._run_stages(train_schedule, plans, meta, resume_dir, first_epoch, total_epochs, guard, saver, stop,
                              callbacks)
         self.best_model_path = saver.saved
         return self.history
 
-    def _run_stages(self, train_schedule, meta, resume_dir, first_epoch, total_epochs, guard, saver, stop,
+    def _run_stages(self, train_schedule, plans, meta, resume_dir, first_epoch, total_epochs, guard, saver, stop,
                     callbacks):
         """The stage loop of ``train``: stages before a resume point are skipped, the resumed one restored."""
-        for index, stage in enumerate(train_schedule):
-            end_epoch = self.initial_epoch + int(stage["epoch"])
+        for index, (stage, plan) in enumerate(zip(train_schedule, plans)):
+            end_epoch = self.initial_epoch + plan.epochs
             if meta is not None and index < meta["stage"]:
                 self.initial_epoch = end_epoch  # finished before the checkpoint
                 continue
             resuming = meta is not None and index == meta["stage"]
-            margin_loss = get_margin_loss(stage["loss"])
             if resuming:  # the optimizer in the checkpoint was created at this epoch: same schedule offset
                 self.initial_epoch = meta["optimizer_start_epoch"]
-            self.optimizer = self._stage_optimizer(stage, total_epochs, "dense" if margin_loss.plain_head else "cosine")
-            head = self._stage_head(margin_loss)
-            if not margin_loss.plain_head:
-                self.head = head  # the cosine classifier's kernel carries over to later margin stages
-            losses, loss_weights = self._stage_losses(stage)
-            center_loss = self.center_loss if "centerloss" in losses else None
-            margin_head = MarginHead(margin_loss, name="margin")
-            self.train_model = build_train_model(self.basic_model, head, margin_head, self.augment, center_loss)
-            self._carry_margin_state(margin_head)
-            self.train_model.compile(
-                optimizer=self.optimizer,
-                loss=losses,
-                loss_weights=loss_weights,
-                metrics={"top1": [OutputMean(name="accuracy")]},
-                jit_compile=True,
-            )
-            step_offset = 0
-            if resuming:
-                restore_model_and_optimizer(resume_dir, self.train_model, self.optimizer)
-                self._iterator.set_state(meta["iterator"])
-                self.initial_epoch, step_offset = meta["epoch"], meta["step"]
-                meta = None
-            if self.verbose:
-                print(f">>>> Stage: {margin_loss}, epochs {self.initial_epoch + 1}..{end_epoch}, lr now {self._lr_or_base():.6f}")
-            self._fit_stage(index, len(train_schedule), first_epoch, end_epoch, step_offset, guard, saver,
-                            resume_dir if step_offset else None, list(callbacks), stop)
+            self.basic_model.trainable = not plan.bottleneck_only  # bottleneckOnly: train the head(s) only
+            saver.stage = index + 1
+            try:
+                self._compile_stage(index, stage, plan, total_epochs)
+                step_offset = 0
+                if resuming:
+                    restore_model_and_optimizer(resume_dir, self.train_model, self.optimizer)
+                    self._iterator.set_state(meta["iterator"])
+                    self.initial_epoch, step_offset = meta["epoch"], meta["step"]
+                    meta = None
+                if self.verbose:
+                    what = plan.margin_loss or plan.embedding_loss
+                    frozen = ", backbone frozen" if plan.bottleneck_only else ""
+                    print(f">>>> Stage {index + 1} ({plan.kind}{frozen}): {what}, epochs {self.initial_epoch + 1}.."
+                          f"{end_epoch}, lr now {self._lr_or_base():.6f}")
+                self._fit_stage(index, len(train_schedule), first_epoch, end_epoch, step_offset, guard, saver,
+                                resume_dir if step_offset else None, list(callbacks), stop)
+            finally:
+                self.basic_model.trainable = True
             if guard.triggered:
                 break
             self.initial_epoch = end_epoch
+
+    def _compile_stage(self, index, stage, plan, total_epochs):
+        """Build and compile the stage's training model; the optimizer follows from its trainable variables."""
+        head = margin_head = None
+        if plan.margin_loss is not None:
+            head = self._stage_head(plan.margin_loss, plan.top_k)
+            if not plan.margin_loss.plain_head:
+                self.head = head  # the cosine classifier's kernel carries over to later margin stages
+            margin_head = MarginHead(plan.margin_loss, name="margin")
+        losses, loss_weights = self._stage_losses(index, stage, plan)
+        center_loss = self.center_loss if "centerloss" in losses else None
+        self.train_model = build_train_model(self.basic_model, head, margin_head, self.augment, center_loss,
+                                             self._distill_parts(plan, losses))
+        if margin_head is not None:
+            self._carry_margin_state(margin_head)
+        signature = [(v.path, tuple(v.shape)) for v in self.train_model.trainable_variables]
+        self.optimizer = self._stage_optimizer(stage, total_epochs, signature)
+        self.train_model.compile(
+            optimizer=self.optimizer,
+            loss=losses,
+            loss_weights=loss_weights,
+            metrics={"top1": [OutputMean(name="accuracy")]} if margin_head is not None else None,
+            jit_compile=True,
+        )
 
     def _resume_point(self, train_schedule):
         """The checkpoint's counters and folder; errors when there is none or it is of another schedule."""
@@ -470,7 +573,9 @@ class Train:
                    extra_callbacks, stop):
         """``fit`` one stage; a resumed epoch is a short first ``fit`` of its remaining batches."""
         steps = self.loader.steps_per_epoch
-        batches = _TrainBatches(self._iterator, self.skipped_images, list(self.train_model.output))
+        with_embeddings = len(self.train_model.inputs) == 3  # stored teacher embeddings are an input
+        batches = _TrainBatches(self._iterator, self.skipped_images, list(self.train_model.output),
+                                self.teacher_embeddings, with_embeddings)
 
         def meta_fn(epoch, step):  # the stage whose training model the variables belong to, even when it is done
             return {
@@ -491,6 +596,7 @@ class Train:
             guard,
             cbs.LossScaleCollapse(self.optimizer, guard),
             *self.eval_callbacks,
+            *([keras.callbacks.TensorBoard(self.tensorboard_dir)] if self.tensorboard_dir else []),
             saver,
             cbs.HistoryJSON(self.history_path, self.history, self._current_lr, guard),
             checkpoint,

@@ -1,0 +1,111 @@
+"""The seed's stage keys in ``Train``: lossTopK, lossWeight, bottleneckOnly, type, distill; checks at the start."""
+
+import numpy as np
+import pytest
+
+from keras_insightface import ArcfaceLoss, Train
+from keras_insightface.data.recordio import InsightfaceRec
+from keras_insightface.losses.distillation import DistillEuclideanLoss
+from keras_insightface.training.stages import plan_stage
+
+
+def _train(data, tmp_path, **kwargs):
+    options = dict(basic_model="r18_tiny", batch_size=16, emb_shape=16, lr_base=0.1, lr_min=1e-4, num_workers=0,
+                   checkpoint_dir=str(tmp_path), verbose=0)
+    options.update(kwargs)
+    return Train(str(data), "stages.keras", **options)
+
+
+def _weights(model):
+    return [np.array(w) for w in model.get_weights()]
+
+
+def test_bottleneck_only_then_sub_centers_then_weighted_loss(tiny_data, tmp_path):
+    trainer = _train(tiny_data / "rec", tmp_path)
+    backbone = _weights(trainer.basic_model)
+    optimizers = []
+
+    def run(stage):
+        trainer.train([stage])
+        optimizers.append(trainer.optimizer)
+        return trainer.history
+
+    try:
+        run({"loss": ArcfaceLoss(scale=16), "epoch": 1, "bottleneckOnly": True})
+        for before, after in zip(backbone, _weights(trainer.basic_model)):
+            np.testing.assert_array_equal(before, after)  # the backbone (BN statistics too) did not move
+        assert trainer.basic_model.trainable  # unfrozen after the stage
+        kernel = np.array(trainer.head.kernel)
+        run({"loss": ArcfaceLoss(scale=16), "epoch": 1, "lossTopK": 3})
+        assert trainer.head.loss_top_k == 3 and tuple(trainer.head.kernel.shape) == (16, 8 * 3)
+        assert not np.allclose(np.array(trainer.basic_model.get_weights()[0]), backbone[0])  # trains now
+        assert kernel.shape == (16, 8)
+        history = run({"loss": ArcfaceLoss(scale=16), "epoch": 1, "lossTopK": 3, "lossWeight": 0.0})
+    finally:
+        trainer.close()
+    # other trainable variables (frozen backbone, sub-center kernel) -> a fresh optimizer; same ones -> carried on
+    assert optimizers[0] is not optimizers[1] and optimizers[1] is optimizers[2]
+    assert history["loss"][-1] == 0.0 and history["loss"][1] > 0  # lossWeight scales the stage's main loss
+    assert len(history["loss"]) == 3
+
+
+def test_distillation_from_stored_embeddings_and_a_distill_only_stage(tiny_data, tmp_path):
+    """An npz naming the .rec with one teacher embedding per record (as distill-data writes): the margin stage
+    adds the distillation term (student 16-d projected to the teacher's 8-d), a type 'distill' stage trains on
+    it alone and brings it down."""
+    rec = InsightfaceRec(tiny_data / "rec")
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(8, 8))  # teacher embeddings cluster by identity, so they can be matched
+    embeddings = centers[rec.labels] + 0.1 * rng.normal(size=(len(rec), 8))
+    npz = tmp_path / "distilled.npz"
+    np.savez(npz, rec_path=str(tiny_data / "rec" / "train.rec"), image_classes=rec.labels,
+             embeddings=embeddings.astype("float32"))
+    trainer = _train(npz, tmp_path)
+    try:
+        history = trainer.train([
+            {"loss": ArcfaceLoss(scale=16), "epoch": 1, "lossWeight": 0.0, "distill": 2.0},
+            {"type": "distill", "loss": DistillEuclideanLoss(), "epoch": 3},
+        ])
+    finally:
+        trainer.close()
+    assert trainer.distill_projection is not None and trainer.distill_projection.teacher_dim == 8
+    assert len(trainer.train_model.inputs) == 3 and "logits" not in trainer.train_model.output
+    assert history["loss"][0] == pytest.approx(2.0 * history["distill_loss"][0], rel=1e-5)
+    assert history["loss"][-1] < history["loss"][1]  # the distill-only stage learns the teacher
+    assert "accuracy" not in history or len(history["accuracy"]) == 1
+
+
+def test_in_step_teacher_is_frozen(tiny_data, tmp_path):
+    teacher_trainer = _train(tiny_data / "rec", tmp_path, emb_shape=8, seed=3)
+    teacher_path = str(tmp_path / "teacher.keras")
+    teacher_trainer.basic_model.save(teacher_path)
+    teacher_trainer.close()
+    trainer = _train(tiny_data / "rec", tmp_path, teacher_model_interf=teacher_path)
+    frozen = _weights(trainer.teacher)
+    try:
+        history = trainer.train([{"loss": ArcfaceLoss(scale=16), "epoch": 1}])
+    finally:
+        trainer.close()
+    assert np.isfinite(history["distill_loss"][0]) and history["distill_loss"][0] > 0
+    for before, after in zip(frozen, _weights(trainer.teacher)):
+        np.testing.assert_array_equal(before, after)
+
+
+def test_stage_errors_name_the_stage(tiny_data, tmp_path):
+    with pytest.raises(ValueError, match=r"Stage 1: unknown keys \['lossTopk'\]"):
+        [plan_stage(i, s) for i, s in enumerate([{"loss": ArcfaceLoss(), "epoch": 1}, {"lossTopk": 3, "epoch": 1}])]
+    with pytest.raises(ValueError, match="Stage 0: type 'triplet' does not fit the loss"):
+        plan_stage(0, {"loss": ArcfaceLoss(), "type": "triplet", "epoch": 1})
+    with pytest.raises(ValueError, match="lossTopK must be a positive integer, > 1 only with a margin loss"):
+        plan_stage(0, {"loss": "softmax", "lossTopK": 2, "epoch": 1})
+    with pytest.raises(ValueError, match="needs a positive 'epoch'"):
+        plan_stage(0, {"loss": ArcfaceLoss(), "epoch": 1.5})
+    assert plan_stage(0, {"type": "triplet", "epoch": 1, "tripletKind": "batch_all"}).embedding_loss.kind == "batch_all"
+    trainer = _train(tiny_data / "rec", tmp_path)
+    try:
+        with pytest.raises(ValueError, match="Stage 0: distillation needs teacher embeddings"):
+            trainer.train([{"loss": ArcfaceLoss(), "epoch": 1, "distill": 1.0}])
+        with pytest.raises(ValueError, match="Stage 0: triplet losses need batches of identity groups"):
+            trainer.train([{"type": "triplet", "epoch": 1}])
+    finally:
+        trainer.close()

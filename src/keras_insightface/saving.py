@@ -51,3 +51,49 @@ def load_model(path, compile=False):
         return keras.saving.load_model(path, compile=compile)
     except (ValueError, OSError, KeyError) as error:
         raise DataError(f"{path}: could not load the model: {error}") from error
+
+
+def copy_weights_by_name(source, target, where="pretrained"):
+    """Copy the weights of every layer of ``source`` into the layer of ``target`` with the same name and weight
+    shapes (nested models are searched too); returns ``(copied, skipped)`` layer names. An empty match is an
+    error naming ``where``: nothing of the file fits the model."""
+    def layers(model):
+        for layer in model.layers:
+            yield from layers(layer) if hasattr(layer, "layers") and layer.layers else [layer]
+
+    by_name = {layer.name: layer for layer in layers(source) if layer.weights}
+    copied, skipped = [], []
+    for layer in layers(target):
+        if not layer.weights:
+            continue
+        other = by_name.get(layer.name)
+        shapes = [tuple(w.shape) for w in layer.weights]
+        if other is None or [tuple(w.shape) for w in other.weights] != shapes:
+            skipped.append(layer.name)
+            continue
+        layer.set_weights(other.get_weights())
+        copied.append(layer.name)
+    if not copied:
+        raise DataError(f"{where}: no layer matches the model by name and weight shapes")
+    return copied, skipped
+
+
+def split_full_model(model, where="model"):
+    """``(basic model, classifier layer or None)`` of a full training model saved by the seed or built by a user:
+    the basic model ends at the layer named ``embedding`` (flat, as the seed's ``.h5``, or a nested model), the
+    classifier is the last layer holding a kernel after it."""
+    import keras
+
+    for layer in model.layers:
+        if isinstance(layer, keras.Model) and layer.layers and layer.layers[-1].name == "embedding":
+            basic = layer
+            break
+    else:
+        names = [layer.name for layer in model.layers]
+        if "embedding" not in names:
+            raise DataError(f"{where}: no layer named 'embedding' ends a basic model inside it (layers: {names[-5:]})")
+        basic = keras.Model(model.inputs[0], model.get_layer("embedding").output, name=model.name + "_basic")
+    after = model.layers[model.layers.index(basic) + 1:] if basic in model.layers else \
+        model.layers[[layer.name for layer in model.layers].index("embedding") + 1:]
+    heads = [layer for layer in after if getattr(layer, "kernel", None) is not None]
+    return basic, (heads[-1] if heads else None)

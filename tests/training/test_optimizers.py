@@ -235,3 +235,23 @@ def test_gradient_accumulation_applies_l2_once_per_update():
     expected = [w - 0.1 * (g + 0.05 * w) for w, g in zip([KERNEL0, BIAS0], grads)]
     for value, want in zip(model.get_weights(), expected):
         np.testing.assert_allclose(value, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("make", [
+    lambda factors: L2SGD(0.1, momentum=0.9, l2=0.05, decay_factors=factors),
+    lambda factors: SGDW(0.1, momentum=0.9, weight_decay=0.05, decay_factors=factors),
+    lambda factors: AdamW(0.1, weight_decay=0.05, decay_factors=factors),
+])
+def test_decay_factors_scale_the_decay_per_variable(make):
+    """output_weight_decay: factor 0 on the kernel = that variable updates as without decay; 3 = three times
+    the decay (a step from the same gradient differs by exactly 3x the decay term of factor 1)."""
+    undecayed = apply_steps(make({"kernel": 0.0, "bias": 0.0}), variables(), GRADS[:1])
+    plain = apply_steps(make({}), variables(), GRADS[:1])
+    triple = apply_steps(make({"kernel": 3.0}), variables(), GRADS[:1])
+    no_kernel_decay = apply_steps(make({"kernel": 0.0}), variables(), GRADS[:1])
+    np.testing.assert_allclose(no_kernel_decay[0], undecayed[0], rtol=1e-6)  # kernel: as if no decay
+    np.testing.assert_allclose(no_kernel_decay[1], plain[1], rtol=1e-6)  # bias: decayed as usual
+    assert not np.allclose(plain[0], undecayed[0])
+    # one step is linear in the decay term (coupled: through the gradient; decoupled: before the update)
+    np.testing.assert_allclose(triple[0] - undecayed[0], 3 * (plain[0] - undecayed[0]), rtol=1e-4, atol=1e-7)
+    assert make({"kernel": 0.5}).get_config()["decay_factors"] == {"kernel": 0.5}

@@ -103,9 +103,51 @@ def test_stage_errors_name_the_stage(tiny_data, tmp_path):
     assert plan_stage(0, {"type": "triplet", "epoch": 1, "tripletKind": "batch_all"}).embedding_loss.kind == "batch_all"
     trainer = _train(tiny_data / "rec", tmp_path)
     try:
+        from keras_insightface.training.optimizers import SGDW, Lookahead
+
+        named = trainer._named_optimizer("lookahead_sgdw", 0.1)
+        assert isinstance(named, Lookahead) and isinstance(named.optimizer, SGDW)
+        with pytest.raises(ValueError, match="Unknown optimizer 'sgdd': use sgd, sgdw, adamw, lookahead_"):
+            trainer._named_optimizer("sgdd", 0.1)
         with pytest.raises(ValueError, match="Stage 0: distillation needs teacher embeddings"):
             trainer.train([{"loss": ArcfaceLoss(), "epoch": 1, "distill": 1.0}])
         with pytest.raises(ValueError, match="Stage 0: triplet losses need batches of identity groups"):
             trainer.train([{"type": "triplet", "epoch": 1}])
     finally:
         trainer.close()
+
+
+def test_full_model_pretrained_weights_and_output_weight_decay(tiny_data, tmp_path):
+    import keras
+
+    from keras_insightface import buildin_models
+    from keras_insightface.heads.norm_dense import NormDense
+
+    basic = buildin_models("r18_tiny", emb_shape=16)
+    full = keras.Model(basic.inputs, NormDense(8, loss_top_k=2, name="arcface")(basic.output))
+    full.save(tmp_path / "full.keras")
+    other = buildin_models("r18_tiny", emb_shape=32)  # another embedding size: the backbone fits, the neck not
+    other.save(tmp_path / "other.keras")
+
+    trainer = _train(tiny_data / "rec", tmp_path, model=str(tmp_path / "full.keras"), output_weight_decay=0)
+    try:
+        assert trainer.head.loss_top_k == 2
+        np.testing.assert_array_equal(np.array(trainer.head.kernel), np.array(full.get_layer("arcface").kernel))
+        for mine, theirs in zip(trainer.basic_model.get_weights(), basic.get_weights()):
+            np.testing.assert_array_equal(mine, theirs)
+        trainer.train([{"loss": ArcfaceLoss(scale=16), "epoch": 1, "lossTopK": 2}])
+        assert trainer.optimizer.decay_factors == {"norm_dense_w": 0.0, "dense_softmax/kernel": 0.0}
+    finally:
+        trainer.close()
+
+    trainer = _train(tiny_data / "rec", tmp_path, pretrained=str(tmp_path / "other.keras"), output_weight_decay=0.001)
+    try:
+        stem = [layer.name for layer in other.layers if layer.weights][0]
+        for mine, theirs in zip(trainer.basic_model.get_layer(stem).get_weights(), other.get_layer(stem).get_weights()):
+            np.testing.assert_array_equal(mine, theirs)
+        assert trainer.basic_model.output_shape == (None, 16)  # the embedding layers stayed as built
+        assert trainer.decay_factors["norm_dense_w"] == pytest.approx(0.001 / 5e-4)
+    finally:
+        trainer.close()
+    with pytest.raises(ValueError, match="output_weight_decay must be >= 0"):
+        _train(tiny_data / "rec", tmp_path, output_weight_decay=-1)

@@ -8,7 +8,8 @@
 
 A variable with a ``sparse_class_axis`` attribute (Partial FC's kernel) is updated by ``L2SGD`` and ``SGDW`` only in
 the classes whose gradient is non-zero, i.e. the classes sampled this step: their momentum and weight decay advance,
-the others stay exactly as they were.
+the others stay exactly as they were. ``decay_factors`` scales the decay of some variables by path suffix
+(``{"norm_dense_w": 0.0}``: no decay on the classifier kernel, the seed's ``output_weight_decay=0``).
 
 Gradient clipping and accumulation are Keras's own and need nothing here: ``clipnorm`` / ``global_clipnorm`` clip
 the loss gradient before the L2 term is added (as ``clip_grad_norm_`` before ``SGD.step`` in PyTorch), and
@@ -40,6 +41,15 @@ def _class_mask(gradient, variable):
 
 def _masked(touched, new, old):
     return new if touched is None else ops.where(touched, new, old)
+
+
+def decay_factor(decay_factors, variable):
+    """The weight-decay multiplier of ``variable``: the factor of the first ``decay_factors`` key its path ends
+    with (e.g. ``{"norm_dense_w": 0.0}`` for the seed's ``output_weight_decay``), else 1."""
+    for suffix, factor in (decay_factors or {}).items():
+        if variable.path.endswith(suffix):
+            return float(factor)
+    return 1.0
 
 
 class _ClassMaskedSGD(keras.optimizers.SGD):
@@ -90,15 +100,16 @@ class L2SGD(_ClassMaskedSGD):
         >>> optimizer = L2SGD(learning_rate=0.1, momentum=0.9, l2=5e-4)
     """
 
-    def __init__(self, learning_rate=0.1, momentum=0.9, l2=5e-4, name="l2sgd", **kwargs):
+    def __init__(self, learning_rate=0.1, momentum=0.9, l2=5e-4, decay_factors=None, name="l2sgd", **kwargs):
         super().__init__(learning_rate=learning_rate, momentum=momentum, name=name, **kwargs)
-        self.l2 = float(l2)
+        self.l2, self.decay_factors = float(l2), dict(decay_factors or {})
 
     def _coupled_gradient(self, gradient, variable):
-        return ops.add(gradient, ops.multiply(variable, self.l2)) if self.l2 else gradient
+        l2 = self.l2 * decay_factor(self.decay_factors, variable)
+        return ops.add(gradient, ops.multiply(variable, l2)) if l2 else gradient
 
     def get_config(self):
-        return {**super().get_config(), "l2": self.l2}
+        return {**super().get_config(), "l2": self.l2, "decay_factors": self.decay_factors}
 
 
 def _resolve_lr_base(lr_base, learning_rate):
@@ -123,13 +134,14 @@ class _ScheduledDecay:
     """Decoupled decay that follows the learning rate: the rate removed per step is ``wd * lr(step) / lr_base``."""
 
     def _decay_rate(self, variable):
-        if not self.weight_decay or not self._use_weight_decay(variable):
+        factor = decay_factor(self.decay_factors, variable)
+        if not self.weight_decay or not factor or not self._use_weight_decay(variable):
             return None
         learning_rate = ops.cast(self.learning_rate, variable.dtype)
-        return ops.multiply(learning_rate, ops.cast(self.weight_decay / self.lr_base, variable.dtype))
+        return ops.multiply(learning_rate, ops.cast(self.weight_decay * factor / self.lr_base, variable.dtype))
 
     def get_config(self):
-        return {**super().get_config(), "lr_base": self.lr_base}
+        return {**super().get_config(), "lr_base": self.lr_base, "decay_factors": self.decay_factors}
 
 
 @keras.saving.register_keras_serializable(package="keras_insightface")
@@ -147,10 +159,11 @@ class SGDW(_ScheduledDecay, _ClassMaskedSGD):
         0.1
     """
 
-    def __init__(self, learning_rate=0.1, momentum=0.9, weight_decay=5e-4, lr_base=None, name="sgdw", **kwargs):
+    def __init__(self, learning_rate=0.1, momentum=0.9, weight_decay=5e-4, lr_base=None, decay_factors=None,
+                 name="sgdw", **kwargs):
         super().__init__(learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay, name=name,
                          **kwargs)
-        self.lr_base = _resolve_lr_base(lr_base, learning_rate)
+        self.lr_base, self.decay_factors = _resolve_lr_base(lr_base, learning_rate), dict(decay_factors or {})
 
     def _apply_weight_decay(self, variables):
         """Nothing here: ``update_step`` decays each variable first, where the class mask is known."""
@@ -173,9 +186,10 @@ class AdamW(_ScheduledDecay, keras.optimizers.AdamW):
         0.001
     """
 
-    def __init__(self, learning_rate=0.001, weight_decay=5e-5, lr_base=None, name="adamw", **kwargs):
+    def __init__(self, learning_rate=0.001, weight_decay=5e-5, lr_base=None, decay_factors=None, name="adamw",
+                 **kwargs):
         super().__init__(learning_rate=learning_rate, weight_decay=weight_decay, name=name, **kwargs)
-        self.lr_base = _resolve_lr_base(lr_base, learning_rate)
+        self.lr_base, self.decay_factors = _resolve_lr_base(lr_base, learning_rate), dict(decay_factors or {})
 
     def _apply_weight_decay(self, variables):
         for variable in variables:

@@ -34,11 +34,11 @@ from keras_insightface.losses.center import CenterLoss
 from keras_insightface.losses.distillation import DistillCosineLoss, projection_for
 from keras_insightface.losses.margin import get_margin_loss
 from keras_insightface.models import buildin_models
-from keras_insightface.saving import load_model
+from keras_insightface.saving import copy_weights_by_name, load_model, split_full_model
 from keras_insightface.training import callbacks as cbs
 from keras_insightface.training.checkpoint import latest_state_dir, load_meta, restore_model_and_optimizer
 from keras_insightface.training.distribute import data_parallel_size, resolve_distribution
-from keras_insightface.training.optimizers import L2SGD, SGDW, AdamW
+from keras_insightface.training.optimizers import L2SGD, SGDW, AdamW, Lookahead
 from keras_insightface.training.outputs import (
     OutputMean, PerSampleCrossEntropy, PerSampleDistance, PerSampleLoss, TopOneCorrect,
 )
@@ -154,6 +154,13 @@ class Train:
             best. The latest basic model of each stage is kept as ``<name>_basic_stage_<k>_latest.keras``.
         basic_model: a ``buildin_models`` name (built with ``emb_shape``/``output_layer``), a keras.Model,
             or a model file to fine-tune (``.keras``, or a seed ``.h5`` translated by ``seed_h5``).
+        model: a full model (keras.Model or ``.keras``/``.h5`` file, e.g. the seed's saved training model): its
+            basic model (up to the layer named ``embedding``) replaces ``basic_model`` and its classifier kernel
+            starts the head when it fits the dataset's classes (sub-centers included).
+        pretrained: a ``.keras``/``.h5`` model whose weights are copied into the basic model layer by layer, by
+            name and shape (another head or embedding size keeps those layers as built).
+        output_weight_decay: weight decay of the classifier kernel: 0 none, >= 1 that many times
+            ``weight_decay`` (default 1: the same), in (0, 1) that value (the seed's convention).
         batch_size, lr_base, lr_min: as the seed; the learning rate is set per batch.
         lr_decay_steps: 0 = one cosine from ``lr_base`` to ``lr_min`` over all stages; N > 0 = the seed's
             cosine with restarts: first cycle N epochs, each next twice as long with its peak times
@@ -191,7 +198,8 @@ class Train:
 
     Stage dicts: ``loss`` (a margin loss, e.g. ``ArcfaceLoss(scale=16)``, or ``"softmax"`` for a plain ``Dense``
     classifier), ``epoch``, optional ``optimizer`` (a Keras optimizer, or ``"sgd"`` = L2SGD with ``weight_decay``
-    as coupled L2, ``"sgdw"`` / ``"adamw"`` with a decoupled decay of ``weight_decay * lr`` per step),
+    as coupled L2, ``"sgdw"`` / ``"adamw"`` with a decoupled decay of ``weight_decay * lr`` per step,
+    ``"lookahead_sgd"`` etc. for ``Lookahead`` around one),
     ``centerloss`` (weight of the center loss, centers kept across stages), ``triplet`` (weight of an in-batch
     triplet loss) with its margin ``alpha`` (0.35) and ``tripletKind`` (``batch_hard_cosine`` default,
     ``batch_hard_euclidean``, ``batch_all``, ``arc_batch_hard``); with ``image_per_class`` > 1 every batch
@@ -204,6 +212,9 @@ class Train:
         save_path,
         eval_paths=(),
         basic_model="r50",
+        model=None,
+        pretrained=None,
+        output_weight_decay=1,
         batch_size=128,
         lr_base=0.1,
         lr_decay=0.05,
@@ -272,12 +283,22 @@ class Train:
         self.checkpoint_every_steps = int(checkpoint_every_steps)
 
         keras.utils.set_random_seed(seed)  # weight init and augmentation draws repeat for a given seed
+        self.decay_factors = self._output_decay_factors(output_weight_decay)
         with dtype_policy(mixed_precision), self.scope():
+            classifier = None
+            if model is not None:  # a full model (basic model + classifier): continue from both
+                full = load_model(model) if isinstance(model, str) else model
+                basic_model, classifier = split_full_model(full, model if isinstance(model, str) else "model")
             self.basic_model = self._load_basic_model(basic_model, output_layer, emb_shape)
+            if pretrained is not None:
+                copied, skipped = copy_weights_by_name(load_model(pretrained), self.basic_model, pretrained)
+                print(f">>>> Pretrained {pretrained}: {len(copied)} layers loaded, {len(skipped)} kept as built"
+                      + (f" ({', '.join(skipped[:5])}{', ...' if len(skipped) > 5 else ''})" if skipped else ""))
             if partial_fc_sample_rate < 1:
                 self.head = PartialFC(self.num_classes, partial_fc_sample_rate, seed=seed, name="partial_fc")
             else:
                 self.head = NormDense(self.num_classes, name="norm_dense")
+            self._reuse_classifier(classifier)
             self.augment = augment if augment is not None else FaceAugment(
                 random_status=random_status, random_cutout_mask_area=random_cutout_mask_area, seed=seed, name="augment"
             )
@@ -319,6 +340,41 @@ class Train:
             weights, basic_model = basic_model.get_weights(), keras.models.clone_model(basic_model)
             basic_model.set_weights(weights)
         return basic_model
+
+    def _output_decay_factors(self, output_weight_decay):
+        """The seed's ``output_weight_decay`` as optimizer ``decay_factors`` for the classifier kernels: 0 = no
+        decay, >= 1 = that many times ``weight_decay``, in (0, 1) = that decay value itself."""
+        if output_weight_decay < 0:
+            raise ValueError(f"output_weight_decay must be >= 0, received {output_weight_decay}")
+        if 0 < output_weight_decay < 1:
+            if not self.weight_decay:
+                raise ValueError("output_weight_decay in (0, 1) is a decay value relative to weight_decay, which is 0")
+            factor = output_weight_decay / self.weight_decay
+        else:
+            factor = float(output_weight_decay)
+        return {} if factor == 1 else {"norm_dense_w": factor, "dense_softmax/kernel": factor}
+
+    def _reuse_classifier(self, classifier):
+        """Start the head from a full model's classifier kernel when it fits (NormDense, sub-centers included, or
+        a plain Dense for softmax stages)."""
+        if classifier is None:
+            return
+        kernel = np.asarray(classifier.kernel)
+        dims, classes = int(self.basic_model.output_shape[-1]), self.num_classes
+        if isinstance(classifier, NormDense) and kernel.shape[0] == dims and kernel.shape[1] % classes == 0:
+            if kernel.shape[1] != classes:
+                self.head = NormDense(classes, loss_top_k=kernel.shape[1] // classes, name="norm_dense")
+            self.head.build((None, dims))
+            self.head.kernel.assign(kernel)
+        elif type(classifier) is keras.layers.Dense and kernel.shape == (dims, classes):
+            self.dense_head = keras.layers.Dense(classes, dtype="float32", name="dense_softmax")
+            self.dense_head.build((None, dims))
+            self.dense_head.set_weights(classifier.get_weights())
+        else:
+            print(f">>>> The model's classifier {classifier.name} {kernel.shape} does not fit {classes} classes of "
+                  f"{dims}-d embeddings: a new one is trained")
+            return
+        print(f">>>> Continuing from the model's classifier {classifier.name} {kernel.shape}")
 
     def _load_teacher(self, teacher):
         """A frozen teacher embedding model run inside the training step, from a model or a ``.keras``/``.h5``."""
@@ -438,18 +494,29 @@ class Train:
             inner = getattr(self.optimizer, "inner_optimizer", self.optimizer)
             optimizer = type(inner).from_config(inner.get_config())
         schedule = self._lr_schedule(total_epochs)
-        name = optimizer.lower() if isinstance(optimizer, str) else None
-        if optimizer is None or name == "sgd":
-            optimizer = L2SGD(learning_rate=schedule, momentum=self.momentum, l2=self.weight_decay)
-        elif name in ("sgdw", "adamw"):  # decoupled decay of weight_decay * lr per step, as PyTorch's AdamW/SGD
-            decay = dict(weight_decay=self.weight_decay * self.lr_base, lr_base=self.lr_base)
-            optimizer = SGDW(schedule, momentum=self.momentum, **decay) if name == "sgdw" else AdamW(schedule, **decay)
-        elif isinstance(optimizer, str):
-            optimizer = keras.optimizers.get({"class_name": optimizer, "config": {"learning_rate": schedule}})
+        if optimizer is None or isinstance(optimizer, str):
+            optimizer = self._named_optimizer((optimizer or "sgd").lower(), schedule)
         is_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
         if self.mixed_precision == "mixed_float16" and not is_scaled:
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)  # fp16 gradients underflow without it
         return optimizer
+
+    def _named_optimizer(self, name, schedule):
+        """``sgd`` (L2SGD, coupled ``weight_decay``), ``sgdw`` / ``adamw`` (decoupled decay of ``weight_decay * lr``
+        per step, as PyTorch's), ``lookahead_<name>`` (``Lookahead`` around it), or a Keras optimizer name."""
+        if name.startswith("lookahead_"):
+            return Lookahead(self._named_optimizer(name[len("lookahead_"):], schedule))
+        if name == "sgd":
+            return L2SGD(schedule, momentum=self.momentum, l2=self.weight_decay, decay_factors=self.decay_factors)
+        if name in ("sgdw", "adamw"):
+            decay = dict(weight_decay=self.weight_decay * self.lr_base, lr_base=self.lr_base,
+                         decay_factors=self.decay_factors)
+            return SGDW(schedule, momentum=self.momentum, **decay) if name == "sgdw" else AdamW(schedule, **decay)
+        try:
+            return keras.optimizers.get({"class_name": name, "config": {"learning_rate": schedule}})
+        except ValueError:
+            raise ValueError(f"Unknown optimizer {name!r}: use sgd, sgdw, adamw, lookahead_<one of them>, or a "
+                             "Keras optimizer name such as adam") from None
 
     def _current_lr(self):
         lr = self.optimizer.learning_rate

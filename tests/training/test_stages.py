@@ -151,3 +151,38 @@ def test_full_model_pretrained_weights_and_output_weight_decay(tiny_data, tmp_pa
         trainer.close()
     with pytest.raises(ValueError, match="output_weight_decay must be >= 0"):
         _train(tiny_data / "rec", tmp_path, output_weight_decay=-1)
+
+
+def test_mixup_cross_entropy_against_numpy():
+    from keras_insightface.heads.margin import MarginHead
+    from keras_insightface.losses.margin import CosFaceLoss
+    from keras_insightface.training.outputs import MixupCrossEntropy
+
+    rng = np.random.default_rng(0)
+    cos = rng.uniform(-1, 1, (4, 5)).astype("float32")
+    labels, partner = np.array([0, 3, 1, 4]), np.array([2, 0, 3, 1])
+    weight = np.array([1.0, 0.6, 0.75, 0.5], "float32")
+    head = MarginHead(CosFaceLoss(scale=8, margin=0.3))
+    logits = head([cos, labels])
+    got = np.asarray(MixupCrossEntropy(head)([cos, labels, logits, weight, partner]))
+
+    def crossentropy(target):
+        z = 8 * (cos - 0.3 * np.eye(5)[target])
+        z = z - z.max(1, keepdims=True)
+        return -(z[np.arange(4), target] - np.log(np.exp(z).sum(1)))
+
+    expected = weight * crossentropy(labels) + (1 - weight) * crossentropy(labels[partner])
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def test_mixup_in_train_and_its_limits(tiny_data, tmp_path):
+    from keras_insightface.losses.margin import CurricularFaceLoss
+
+    trainer = _train(tiny_data / "rec", tmp_path, mixup_alpha=0.4)
+    try:
+        history = trainer.train([{"loss": ArcfaceLoss(scale=16), "epoch": 1}])
+        assert np.isfinite(history["loss"][0]) and "mixup" in [layer.name for layer in trainer.train_model.layers]
+        with pytest.raises(ValueError, match="mixup_alpha needs a margin loss without running statistics"):
+            trainer.train([{"loss": CurricularFaceLoss(), "epoch": 1}])
+    finally:
+        trainer.close()

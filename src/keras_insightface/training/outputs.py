@@ -95,3 +95,25 @@ class PerSampleDistance(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0][0],)
+
+
+class MixupCrossEntropy(keras.layers.Layer):
+    """Per-sample ``w * CE(logits of label) + (1 - w) * CE(logits of partner's label)`` for mixed images: the
+    partner's logits get the margin on its own class (``margin_head`` called again, so only for margin losses
+    without running statistics). The seed instead put both margins into one soft-label softmax."""
+
+    def __init__(self, margin_head, label_smoothing=0.0, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.margin_head = margin_head
+        self.crossentropy = PerSampleCrossEntropy(label_smoothing)
+
+    def call(self, inputs):
+        cos, labels, logits, weight, partner = inputs
+        partner_labels = ops.take(labels, ops.cast(partner, "int32"), axis=0)
+        partner_logits = self.margin_head([cos, partner_labels])
+        own = self.crossentropy([logits, labels])
+        return weight * own + (1.0 - weight) * self.crossentropy([partner_logits, partner_labels])
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0][0],)

@@ -22,7 +22,7 @@ import weakref
 import keras
 import numpy as np
 
-from keras_insightface.data.augment import FaceAugment
+from keras_insightface.data.augment import FaceAugment, Mixup
 from keras_insightface.data.loader import describe_record, make_loader
 from keras_insightface.data.sources import open_source
 from keras_insightface.errors import DataError
@@ -40,7 +40,7 @@ from keras_insightface.training.checkpoint import latest_state_dir, load_meta, r
 from keras_insightface.training.distribute import data_parallel_size, resolve_distribution
 from keras_insightface.training.optimizers import L2SGD, SGDW, AdamW, Lookahead
 from keras_insightface.training.outputs import (
-    OutputMean, PerSampleCrossEntropy, PerSampleDistance, PerSampleLoss, TopOneCorrect,
+    MixupCrossEntropy, OutputMean, PerSampleCrossEntropy, PerSampleDistance, PerSampleLoss, TopOneCorrect,
 )
 from keras_insightface.training.schedules import CosineRestarts, WarmupCosine
 from keras_insightface.training.stages import plan_stage, triplet_loss
@@ -59,7 +59,7 @@ def dtype_policy(policy):
         keras.config.set_dtype_policy(previous)
 
 
-def build_train_model(basic_model, head, margin_head, augment, center_loss=None, distill=None):
+def build_train_model(basic_model, head, margin_head, augment, center_loss=None, distill=None, mixup=None):
     """``(uint8 images, int labels) -> {"embedding", "logits", "crossentropy", "top1"}`` (+ ``"centerloss"``,
     ``"distill"``).
 
@@ -68,12 +68,15 @@ def build_train_model(basic_model, head, margin_head, augment, center_loss=None,
     ``margin_head=None`` builds a classifier-free model (triplet / distill stages). ``distill`` is
     ``(teacher, distance, projection)``: ``teacher`` a frozen model run on the same augmented images, or the
     size D of teacher embeddings that come as a third input ``(B, D)``; ``distance`` a ``PerSampleDistance``;
-    ``projection`` maps the student embedding to the teacher's size (or ``None``).
+    ``projection`` maps the student embedding to the teacher's size (or ``None``). ``mixup`` (a ``Mixup``
+    layer) mixes the augmented images and the cross-entropy becomes ``MixupCrossEntropy``.
     """
     images = keras.Input(basic_model.input_shape[1:], dtype="uint8", name="images")
     labels = keras.Input((), dtype="int32", name="labels")
     inputs = [images, labels]
     augmented = augment(images)
+    if mixup is not None:
+        augmented, mix_weight, partner = mixup(augmented)
     embedding = basic_model(augmented)
     outputs = {"embedding": embedding}
     if margin_head is not None:
@@ -85,7 +88,11 @@ def build_train_model(basic_model, head, margin_head, augment, center_loss=None,
         norm_column = getattr(head, "append_norm", False)
         outputs["top1"] = TopOneCorrect(drop_last_column=norm_column, name="top1")([cos, head_labels])
         smoothing = margin_head.loss.label_smoothing
-        outputs["crossentropy"] = PerSampleCrossEntropy(smoothing, name="crossentropy")([logits, head_labels])
+        if mixup is not None:
+            outputs["crossentropy"] = MixupCrossEntropy(margin_head, smoothing, name="crossentropy")(
+                [cos, head_labels, logits, mix_weight, partner])
+        else:
+            outputs["crossentropy"] = PerSampleCrossEntropy(smoothing, name="crossentropy")([logits, head_labels])
         outputs["logits"] = logits
     if center_loss is not None:
         outputs["centerloss"] = center_loss([embedding, labels])
@@ -175,6 +182,9 @@ class Train:
             built from ``random_status`` / ``random_cutout_mask_area``: RandAugment op sets, AutoAugment
             policies, hue, cutout.
         jpeg_quality_level: L > 0 re-compresses images in the loader workers at JPEG quality 80 +- 5L.
+        mixup_alpha: > 0 mixes pairs of augmented images inside the step (the seed's mixup: a Beta(alpha, alpha)
+            weight per sample) with the cross-entropy weighted between both labels; margin losses without
+            running statistics only (ArcFace, CosFace, ...).
         image_per_class: > 1 keeps identities with at least that many images and batches whole identity
             groups of that size (for triplet-style losses).
         strict_data: stop at the first unreadable image instead of replacing it and reporting the count.
@@ -235,6 +245,7 @@ class Train:
         augment=None,
         jpeg_quality_level=0,
         image_per_class=0,
+        mixup_alpha=0,
         strict_data=False,
         partial_fc_sample_rate=1.0,
         teacher_model_interf=None,
@@ -303,6 +314,7 @@ class Train:
                 random_status=random_status, random_cutout_mask_area=random_cutout_mask_area, seed=seed, name="augment"
             )
             self.teacher = self._load_teacher(teacher_model_interf)
+            self.mixup = Mixup(mixup_alpha, seed=seed, name="mixup") if mixup_alpha > 0 else None
 
         self.eval_callbacks = [
             eval_callback(self.basic_model, p, host_batch, eval_freq=eval_freq, eval_every_steps=eval_every_steps)
@@ -599,8 +611,12 @@ class Train:
             margin_head = MarginHead(plan.margin_loss, name="margin")
         losses, loss_weights = self._stage_losses(index, stage, plan)
         center_loss = self.center_loss if "centerloss" in losses else None
+        mixup = self.mixup if margin_head is not None else None
+        if mixup is not None and (plan.margin_loss.initial_state() or plan.margin_loss.needs_norm):
+            raise ValueError(f"Stage {index}: mixup_alpha needs a margin loss without running statistics or norms, "
+                             f"received {plan.margin_loss}")
         self.train_model = build_train_model(self.basic_model, head, margin_head, self.augment, center_loss,
-                                             self._distill_parts(plan, losses))
+                                             self._distill_parts(plan, losses), mixup)
         if margin_head is not None:
             self._carry_margin_state(margin_head)
         signature = [(v.path, tuple(v.shape)) for v in self.train_model.trainable_variables]

@@ -186,3 +186,57 @@ def test_mixup_in_train_and_its_limits(tiny_data, tmp_path):
             trainer.train([{"loss": CurricularFaceLoss(), "epoch": 1}])
     finally:
         trainer.close()
+
+
+def test_learning_rate_follows_one_curve_across_stages_and_optimizer_changes(tiny_data, tmp_path):
+    """The seed's cosine with restarts over 3 stages (the 3rd with another optimizer): the LR of every batch is the
+    one curve at the global batch count."""
+    import keras
+
+    from keras_insightface.training.schedules import CosineRestarts
+
+    class RecordLR(keras.callbacks.Callback):
+        values = []
+
+        def on_train_batch_begin(self, batch, logs=None):
+            self.model.jax_state_sync()  # the optimizer's step count lives in the JAX trainer's state mid-epoch
+            self.values.append(float(np.asarray(self.model.optimizer.learning_rate)))
+
+    trainer = _train(tiny_data / "rec", tmp_path, lr_base=0.1, lr_min=0.001, lr_decay=0.5, lr_decay_steps=1,
+                     lr_warmup_steps=1)
+    try:
+        trainer.train([{"loss": ArcfaceLoss(scale=16), "epoch": 2}, {"loss": ArcfaceLoss(scale=32), "epoch": 1},
+                       {"loss": ArcfaceLoss(scale=32), "epoch": 2, "optimizer": "sgdw"}], callbacks=[RecordLR()])
+    finally:
+        trainer.close()
+    steps = trainer.loader.steps_per_epoch
+    curve = CosineRestarts(0.1, steps, cooldown_steps=steps, m_mul=0.5, lr_min=0.001, warmup_steps=steps)
+    expected = [float(curve(step)) for step in range(5 * steps)]
+    np.testing.assert_allclose(RecordLR.values, expected, rtol=1e-5, atol=1e-8)
+    assert len(set(np.round(RecordLR.values, 6))) > 8  # warmup, cosine, cooldown, restart: a real curve
+
+
+@pytest.mark.parametrize("kwargs, kind", [
+    (dict(lr_decay_steps=[3, 6]), "StepDecay"),
+    (dict(lr_schedule="exponential", lr_decay=0.5), "ExponentialDecay"),
+    (dict(lr_schedule="polynomial"), "PolynomialDecay"),
+    (dict(lr_decay_steps=2), "CosineRestarts"),
+    (dict(), "WarmupCosine"),
+])
+def test_train_builds_each_schedule_at_the_current_epoch(tiny_data, tmp_path, kwargs, kind):
+    trainer = _train(tiny_data / "rec", tmp_path, lr_warmup_steps=1, **kwargs)
+    try:
+        trainer.initial_epoch = 2  # e.g. a later stage with a new optimizer
+        schedule = trainer._lr_schedule(total_epochs=10)
+    finally:
+        trainer.close()
+    steps = trainer.loader.steps_per_epoch
+    assert type(schedule).__name__ == kind and schedule.step_offset == 2 * steps and schedule.warmup_steps == steps
+    if kind == "StepDecay":
+        assert schedule.boundaries == [3 * steps, 6 * steps]
+        assert float(schedule(4 * steps - 2 * steps)) == pytest.approx(0.1 * 0.05)  # epoch 4: one boundary passed
+    if kind == "ExponentialDecay":
+        # step steps + 1 of an optimizer started at epoch 2 is in epoch 3, two epochs after the 1-epoch warmup
+        assert float(schedule(steps + 1)) == pytest.approx(0.1 * 0.5**2)
+    with pytest.raises(ValueError, match="lr_schedule 'step' needs lr_decay_steps as a list of epochs"):
+        _train(tiny_data / "rec", tmp_path, lr_schedule="step")

@@ -42,7 +42,9 @@ from keras_insightface.training.optimizers import L2SGD, SGDW, AdamW, Lookahead
 from keras_insightface.training.outputs import (
     MixupCrossEntropy, OutputMean, PerSampleCrossEntropy, PerSampleDistance, PerSampleLoss, TopOneCorrect,
 )
-from keras_insightface.training.schedules import CosineRestarts, WarmupCosine
+from keras_insightface.training.schedules import (
+    CosineRestarts, ExponentialDecay, PolynomialDecay, StepDecay, WarmupCosine,
+)
 from keras_insightface.training.stages import plan_stage, triplet_loss
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -171,7 +173,11 @@ class Train:
         batch_size, lr_base, lr_min: as the seed; the learning rate is set per batch.
         lr_decay_steps: 0 = one cosine from ``lr_base`` to ``lr_min`` over all stages; N > 0 = the seed's
             cosine with restarts: first cycle N epochs, each next twice as long with its peak times
-            ``lr_decay``, one epoch at ``lr_min`` before each restart.
+            ``lr_decay``, one epoch at ``lr_min`` before each restart; a list of epochs = step decay, times
+            ``lr_decay`` at each (the seed's constant scheduler).
+        lr_schedule: None (from ``lr_decay_steps`` as above), or ``"cosine"``, ``"cosine_restarts"``,
+            ``"step"``, ``"exponential"`` (times ``lr_decay`` every epoch), ``"polynomial"`` (arcface_torch's
+            power 2 to ``lr_min`` at the last epoch); all after ``lr_warmup_steps`` and floored at ``lr_min``.
         lr_warmup_steps: warmup epochs (linear from 0).
         weight_decay: coupled L2 of the default SGD (momentum 0.9), 5e-4 as insightface.
         mixed_precision: ``float32``, ``mixed_bfloat16`` or ``mixed_float16``.
@@ -230,6 +236,7 @@ class Train:
         lr_decay=0.05,
         lr_decay_steps=0,
         lr_min=1e-5,
+        lr_schedule=None,
         lr_warmup_steps=0,
         eval_freq=1,
         eval_every_steps=0,
@@ -281,6 +288,7 @@ class Train:
         self.num_classes = self.loader.num_classes
         self.batch_size, self.lr_base, self.lr_min, self.lr_decay = batch_size, lr_base, lr_min, lr_decay
         self.lr_decay_steps, self.lr_warmup_steps, self.eval_freq = lr_decay_steps, lr_warmup_steps, eval_freq
+        self.lr_schedule = self._schedule_kind(lr_schedule, lr_decay_steps)
         self.weight_decay, self.momentum, self.verbose = weight_decay, momentum, verbose
         self.mixed_precision = mixed_precision
 
@@ -352,6 +360,24 @@ class Train:
             weights, basic_model = basic_model.get_weights(), keras.models.clone_model(basic_model)
             basic_model.set_weights(weights)
         return basic_model
+
+    @staticmethod
+    def _schedule_kind(lr_schedule, lr_decay_steps):
+        """The schedule name: given, or as the seed reads ``lr_decay_steps`` (a list: step decay at those epochs,
+        N > 0: cosine with restarts, 0: one cosine)."""
+        if lr_schedule is None:
+            if isinstance(lr_decay_steps, (list, tuple)):
+                return "step"
+            return "cosine_restarts" if lr_decay_steps > 0 else "cosine"
+        kinds = ("cosine", "cosine_restarts", "exponential", "step", "polynomial")
+        if lr_schedule not in kinds:
+            raise ValueError(f"lr_schedule must be one of {kinds}, received {lr_schedule!r}")
+        is_list = isinstance(lr_decay_steps, (list, tuple))
+        if (lr_schedule == "step") != is_list or (lr_schedule == "cosine_restarts" and not lr_decay_steps > 0):
+            raise ValueError(f"lr_schedule {lr_schedule!r} needs lr_decay_steps as "
+                             f"{'a list of epochs' if lr_schedule == 'step' else 'a number of epochs > 0'}, received "
+                             f"{lr_decay_steps!r}")
+        return lr_schedule
 
     def _output_decay_factors(self, output_weight_decay):
         """The seed's ``output_weight_decay`` as optimizer ``decay_factors`` for the classifier kernels: 0 = no
@@ -485,12 +511,18 @@ class Train:
         """The schedule of an optimizer created now: its step 0 is the current epoch (``_optimizer_start_epoch``)."""
         steps = self.loader.steps_per_epoch
         self._optimizer_start_epoch = self.initial_epoch
-        common = dict(lr_min=self.lr_min, warmup_steps=self.lr_warmup_steps * steps, step_offset=self.initial_epoch * steps)
-        if self.lr_decay_steps > 0:
-            return CosineRestarts(
-                self.lr_base, self.lr_decay_steps * steps, cooldown_steps=steps, m_mul=self.lr_decay, **common
-            )
-        return WarmupCosine(self.lr_base, total_steps=max(total_epochs * steps, common["warmup_steps"], 1), **common)
+        warmup = self.lr_warmup_steps * steps
+        common = dict(lr_min=self.lr_min, warmup_steps=warmup, step_offset=self.initial_epoch * steps)
+        kind, decay_steps = self.lr_schedule, self.lr_decay_steps
+        if kind == "step":
+            return StepDecay(self.lr_base, [epoch * steps for epoch in decay_steps], self.lr_decay, **common)
+        if kind == "exponential":
+            return ExponentialDecay(self.lr_base, steps, self.lr_decay, staircase=True, **common)
+        if kind == "polynomial":
+            return PolynomialDecay(self.lr_base, max(total_epochs * steps, warmup + 1), **common)
+        if kind == "cosine_restarts":
+            return CosineRestarts(self.lr_base, decay_steps * steps, cooldown_steps=steps, m_mul=self.lr_decay, **common)
+        return WarmupCosine(self.lr_base, total_steps=max(total_epochs * steps, warmup, 1), **common)
 
     def _stage_optimizer(self, stage, total_epochs, signature):
         """The stage's optimizer; the previous one (momentum, schedule position) carries over unless the stage

@@ -233,6 +233,14 @@ def _auto_or_float(text):
     return text if text == "auto" else float(text)
 
 
+def _add_embedding_args(parser):
+    """Options of the commands that run a model over a dataset (distill-data, drop-topk)."""
+    parser.add_argument("-b", "--batch-size", type=int, default=256)
+    parser.add_argument("--num-workers", type=int, default=None, help="decode threads (default: cores - 1)")
+    parser.add_argument("--input-mean", type=_auto_or_float, default="auto", help=".onnx/.pt: (x - mean) / std")
+    parser.add_argument("--input-std", type=_auto_or_float, default="auto", help=".onnx/.pt: (x - mean) / std")
+
+
 def cmd_distill_data(args):
     from keras_insightface.data.distill import distill_data, load_teacher
 
@@ -313,11 +321,8 @@ def make_parser():
     distill.add_argument("data", help="train.rec folder, class-folder root, list file or npz list")
     distill.add_argument("out", help="output .npz (embeddings, image_classes, image_names or rec_path)")
     distill.add_argument("-m", "--model", required=True, help="teacher: .keras, .h5, .onnx or TorchScript .pt/.pth")
-    distill.add_argument("-b", "--batch-size", type=int, default=256)
     distill.add_argument("--flip", action="store_true", help="add the flipped image's embedding")
-    distill.add_argument("--num-workers", type=int, default=None, help="decode threads (default: cores - 1)")
-    distill.add_argument("--input-mean", type=_auto_or_float, default="auto", help=".onnx/.pt: (x - mean) / std")
-    distill.add_argument("--input-std", type=_auto_or_float, default="auto", help=".onnx/.pt: (x - mean) / std")
+    _add_embedding_args(distill)
     distill.set_defaults(func=cmd_distill_data)
 
     drop = sub.add_parser(
@@ -329,10 +334,7 @@ def make_parser():
     drop.add_argument("--kernel", required=True, help="NormDense kernel: .npy file or <name>_state folder")
     drop.add_argument("--top-k", type=int, required=True, help="sub-centers per class (loss_top_k of the head)")
     drop.add_argument("--limit-deg", type=float, default=75, help="keep images at most this angle from the dominant")
-    drop.add_argument("-b", "--batch-size", type=int, default=256)
-    drop.add_argument("--num-workers", type=int, default=None, help="decode threads (default: cores - 1)")
-    drop.add_argument("--input-mean", type=_auto_or_float, default="auto", help=".onnx/.pt: (x - mean) / std")
-    drop.add_argument("--input-std", type=_auto_or_float, default="auto", help=".onnx/.pt: (x - mean) / std")
+    _add_embedding_args(drop)
     drop.set_defaults(func=cmd_drop_topk)
     return parser
 

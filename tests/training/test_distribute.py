@@ -32,13 +32,14 @@ def test_class_sharded_head_equals_single_device(model_parallel=4):
 
 
 def test_train_scales_out_and_resumes_on_another_device_count(tiny_data, tmp_path):
-    """One run four ways on 8 virtual devices (tests/training/scale_out_run.py): one device, data parallel over 8,
-    class-sharded head over 4 (batch over 8), and data parallel over 4 stopped after epoch 1 — resumed here, in a
-    1-device process, with the same global batch. Augmentation is on, so the random draws must not depend on
-    the sharding either."""
+    """One run three ways on 8 virtual devices (tests/training/scale_out_run.py): one device, class-sharded head
+    over 4 (batch over 8), and the default data parallel over all 8, stopped after epoch 1 and resumed here in a
+    1-device process with the same global batch. Augmentation is on, so its random draws must not depend on the
+    sharding either."""
     import keras
 
     from keras_insightface import ArcfaceLoss, Train
+
     data, out = tiny_data, tmp_path / "out"
     out.mkdir()
     result = _eight_devices("scale_out_run.py", data, out)
@@ -46,14 +47,11 @@ def test_train_scales_out_and_resumes_on_another_device_count(tiny_data, tmp_pat
     single = result["single"]["losses"]
     assert len(single) == 8 and single[-1] < single[0] / 2  # 2 epochs of 4 batches, and it learns
     for name in ("data_parallel", "model_parallel"):
-        losses = result[name]["losses"]
-        # the same steps: equal up to float32 summation order, which the updates amplify a little
-        np.testing.assert_allclose(losses[:5], single[:5], rtol=1e-5)
-        np.testing.assert_allclose(losses, single, rtol=2e-3)
-        assert result[name]["global_batch"] == 16
-    assert result["data_parallel"]["kernel_devices"] == 8 and result["data_parallel"]["spec"] == "P(None, None)"
+        # the same steps: equal up to float32 summation order
+        np.testing.assert_allclose(result[name]["losses"], single[:4], rtol=1e-5)
+        assert result[name]["global_batch"] == 16 and result[name]["kernel_devices"] == 8
+    assert result["data_parallel"]["spec"] == "P(None, None)"  # replicated classifier
     assert result["model_parallel"]["spec"] == "P(None, 'model')" and result["model_parallel"]["shard_shape"] == [16, 2]
-    np.testing.assert_allclose(result["four_devices"]["losses"], single[:4], rtol=1e-5)
 
     class Losses(keras.callbacks.Callback):
         values = []
@@ -64,16 +62,18 @@ def test_train_scales_out_and_resumes_on_another_device_count(tiny_data, tmp_pat
     options = dict(eval_paths=[str(data / "tiny_val.bin")], basic_model="r18_tiny", emb_shape=16, lr_base=0.02,
                    lr_min=1e-4, lr_warmup_steps=1, num_workers=0, checkpoint_dir=str(out), random_status=2, verbose=0)
     schedule = [{"loss": ArcfaceLoss(scale=16), "epoch": 2}]
-    trainer = Train(str(data / "rec"), "four.keras", batch_size=4, **options)  # 1 device: a global batch of 4
+    trainer = Train(str(data / "rec"), "dp.keras", batch_size=4, **options)  # 1 device: a global batch of 4
     try:
         with pytest.raises(ValueError, match="global batch of 16, this one has 4 .* resume with batch_size=16"):
             trainer.train(schedule, resume=True)
     finally:
         trainer.close()
-    trainer = Train(str(data / "rec"), "four.keras", batch_size=16, **options)
+    trainer = Train(str(data / "rec"), "dp.keras", batch_size=16, **options)
     try:
         history = trainer.train(schedule, resume=True, callbacks=[Losses()])
     finally:
         trainer.close()
+    # epoch 2 on one device continues the 8-device epoch 1: the single-device run's epoch 2, up to the float32
+    # summation differences epoch 1 left, which the updates amplify a little
     np.testing.assert_allclose(Losses.values, single[4:], rtol=2e-3)
-    assert len(history["loss"]) == 2  # epoch 1 from the 4-device run, epoch 2 from this one
+    assert len(history["loss"]) == 2  # epoch 1 from the 8-device run, epoch 2 from this one

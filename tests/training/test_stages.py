@@ -205,15 +205,15 @@ def test_learning_rate_follows_one_curve_across_stages_and_optimizer_changes(tin
     trainer = _train(tiny_data / "rec", tmp_path, lr_base=0.1, lr_min=0.001, lr_decay=0.5, lr_decay_steps=1,
                      lr_warmup_steps=1)
     try:
-        trainer.train([{"loss": ArcfaceLoss(scale=16), "epoch": 2}, {"loss": ArcfaceLoss(scale=32), "epoch": 1},
-                       {"loss": ArcfaceLoss(scale=32), "epoch": 2, "optimizer": "sgdw"}], callbacks=[RecordLR()])
+        trainer.train([{"loss": ArcfaceLoss(scale=16), "epoch": 1}, {"loss": ArcfaceLoss(scale=32), "epoch": 1},
+                       {"loss": ArcfaceLoss(scale=32), "epoch": 1, "optimizer": "sgdw"}], callbacks=[RecordLR()])
     finally:
         trainer.close()
     steps = trainer.loader.steps_per_epoch
     curve = CosineRestarts(0.1, steps, cooldown_steps=steps, m_mul=0.5, lr_min=0.001, warmup_steps=steps)
-    expected = [float(curve(step)) for step in range(5 * steps)]
+    expected = [float(curve(step)) for step in range(3 * steps)]
     np.testing.assert_allclose(RecordLR.values, expected, rtol=1e-5, atol=1e-8)
-    assert len(set(np.round(RecordLR.values, 6))) > 8  # warmup, cosine, cooldown, restart: a real curve
+    assert len(set(np.round(RecordLR.values, 6))) > 6  # warmup, cosine, cooldown at lr_min: a real curve
 
 
 @pytest.mark.parametrize("kwargs, kind", [

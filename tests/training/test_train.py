@@ -49,7 +49,11 @@ def test_two_stage_training_writes_history_and_best_model(tiny_data, tmp_path):
 
 
 def test_batch_level_evaluation_latest_model_per_stage_and_tensorboard(tiny_data, tmp_path):
-    trainer = _train(tiny_data, tmp_path, eval_every_steps=2, tensorboard_dir=str(tmp_path / "tb"))
+    import shutil
+
+    second = shutil.copy(tiny_data / "tiny_val.bin", tmp_path / "other_val.bin")
+    trainer = _train(tiny_data, tmp_path, eval_every_steps=2, tensorboard_dir=str(tmp_path / "tb"),
+                     eval_paths=[str(tiny_data / "tiny_val.bin"), second])
     try:
         history = trainer.train([{"loss": ArcfaceLoss(scale=16), "epoch": 1}, {"loss": ArcfaceLoss(scale=32), "epoch": 1}])
     finally:
@@ -62,6 +66,9 @@ def test_batch_level_evaluation_latest_model_per_stage_and_tensorboard(tiny_data
     for stage in (1, 2):
         assert keras.saving.load_model(tmp_path / f"tiny_basic_stage_{stage}_latest.keras").output_shape == (None, 16)
     assert glob.glob(str(tmp_path / "tb" / "train" / "events.out.tfevents.*"))
+    for name in ("tiny_val", "other_val"):  # a best basic model per eval set
+        assert len(glob.glob(str(tmp_path / f"tiny_basic_{name}_epoch_*.keras"))) == 1
+    assert trainer.best_model_path == glob.glob(str(tmp_path / "tiny_basic_tiny_val_epoch_*.keras"))[0]
 
 
 def test_nan_loss_stops_without_saving(tiny_data, tmp_path, capsys):

@@ -142,36 +142,50 @@ class HistoryJSON(keras.callbacks.Callback):
 
 
 class BestBasicModel(keras.callbacks.Callback):
-    """Saves the basic model as ``<prefix>_basic_<set>_epoch_<E>_<acc>.keras`` when ``<set>`` accuracy improves
-    (the previous best file is removed), and every epoch as ``<prefix>_basic_stage_<k>_latest.keras`` (one file
-    per stage, ``stage`` set by the trainer). Without an eval set the latest file is the one reported as saved.
-    Nothing is saved once the loss is NaN.
+    """Saves the basic model as ``<prefix>_basic_<set>_epoch_<E>_<acc>.keras`` whenever the accuracy on eval set
+    ``<set>`` improves, one file per set in ``monitors`` (the previous best of that set is removed), and every
+    epoch as ``<prefix>_basic_stage_<k>_latest.keras`` (one file per stage, ``stage`` set by the trainer).
+
+    ``history`` (the run's so far, e.g. on resume) gives the bests to beat, and best files already on disk stay
+    the bests until beaten. ``saved`` is the first set's best file (without eval sets: the latest file). Nothing
+    is saved once the loss is NaN.
     """
 
-    def __init__(self, basic_model, prefix, monitor=None, stop_guard=None, best=-1.0):
+    def __init__(self, basic_model, prefix, monitors=(), stop_guard=None, history=None):
         super().__init__()
-        self.basic_model, self.prefix, self.monitor, self.stop_guard = basic_model, prefix, monitor, stop_guard
-        self.best, self.saved, self.stage = best, None, 1
+        self.basic_model, self.prefix, self.monitors, self.stop_guard = basic_model, prefix, list(monitors), stop_guard
+        history = history or {}
+        self.best = {name: max(history.get(name, [-1.0])) for name in self.monitors}
+        self.files = {}
+        for name in self.monitors:
+            found = glob.glob(self._pattern(name)) if history.get(name) else []
+            self.files[name] = found[0] if found else None
+        self.latest, self.stage = None, 1
+
+    def _pattern(self, name):
+        return glob.escape(f"{self.prefix}_basic_{name}_epoch_") + "*.keras"
+
+    @property
+    def saved(self):
+        return self.files[self.monitors[0]] if self.monitors else self.latest
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None or (self.stop_guard is not None and self.stop_guard.triggered):
             return
-        latest = f"{self.prefix}_basic_stage_{self.stage}_latest.keras"
-        self.basic_model.save(latest)
-        if self.monitor is None:
-            self.saved = latest
-            return
-        value = logs.get(self.monitor)
-        if value is None or _to_float(value) <= self.best:
-            return
-        self.best = _to_float(value)
-        path = f"{self.prefix}_basic_{self.monitor}_epoch_{epoch + 1}_{self.best:.6f}.keras"
-        self.basic_model.save(path)
-        for old in glob.glob(glob.escape(f"{self.prefix}_basic_{self.monitor}_epoch_") + "*.keras"):
-            if old != path:
-                os.remove(old)
-        self.saved = path
-        print(f">>>> Improved {self.monitor} to {self.best:.6f}: saved {path}")
+        self.latest = f"{self.prefix}_basic_stage_{self.stage}_latest.keras"
+        self.basic_model.save(self.latest)
+        for name in self.monitors:
+            value = logs.get(name)
+            if value is None or _to_float(value) <= self.best[name]:
+                continue
+            self.best[name] = _to_float(value)
+            path = f"{self.prefix}_basic_{name}_epoch_{epoch + 1}_{self.best[name]:.6f}.keras"
+            self.basic_model.save(path)
+            for old in glob.glob(self._pattern(name)):
+                if old != path:
+                    os.remove(old)
+            self.files[name] = path
+            print(f">>>> Improved {name} to {self.best[name]:.6f}: saved {path}")
 
 
 class SkippedImages(keras.callbacks.Callback):

@@ -15,7 +15,6 @@ and the learning rate follows one warmup + cosine curve over all stages.
 import atexit
 import contextlib
 import functools
-import glob
 import os
 import weakref
 
@@ -587,12 +586,8 @@ class Train:
             self._iterator = iter(self.loader.dataset)
             atexit.register(_close_at_exit, weakref.ref(self))
         guard = cbs.StopOnNaN()
-        monitor = self.eval_callbacks[0].name if self.eval_callbacks else None
-        best = max(self.history.get(monitor, [-1.0])) if monitor else -1.0
-        saver = cbs.BestBasicModel(self.basic_model, self.prefix, monitor, guard, best=best)
-        if meta is not None and monitor:  # the best file saved before the stop stays the best until beaten
-            found = glob.glob(glob.escape(f"{self.prefix}_basic_{monitor}_epoch_") + "*.keras")
-            saver.saved = found[0] if found else None
+        monitors = [callback.name for callback in self.eval_callbacks]
+        saver = cbs.BestBasicModel(self.basic_model, self.prefix, monitors, guard, self.history)
         with cbs.GracefulStop(guard) as stop, self.scope():
             self._run_stages(train_schedule, plans, meta, resume_dir, first_epoch, total_epochs, guard, saver, stop,
                              callbacks)

@@ -6,6 +6,7 @@ Examples:
     keras-insightface train --data datasets/faces_emore --eval datasets/lfw.bin --model r50 \\
         --batch-size 512 --scales 16,32,64 --epochs 5,5,40 --mixed-precision mixed_bfloat16
     keras-insightface train r50.toml --set train.batch_size=256
+    keras-insightface train --resume checkpoints      # continue the run whose <name>_config.json is there
     keras-insightface eval -m checkpoints/r50_basic_lfw_epoch_40_0.998.keras -t lfw.bin cfp_fp.bin
     keras-insightface convert folders2rec datasets/my_faces datasets/my_faces_rec
     keras-insightface convert make-bin datasets/held_out datasets/held_out.bin --pairs 3000
@@ -16,6 +17,7 @@ Examples:
 """
 
 import argparse
+import glob
 import os
 import sys
 import time
@@ -35,13 +37,10 @@ def _float_list(text):
 
 
 def build_schedule(loss, scales, epochs):
-    """Stage dicts from ``--loss``, ``--scales`` and ``--epochs`` (one stage per scale)."""
-    from keras_insightface.losses.margin import MARGIN_LOSSES
-
+    """Config ``[[stage]]`` tables from ``--loss``, ``--scales`` and ``--epochs`` (one stage per scale)."""
     if len(scales) != len(epochs):
         raise ValueError(f"--scales and --epochs need the same length, received {scales} and {epochs}")
-    cls = MARGIN_LOSSES[LOSSES[loss]]
-    return [{"loss": cls(scale=scale), "epoch": epoch} for scale, epoch in zip(scales, epochs)]
+    return [{"loss": LOSSES[loss], "loss_config": {"scale": scale}, "epoch": epoch} for scale, epoch in zip(scales, epochs)]
 
 
 def results_table(history, eval_names, stage_epochs=None):
@@ -93,28 +92,23 @@ def run_training(args, data_path, eval_paths, baseline=False):
     matplotlib.use("Agg")
     from keras_insightface.evaluation.verification import evaluate_bin
     from keras_insightface.plot import hist_plot_split
+    from keras_insightface.training import config as run_config
     from keras_insightface.training.train import Train
 
-    schedule = build_schedule(args.loss, args.scales, args.epochs)
+    config = {
+        "train": dict(
+            data_path=str(data_path), save_path=args.save_path, eval_paths=[str(p) for p in eval_paths],
+            basic_model=args.model, batch_size=args.batch_size, lr_base=args.lr_base, lr_min=args.lr_min,
+            lr_warmup_steps=args.warmup, weight_decay=args.weight_decay, mixed_precision=args.mixed_precision,
+            emb_shape=args.emb_shape, output_layer=args.output_layer, checkpoint_dir=args.checkpoint_dir,
+            num_workers=args.num_workers, checkpoint_every_steps=getattr(args, "checkpoint_every", 0), seed=args.seed,
+        ),
+        "stage": build_schedule(args.loss, args.scales, args.epochs),
+    }
+    schedule = run_config.schedule(config)
     start = time.time()
-    trainer = Train(
-        data_path,
-        save_path=args.save_path,
-        eval_paths=eval_paths,
-        basic_model=args.model,
-        batch_size=args.batch_size,
-        lr_base=args.lr_base,
-        lr_min=args.lr_min,
-        lr_warmup_steps=args.warmup,
-        weight_decay=args.weight_decay,
-        mixed_precision=args.mixed_precision,
-        emb_shape=args.emb_shape,
-        output_layer=args.output_layer,
-        checkpoint_dir=args.checkpoint_dir,
-        num_workers=args.num_workers,
-        checkpoint_every_steps=getattr(args, "checkpoint_every", 0),
-        seed=args.seed,
-    )
+    trainer = Train(**config["train"])
+    run_config.save_resolved(config, trainer.prefix + "_config.json")  # what `train --resume DIR` reruns
     print(
         f">>>> {trainer.source.name}: {len(trainer.source)} images, {trainer.num_classes} identities,"
         f" {trainer.loader.steps_per_epoch} steps per epoch of {args.batch_size}"
@@ -158,7 +152,20 @@ def cmd_demo(args):
     return run_training(args, paths["train"], [paths["val"]], baseline=True)
 
 
+def resume_config(target):
+    """The resolved config ``--resume DIR`` continues: ``DIR/<name>_config.json`` (or that file itself)."""
+    if os.path.isfile(target):
+        return target
+    found = sorted(glob.glob(os.path.join(glob.escape(target), "*_config.json")))
+    if len(found) != 1:
+        what = f"{len(found)} run configs ({', '.join(found)})" if found else "no <name>_config.json"
+        raise DataError(f"{target}: {what}; pass the run's config: --resume {target}/<name>_config.json")
+    return found[0]
+
+
 def cmd_train(args):
+    if isinstance(args.resume, str):  # --resume DIR: the run saved there, as it was started
+        return run_config_training(resume_config(args.resume), args.set or [], resume=True)
     if args.config:
         return run_config_training(args.config, args.set or [], args.resume)
     if not args.data:
@@ -278,8 +285,9 @@ def make_parser():
     train.add_argument("config", nargs="?", help="a .toml/.json run config ([train] + [[stage]]); other flags ignored")
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, e.g. train.batch_size=256")
     train.add_argument("--data", help="train.rec folder, class-folder root or list file")
-    train.add_argument("--resume", action="store_true",
-                       help="continue from the run's latest full-state checkpoint (<checkpoint_dir>/<name>_state)")
+    train.add_argument("--resume", nargs="?", const=True, default=False, metavar="DIR",
+                       help="continue from the run's latest full-state checkpoint (<checkpoint_dir>/<name>_state); "
+                            "with DIR, the run whose <name>_config.json is there, with no other flags needed")
     train.add_argument("--checkpoint-every", type=int, default=0, help="full-state checkpoint every N batches")
     train.add_argument("--eval", nargs="*", default=[], help=".bin verification packs")
     _add_train_args(

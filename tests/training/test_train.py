@@ -282,6 +282,12 @@ epoch = 1
     assert json.loads((tmp_path / "from_config_hist.json").read_text()) == history
     best = capsys.readouterr().out.split("best basic model: ")[1].split()[0]
     assert best.startswith(str(tmp_path / "from_config_basic_tiny_val_epoch_")) and os.path.isfile(best)
+    # --resume DIR finds the run's resolved config there: no other flags needed
+    assert main(["train", "--resume", str(tmp_path)]) == 0
+    assert json.loads((tmp_path / "from_config_hist.json").read_text()) == history
+    (tmp_path / "other_config.json").write_text("{}")
+    assert main(["train", "--resume", str(tmp_path)]) == 2
+    assert "2 run configs" in capsys.readouterr().err
 
 
 def test_config_and_learning_rate_errors_are_clear(tiny_data, tmp_path, capsys):

@@ -23,24 +23,21 @@ def measure_train_step(model_name, batch_size, classes, steps, precision="float3
     import numpy as np
 
     from keras_insightface.data.augment import FaceAugment
+    from keras_insightface.heads.margin import MarginHead
     from keras_insightface.heads.norm_dense import NormDense
-    from keras_insightface.losses.cross_entropy import MarginCrossEntropy
     from keras_insightface.losses.margin import ArcfaceLoss
     from keras_insightface.models import buildin_models
     from keras_insightface.training.optimizers import L2SGD
-    from keras_insightface.training.train import build_train_model
+    from keras_insightface.training.outputs import OutputMean, PerSampleLoss
+    from keras_insightface.training.train import build_train_model, dtype_policy
 
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(precision)
-    try:
+    with dtype_policy(precision):  # the same training model and compile arguments as Train
         basic = buildin_models(model_name, emb_shape=emb_shape)
-        model = build_train_model(basic, NormDense(classes), ArcfaceLoss(scale=64), FaceAugment(seed=0))
-    finally:
-        keras.config.set_dtype_policy(previous)
+        model = build_train_model(basic, NormDense(classes), MarginHead(ArcfaceLoss(scale=64)), FaceAugment(seed=0))
     model.compile(
         optimizer=L2SGD(0.1),
-        loss={"logits": MarginCrossEntropy()},
-        metrics={"cos": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]},
+        loss={"crossentropy": PerSampleLoss()},
+        metrics={"top1": [OutputMean(name="accuracy")]},
         jit_compile=True,
     )
     rng = np.random.default_rng(0)
@@ -49,7 +46,7 @@ def measure_train_step(model_name, batch_size, classes, steps, precision="float3
 
     def batches():
         while True:
-            yield (images, labels), {"logits": labels, "cos": labels}
+            yield (images, labels), {name: labels for name in model.output}
 
     data = batches()
     model.fit(data, steps_per_epoch=2, epochs=1, verbose=0)  # compile and warm up

@@ -154,15 +154,17 @@ class eval_callback(keras.callbacks.Callback):  # noqa: N801 - the seed system's
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_begin(self, batch, logs=None):
         """With ``eval_every_steps`` N: also evaluate after every N-th batch of an epoch (printed, and kept in
-        ``step_results`` as ``(epoch, batch, result dict)``), as the seed's batch-level evaluation."""
-        if not self.eval_every_steps or (batch + 1) % self.eval_every_steps:
+        ``step_results`` as ``(epoch, batches done, result dict)``), as the seed's batch-level evaluation. It runs
+        at the next batch's start (a batch-end hook would make Keras wait for every step); the epoch's last
+        batches are covered by the epoch-end evaluation."""
+        if not batch or not self.eval_every_steps or batch % self.eval_every_steps:
             return
         if hasattr(self.model, "jax_state_sync"):
             self.model.jax_state_sync()  # mid-epoch, the JAX trainer holds the current weights outside the model
-        result = self._evaluate(f" at epoch {self.epoch + 1}, batch {batch + 1}")
-        self.step_results.append((self.epoch + 1, batch + 1, result))
+        result = self._evaluate(f" at epoch {self.epoch + 1}, batch {batch}")
+        self.step_results.append((self.epoch + 1, batch, result))
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None or (epoch + 1) % self.eval_freq:

@@ -24,20 +24,24 @@ class Throughput(keras.callbacks.Callback):
     def __init__(self, batch_size, every=10):
         super().__init__()
         self.batch_size, self.every = batch_size, every
+        self.async_safe = True  # Keras may then run batch-end hooks in threads, without waiting for each step
+        self._lock = threading.Lock()
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start, self._count, self._rate = time.perf_counter(), 0, 0.0
         self._epoch_start, self._epoch_batches = self._start, 0
 
     def on_train_batch_end(self, batch, logs=None):
-        self._count += 1
-        self._epoch_batches += 1
-        if self._count >= self.every:
-            now = time.perf_counter()
-            self._rate = self._count * self.batch_size / (now - self._start)
-            self._start, self._count = now, 0
-        if logs is not None and self._rate:
-            logs["img/s"] = self._rate
+        with self._lock:
+            self._count += 1
+            self._epoch_batches += 1
+            if self._count >= self.every:
+                now = time.perf_counter()
+                self._rate = self._count * self.batch_size / (now - self._start)
+                self._start, self._count = now, 0
+            rate = self._rate
+        if logs is not None and rate:
+            logs["img/s"] = rate
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None and self._epoch_batches:
@@ -55,6 +59,7 @@ class StopOnNaN(keras.callbacks.Callback):
         super().__init__()
         self.every, self.triggered, self.last_checkpoint = every, False, None
         self.epoch, self.batch = 0, 0
+        self.async_safe = True  # it only reads the logs and sets flags
 
     def stop(self, message):
         """Stop the run (nothing more is recorded or saved) and say why and where to continue from."""
@@ -70,11 +75,11 @@ class StopOnNaN(keras.callbacks.Callback):
             self.stop("Loss is NaN or Inf")
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
+        self.epoch, self.batch = epoch, 0
 
     def on_train_batch_end(self, batch, logs=None):
-        self.batch = batch + 1
-        if self.batch % self.every == 0:
+        self.batch = max(self.batch, batch + 1)
+        if (batch + 1) % self.every == 0:
             self.check(logs)
 
     def on_epoch_end(self, epoch, logs=None):
@@ -85,12 +90,13 @@ class LossScaleCollapse(keras.callbacks.Callback):
     """With ``mixed_float16``: stops the run when the dynamic loss scale has fallen below ``min_scale``.
 
     The scale halves at every step whose float16 gradients overflow, and such steps are skipped: a collapsed
-    scale means the run trains on almost nothing while the loss looks finite. Checked every ``every`` batches.
+    scale means the run trains on almost nothing while the loss looks finite. Checked at epoch ends (reading the
+    scale mid-epoch would make Keras wait for every step).
     """
 
-    def __init__(self, optimizer, stop_guard, every=50, min_scale=1.0):
+    def __init__(self, optimizer, stop_guard, min_scale=1.0):
         super().__init__()
-        self.optimizer, self.stop_guard, self.every, self.min_scale = optimizer, stop_guard, every, min_scale
+        self.optimizer, self.stop_guard, self.min_scale = optimizer, stop_guard, min_scale
 
     def check(self):
         if not isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer) or self.stop_guard.triggered:
@@ -103,10 +109,6 @@ class LossScaleCollapse(keras.callbacks.Callback):
                 f"float16 loss scale collapsed to {scale:g} (gradients overflow float16 at almost every step, which "
                 "are skipped); train with mixed_bfloat16 or float32, or a lower learning rate,"
             )
-
-    def on_train_batch_end(self, batch, logs=None):
-        if (batch + 1) % self.every == 0:
-            self.check()
 
     def on_epoch_end(self, epoch, logs=None):
         self.check()
@@ -211,6 +213,16 @@ class SkippedImages(keras.callbacks.Callback):
         self.indices = []
 
 
+def running_loss(model):
+    """The epoch's running mean loss as a float, read between steps (syncs the JAX trainer's state first)."""
+    if hasattr(model, "jax_state_sync"):
+        model.jax_state_sync()
+    for metric in model.metrics:
+        if metric.name == "loss":
+            return _to_float(metric.result())
+    return None
+
+
 class FullStateCheckpoint(keras.callbacks.Callback):
     """Writes a full-state checkpoint every ``every_steps`` batches and at each epoch end (``checkpoint.py``).
 
@@ -218,6 +230,9 @@ class FullStateCheckpoint(keras.callbacks.Callback):
     ``iterator_state_fn(batches)`` the loader state after the ``batches`` this ``fit`` call has trained on.
     ``step_offset`` is the number of batches of the first epoch done before this ``fit`` call (a resumed epoch).
     Must come after the history and best-model callbacks, so an epoch-end checkpoint includes that epoch.
+
+    Mid-epoch work happens at the *start* of the next batch: hooks at batch ends make Keras read every step's
+    results back from the device before it queues the next step; batch starts carry no results.
     """
 
     def __init__(self, directory, optimizer, meta_fn, iterator_state_fn, steps_per_epoch, every_steps=0,
@@ -226,7 +241,7 @@ class FullStateCheckpoint(keras.callbacks.Callback):
         self.directory, self.optimizer, self.meta_fn = directory, optimizer, meta_fn
         self.iterator_state_fn, self.steps_per_epoch, self.every_steps = iterator_state_fn, steps_per_epoch, every_steps
         self.step_offset, self.stop_guard = step_offset, stop_guard
-        self.epoch, self.trained, self.step = 0, 0, 0
+        self.epoch, self.trained, self.step, self._epoch_start = 0, 0, 0, 0
 
     def _save(self, epoch, step):
         if self.stop_guard is not None and self.stop_guard.triggered:
@@ -240,21 +255,25 @@ class FullStateCheckpoint(keras.callbacks.Callback):
                 f"{self.directory} (end of epoch {epoch})"
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
+        self.epoch, self._epoch_start = epoch, self.trained
 
-    def on_train_batch_end(self, batch, logs=None):
-        self.trained += 1
-        self.step = self.step_offset + batch + 1
-        if self.every_steps and self.step % self.every_steps == 0 and self.step < self.steps_per_epoch:
-            self.save_now(logs)
+    def on_train_batch_begin(self, batch, logs=None):
+        """``batch`` batches of this epoch are done: count them, and checkpoint every ``every_steps``."""
+        self.trained = self._epoch_start + batch
+        self.step = self.step_offset + batch
+        if batch and self.every_steps and self.step % self.every_steps == 0:
+            self.save_now()
 
-    def save_now(self, logs):
-        """Checkpoint the position after the last trained batch, unless its loss is not finite."""
+    def save_now(self):
+        """Checkpoint the position after the last trained batch, unless the epoch's loss is not finite."""
         if self.stop_guard is not None:
-            self.stop_guard.check(logs)
+            loss = running_loss(self.model)
+            if loss is not None and not math.isfinite(loss):
+                self.stop_guard.stop("Loss is NaN or Inf")
         self._save(self.epoch, self.step)
 
     def on_epoch_end(self, epoch, logs=None):
+        self.trained = self._epoch_start + self.params["steps"]  # this fit call's epoch length
         self.step_offset = 0
         self._save(epoch + 1, 0)
 
@@ -276,9 +295,9 @@ class GracefulStop(keras.callbacks.Callback):
     """SIGINT / SIGTERM while training: finish the batch, write a full-state checkpoint, stop the run cleanly.
 
     Use as a context manager around the whole run (the handlers stay installed between ``fit`` calls); the
-    signal only sets ``requested``. After the current batch, ``checkpoint`` (the stage's ``FullStateCheckpoint``)
-    writes the position and ``stop_guard`` is triggered so that nothing records the partial epoch; a signal during
-    an epoch's last batch stops after the epoch-end checkpoint instead.
+    signal only sets ``requested``. Once the current batch is done (at the next batch's start), ``checkpoint``
+    (the stage's ``FullStateCheckpoint``) writes the position and ``stop_guard`` is triggered, so that nothing
+    records what follows; a signal during an epoch's last batch stops after the epoch-end checkpoint instead.
     """
 
     def __init__(self, stop_guard):
@@ -306,9 +325,11 @@ class GracefulStop(keras.callbacks.Callback):
         print(f"\n>>>> {self.requested}: stopped after this batch; checkpoint {saved}, "
               "continue with --resume / train(..., resume=True)")
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_begin(self, batch, logs=None):
+        """Checkpoint the batches done so far and stop; the step Keras runs after this hook is not recorded."""
         if self.requested and not self.stop_guard.triggered:
-            self.checkpoint.save_now(logs)
+            if batch:  # at batch 0 the epoch-end checkpoint already holds this position
+                self.checkpoint.save_now()
             self._stop(self.checkpoint.directory)
 
     def on_epoch_end(self, epoch, logs=None):

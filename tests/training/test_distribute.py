@@ -77,3 +77,13 @@ def test_train_scales_out_and_resumes_on_another_device_count(tiny_data, tmp_pat
     # summation differences epoch 1 left, which the updates amplify a little
     np.testing.assert_allclose(Losses.values, single[4:], rtol=2e-3)
     assert len(history["loss"]) == 2  # epoch 1 from the 8-device run, epoch 2 from this one
+
+
+def test_several_hosts_are_refused_with_a_clear_error(tiny_data, tmp_path, monkeypatch):
+    import jax
+
+    from keras_insightface import Train
+
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    with pytest.raises(NotImplementedError, match=r"Train runs on one host \(2 JAX processes found\)"):
+        Train(str(tiny_data / "rec"), "x.keras", basic_model="r18_tiny", checkpoint_dir=str(tmp_path))

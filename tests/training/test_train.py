@@ -134,15 +134,13 @@ def test_collapsed_float16_loss_scale_stops_the_run(capsys):
     optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.1), initial_scale=2.0**15)
     optimizer.build(model.trainable_variables)
     guard = StopOnNaN()
-    collapse = LossScaleCollapse(optimizer, guard, every=2)
+    collapse = LossScaleCollapse(optimizer, guard)
     for callback in (guard, collapse):
         callback.set_model(model)
-    collapse.on_train_batch_end(1)
+    collapse.on_epoch_end(0)
     assert not guard.triggered  # a healthy scale
     optimizer.dynamic_scale.assign(2.0**-3)  # halved 18 times: every step overflowed
-    collapse.on_train_batch_end(0)
-    assert not guard.triggered  # only checked every 2 batches
-    collapse.on_train_batch_end(1)
+    collapse.on_epoch_end(1)
     assert guard.triggered and model.stop_training
     assert "float16 loss scale collapsed to 0.125" in capsys.readouterr().out
 

@@ -1,9 +1,8 @@
 """Scale-out on ``keras.distribution``: data parallel over all local devices, the class-sharded classifier head.
 
 ``Train`` runs on every local device by default (``keras.distribution.DataParallel``): the batch is split on
-the ``batch`` mesh axis, variables are replicated, and XLA inserts the gradient all-reduce. Multi-host runs
-call ``keras.distribution.initialize()`` in every process first (see the README); each host's loader reads its
-own shard of every epoch.
+the ``batch`` mesh axis, variables are replicated, and XLA inserts the gradient all-reduce. One host for now
+(``Train`` refuses several JAX processes: saving and evaluation do not gather variables across hosts yet).
 
 With hundreds of thousands of identities the classifier kernel ``(embedding, classes)`` dominates memory and
 the logits matmul. Sharding it on the class axis over a ``model`` mesh axis (model parallel) while the batch is

@@ -189,8 +189,8 @@ def test_mixup_in_train_and_its_limits(tiny_data, tmp_path):
 
 
 def test_learning_rate_follows_one_curve_across_stages_and_optimizer_changes(tiny_data, tmp_path):
-    """The seed's cosine with restarts over 3 stages (the 3rd with another optimizer): the LR of every batch is the
-    one curve at the global batch count."""
+    """The seed's cosine with restarts over 3 stages (the 2nd names another optimizer, the 3rd trains other
+    variables): the LR of every batch is the one curve at the global batch count."""
     import keras
 
     from keras_insightface.training.schedules import CosineRestarts
@@ -205,10 +205,15 @@ def test_learning_rate_follows_one_curve_across_stages_and_optimizer_changes(tin
     trainer = _train(tiny_data / "rec", tmp_path, lr_base=0.1, lr_min=0.001, lr_decay=0.5, lr_decay_steps=1,
                      lr_warmup_steps=1)
     try:
-        trainer.train([{"loss": ArcfaceLoss(scale=16), "epoch": 1}, {"loss": ArcfaceLoss(scale=32), "epoch": 1},
-                       {"loss": ArcfaceLoss(scale=32), "epoch": 1, "optimizer": "sgdw"}], callbacks=[RecordLR()])
+        trainer.train([{"loss": ArcfaceLoss(scale=16), "epoch": 1},
+                       {"loss": ArcfaceLoss(scale=32), "epoch": 1, "optimizer": "sgdw"},
+                       {"loss": ArcfaceLoss(scale=32), "epoch": 1, "lossTopK": 2}], callbacks=[RecordLR()])
     finally:
         trainer.close()
+    from keras_insightface.training.optimizers import SGDW
+
+    # sub-centers = other variables: a fresh optimizer of the kind the run was using, at the current position
+    assert isinstance(trainer.optimizer, SGDW) and trainer.optimizer.iterations.value < 2 * trainer.loader.steps_per_epoch
     steps = trainer.loader.steps_per_epoch
     curve = CosineRestarts(0.1, steps, cooldown_steps=steps, m_mul=0.5, lr_min=0.001, warmup_steps=steps)
     expected = [float(curve(step)) for step in range(3 * steps)]

@@ -108,10 +108,6 @@ def build_train_model(basic_model, head, margin_head, augment, center_loss=None,
     return keras.Model(inputs, outputs, name=basic_model.name + "_train")
 
 
-def _is_default(optimizer):
-    return isinstance(getattr(optimizer, "inner_optimizer", optimizer), L2SGD)
-
-
 def _close_at_exit(trainer_ref):
     """Stop a live trainer's decode workers before interpreter teardown, when nobody called ``close()``."""
     trainer = trainer_ref()
@@ -347,6 +343,7 @@ class Train:
         self.distill_projection = None
         self._iterator = None
         self._signature = None
+        self._optimizer_spec = "sgd"
 
     def _load_basic_model(self, basic_model, output_layer, emb_shape):
         """The embedding model from a name, a model file, or a model (remade in the scope under a distribution:
@@ -530,15 +527,21 @@ class Train:
         """The stage's optimizer; the previous one (momentum, schedule position) carries over unless the stage
         names another or trains other variables (``signature``: the trainable variables' paths and shapes, e.g.
         plain softmax <-> cosine head, sub-centers, a frozen backbone): then the default optimizer starts afresh
-        at the current schedule position, a user's optimizer from its config."""
+        at the current schedule position: a named one (``"sgdw"``, ...) by its name, a user's optimizer object from
+        its config."""
         optimizer = stage.get("optimizer")
         same_variables = signature == self._signature
         self._signature = signature
         if optimizer is None and self.optimizer is not None and same_variables:
             return self.optimizer
-        if optimizer is None and self.optimizer is not None and not _is_default(self.optimizer):
-            inner = getattr(self.optimizer, "inner_optimizer", self.optimizer)
-            optimizer = type(inner).from_config(inner.get_config())
+        if optimizer is None and self.optimizer is not None:
+            if isinstance(self._optimizer_spec, str):
+                optimizer = self._optimizer_spec
+            else:
+                inner = getattr(self.optimizer, "inner_optimizer", self.optimizer)
+                optimizer = type(inner).from_config(inner.get_config())
+        else:
+            self._optimizer_spec = optimizer if optimizer is not None else "sgd"
         schedule = self._lr_schedule(total_epochs)
         if optimizer is None or isinstance(optimizer, str):
             optimizer = self._named_optimizer((optimizer or "sgd").lower(), schedule)

@@ -1,5 +1,5 @@
-"""The ``keras-insightface`` command: ``demo``, ``train``, ``eval``, ``convert``, ``models``, ``distill-data`` and
-``drop-topk``.
+"""The ``keras-insightface`` command: ``demo``, ``train``, ``eval``, ``ijb``, ``align``, ``convert``, ``models``,
+``distill-data`` and ``drop-topk``.
 
 Examples:
     keras-insightface demo
@@ -11,9 +11,11 @@ Examples:
     keras-insightface convert folders2rec datasets/my_faces datasets/my_faces_rec
     keras-insightface convert make-bin datasets/held_out datasets/held_out.bin --pairs 3000
     keras-insightface convert seed-h5 old_seed_basic_model.h5 r100_basic.keras
+    keras-insightface ijb -m r50_basic.keras -d datasets/ijb --subset IJBC --save-scores r50_ijbc.npz
     keras-insightface distill-data datasets/faces_emore emore_r100_teacher.npz -m r100_teacher.onnx --flip
-    keras-insightface drop-topk datasets/faces_emore emore_clean.npz -m r50_basic.keras \
+    keras-insightface drop-topk datasets/faces_emore emore_clean.npz -m r50_basic.keras \\
         --kernel checkpoints/r50_subcenter_state --top-k 3
+    keras-insightface align raw_faces/ aligned_faces/ --landmarks landmarks.csv --size 112x112
 """
 
 import argparse
@@ -195,16 +197,23 @@ def run_config_training(path, overrides, resume=False):
 
 def cmd_eval(args):
     from keras_insightface.evaluation.verification import evaluate_bin
-    from keras_insightface.saving import load_model
 
-    model = load_model(args.model)
-    print("| set | accuracy | threshold | 10-fold |\n|---|---|---|---|")
+    if os.path.splitext(args.model)[1].lower() in (".onnx", ".pt", ".pth"):
+        from keras_insightface.data.distill import load_teacher
+
+        model = load_teacher(args.model)
+    else:
+        from keras_insightface.saving import load_model
+
+        model = load_model(args.model)
+    print("| set | accuracy | threshold | 10-fold | VAL@FAR=1e-3 | FAR | XNorm |\n|---|---|---|---|---|---|---|")
     for path in args.test_bin:
         result = evaluate_bin(model, path, args.batch_size, flip=not args.no_flip)
         name = os.path.splitext(os.path.basename(path))[0]
         print(
             f"| {name} | {result['accuracy']:.4f} | {result['threshold']:.4f} |"
             f" {result['kfold_mean']:.4f} ± {result['kfold_std']:.4f} |"
+            f" {result['val']:.4f} ± {result['val_std']:.4f} | {result['far']:.5f} | {result['xnorm']:.4f} |"
         )
 
 
@@ -266,6 +275,66 @@ def cmd_drop_topk(args):
     )
 
 
+def cmd_align(args):
+    from keras_insightface.evaluation.align import align_folder, parse_size
+
+    report = align_folder(args.src, args.dst, args.landmarks, parse_size(args.size))
+    print(f">>>> align: {report['aligned']} faces from {args.src} -> {args.dst} ({args.size})")
+    for key, what in (("without_landmarks", "images without landmarks"), ("missing_images", "landmarks without image")):
+        if report[key]:
+            print(f"{len(report[key])} {what}: {', '.join(report[key][:5])}{' ...' if len(report[key]) > 5 else ''}")
+
+
+def cmd_ijb(args):
+    """IJB-B/C 1:1 verification (TAR at FAR table, ROC plot) and optionally 1:N identification, or plot-only."""
+    from pathlib import Path
+
+    from keras_insightface.evaluation import ijb
+
+    if args.plot_only:
+        rocs, curves = ijb.load_scores(args.plot_only)
+        stem = Path(args.plot_only[0]).with_suffix("")
+        if rocs:
+            print(ijb.markdown_table(rocs))
+            print(f">>>> ijb: ROC plot -> {ijb.plot_roc(rocs, args.plot or f'{stem}_roc.png')}")
+        if curves:
+            print(ijb.identification_table(curves))
+            print(f">>>> ijb: identification plot -> {ijb.plot_cmc(curves, args.plot_cmc or f'{stem}_cmc.png')}")
+        return
+    cached = args.embeddings and os.path.isfile(args.embeddings)
+    if not args.data_dir or not (args.model or cached):
+        raise DataError("give -d DATA_DIR and -m MODEL (or --embeddings with a saved file), or --plot-only SCORES.npz")
+    modes = ijb.ALL_MODES if args.modes.strip().lower() == "all" else [m.strip().upper() for m in args.modes.split(",")]
+    for mode in modes:
+        ijb.parse_mode(mode)
+    meta = ijb.read_meta(args.data_dir, args.subset)
+    galleries = ijb.read_identification_meta(args.data_dir, args.subset) if args.identification else None
+    if cached:
+        embeddings, flips = ijb.load_embeddings(args.embeddings, meta.names)
+    else:
+        from keras_insightface.data.distill import load_teacher
+
+        model = load_teacher(args.model)
+        embeddings, flips = ijb.image_embeddings(model, meta.image_paths(), meta.landmarks, args.batch_size)
+        if args.embeddings:
+            ijb.save_embeddings(args.embeddings, embeddings, flips, meta.names)
+    name = args.name or Path(args.model or args.embeddings).stem
+    scores = {f"{name}_{mode}": s for mode, s in ijb.verification_scores(meta, embeddings, flips, modes).items()}
+    rocs = {key: ijb.Roc(value, meta.labels) for key, value in scores.items()}
+    print(ijb.markdown_table(rocs))
+    if args.plot:
+        print(f">>>> ijb: ROC plot -> {ijb.plot_roc(rocs, args.plot, title=f'ROC on {meta.subset}')}")
+    results = None
+    if galleries is not None:
+        results = ijb.identification_run(meta, galleries, embeddings, flips, modes[0])
+        print(ijb.identification_table(results))
+        if args.plot_cmc:
+            print(f">>>> ijb: identification plot -> {ijb.plot_cmc(results, args.plot_cmc, title=meta.subset)}")
+    if args.save_scores:
+        ijb.save_scores(args.save_scores, scores, meta.labels, results)
+        print(f">>>> ijb: scores -> {args.save_scores}")
+
+
 def make_parser():
     parser = argparse.ArgumentParser(prog="keras-insightface", description=__doc__.split("\n")[0])
     parser.add_argument("--traceback", action="store_true", help="show full tracebacks for input errors")
@@ -297,8 +366,10 @@ def make_parser():
     )
     train.set_defaults(func=cmd_train)
 
-    evaluate = sub.add_parser("eval", help="verification accuracy of a saved basic model on .bin packs")
-    evaluate.add_argument("-m", "--model", required=True, help="a .keras basic model or a seed .h5 model")
+    evaluate = sub.add_parser("eval", help="verification accuracy, VAL@FAR=1e-3 and XNorm of a model on .bin packs")
+    evaluate.add_argument(
+        "-m", "--model", required=True, help="a .keras basic model, seed .h5, .onnx (NCHW or NHWC) or TorchScript .pt"
+    )
     evaluate.add_argument("-t", "--test-bin", nargs="+", required=True, help=".bin packs")
     evaluate.add_argument("-b", "--batch-size", type=int, default=64)
     evaluate.add_argument("--no-flip", action="store_true", help="do not add the flipped image's embedding")
@@ -344,6 +415,28 @@ def make_parser():
     drop.add_argument("--limit-deg", type=float, default=75, help="keep images at most this angle from the dominant")
     _add_embedding_args(drop)
     drop.set_defaults(func=cmd_drop_topk)
+
+    align = sub.add_parser("align", help="5-point alignment of raw face images into ArcFace crops (JPEG)")
+    align.add_argument("src", help="folder of raw .jpg/.png images")
+    align.add_argument("dst", help="output folder: the crops under the same relative paths")
+    align.add_argument("--landmarks", required=True, help="CSV (path,x1,y1,...,x5,y5) or JSON {path: [[x, y] x 5]}")
+    align.add_argument("--size", default="112x112", help="crop HEIGHTxWIDTH: 112x112 or 112x96 (or 128x128, 224x224)")
+    align.set_defaults(func=cmd_align)
+
+    ijb = sub.add_parser("ijb", help="IJB-B/IJB-C 1:1 verification (TAR at FAR, ROC) and 1:N identification")
+    ijb.add_argument("-m", "--model", help="basic model: .keras, .h5, .onnx or TorchScript .pt/.pth")
+    ijb.add_argument("-d", "--data-dir", help="folder holding IJBC/ (or IJBB/) with meta/ and loose_crop/")
+    ijb.add_argument("-s", "--subset", default="IJBC", type=str.upper, choices=["IJBB", "IJBC"])
+    ijb.add_argument("-b", "--batch-size", type=int, default=64)
+    ijb.add_argument("--modes", default="N0D1F1", help="N{0,1}D{0,1}F{0,1} modes, comma-separated, or 'all'")
+    ijb.add_argument("--embeddings", help="embeddings cache (.npz): read if it exists, else written")
+    ijb.add_argument("--identification", action="store_true", help="also run 1:N (galleries and mixed probes)")
+    ijb.add_argument("--save-scores", help="write the pair scores, labels and 1:N curves to this .npz")
+    ijb.add_argument("--plot", help="ROC plot (.png)")
+    ijb.add_argument("--plot-cmc", help="1:N plot: CMC and TPIR at FPIR (.png)")
+    ijb.add_argument("--name", help="method name in the tables (default: the model file's stem)")
+    ijb.add_argument("--plot-only", nargs="+", metavar="SCORES", help="tables and plots from saved --save-scores files")
+    ijb.set_defaults(func=cmd_ijb)
     return parser
 
 

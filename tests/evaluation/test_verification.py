@@ -1,17 +1,21 @@
-"""Verification metrics against hand-computed values, and flip-summed embedding of a pack."""
+"""Verification metrics against hand-computed values, flip-summed embedding of a pack, and the eval command."""
 
 import keras
 import numpy as np
 import pytest
 
-from keras_insightface.data.binpack import write_bin
+from keras_insightface.cli import main
+from keras_insightface.data.binpack import decode_bin_images, load_bin, write_bin
 from keras_insightface.evaluation.verification import (
     best_threshold_accuracy,
     embed_images,
     evaluate_bin,
+    evaluate_embeddings,
     kfold_accuracy,
+    mean_norm,
     VerificationSet,
     pair_scores,
+    val_at_far,
 )
 from keras_insightface.errors import DataError
 from tests.conftest import jpeg
@@ -84,20 +88,104 @@ def test_pair_scores_are_cosines():
     np.testing.assert_allclose(pair_scores(emb), [1.0, np.sqrt(0.5)])
 
 
-def test_evaluate_bin_on_a_written_pack(tmp_path):
-    rng = np.random.default_rng(3)
+def _toy_pack(path, seed=3):
+    """12 pairs of 4x4 images: genuine pairs are two noisy copies of a base, impostor pairs two bases."""
+    rng = np.random.default_rng(seed)
     bases = rng.integers(0, 256, (12, 4, 4, 3))
     images, issame = [], []
-    for i in range(12):  # genuine pairs: two noisy copies; impostor pairs: two different bases
+    for i in range(12):
         same = i % 2 == 0
         a, b = bases[i], bases[i] if same else bases[(i + 5) % 12]
         images += [jpeg(np.clip(a + rng.normal(0, 3, a.shape), 0, 255)), jpeg(np.clip(b + rng.normal(0, 3, b.shape), 0, 255))]
         issame.append(same)
-    write_bin(tmp_path / "toy.bin", images, issame)
-    model = _linear_model(rng.normal(size=(48, 16)).astype("float32"))
-    result = evaluate_bin(model, tmp_path / "toy.bin", batch_size=8)
-    assert set(result) == {"accuracy", "threshold", "kfold_mean", "kfold_std"}
+    write_bin(path, images, issame)
+    return path
+
+
+def test_evaluate_bin_on_a_written_pack(tmp_path):
+    _toy_pack(tmp_path / "toy.bin")
+    weights = np.random.default_rng(4).normal(size=(48, 16)).astype("float32")
+    result = evaluate_bin(_linear_model(weights), tmp_path / "toy.bin", batch_size=8)
+    assert set(result) == {"accuracy", "threshold", "kfold_mean", "kfold_std", "val", "val_std", "far", "xnorm"}
     assert result["accuracy"] == 1.0  # random projections keep near-identical images close
+    images = VerificationSet(tmp_path / "toy.bin").images.astype("float32")
+    views = [images.reshape(24, -1) @ weights, images[:, :, ::-1].reshape(24, -1) @ weights]
+    expected = np.mean(np.linalg.norm(np.concatenate(views), axis=1))  # insightface: each view's norm, not the sum's
+    assert result["xnorm"] == pytest.approx(expected, rel=1e-4)
+
+
+def test_xnorm_is_the_mean_norm():
+    emb = np.random.default_rng(5).normal(size=(40, 8)) * np.arange(1, 41)[:, None]
+    issame = np.array([True, False] * 10)
+    assert evaluate_embeddings(emb, issame)["xnorm"] == pytest.approx(np.linalg.norm(emb, axis=1).mean())
+    assert mean_norm(emb[:10], emb[10:]) == pytest.approx(np.linalg.norm(emb, axis=1).mean())
+
+
+def test_val_at_far_by_hand():
+    # 10 folds of 20 pairs (10 genuine, 10 impostor). Fold k: one hard impostor at 1.0005 + 0.1k (the others at
+    # 3.5); its first k genuine pairs at 1.05, the rest at 0.5. Training FAR first leaves 0 at the smallest training
+    # impostor d (1/90 per impostor), so the FAR=1e-3 threshold is floor(d, 0.001) + 0.001 * 1e-3 / (1/90):
+    # 1.10009 for fold 0 (its own hard impostor 1.0005 is accepted: FAR 1/10, VAL 1), 1.00009 for the others
+    # (genuine at 1.05 rejected: VAL (10 - k) / 10, FAR 0).
+    issame, distances = [], []
+    for k in range(10):
+        issame += [True] * 10 + [False] * 10
+        distances += [1.05] * k + [0.5] * (10 - k) + [1.0005 + 0.1 * k] + [3.5] * 9
+    first, second = _unit_pairs(np.array(distances))
+    val, val_std, far = val_at_far(first, second * 2.0, np.array(issame))
+    vals = [1.0] + [(10 - k) / 10 for k in range(1, 10)]
+    assert val == pytest.approx(np.mean(vals)) and val == pytest.approx(0.55)
+    assert val_std == pytest.approx(np.std(vals))
+    assert far == pytest.approx(0.01)
+
+
+def test_val_at_far_unreachable_target_gives_threshold_zero():
+    first, second = _unit_pairs(np.where(np.arange(20) % 2 == 0, 0.1, 2.0))
+    # every impostor pair is at 2.0 and the grid stops below 1.5: the target FAR is never reached
+    assert val_at_far(first, second, np.arange(20) % 2 == 0, thresholds=np.arange(0, 1.5, 0.01)) == (0.0, 0.0, 0.0)
+
+
+def _onnx_embedder(path, weights, channels_first):
+    """An ONNX graph ``x -> flatten(NCHW x) @ weights``, with an NCHW or an NHWC input."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, x = [], "x"
+    if not channels_first:
+        nodes.append(helper.make_node("Transpose", ["x"], ["xt"], perm=[0, 3, 1, 2]))
+        x = "xt"
+    nodes += [helper.make_node("Flatten", [x], ["flat"], axis=1), helper.make_node("MatMul", ["flat", "w"], ["y"])]
+    shape = ["N", 3, 4, 4] if channels_first else ["N", 4, 4, 3]
+    graph = helper.make_graph(
+        nodes, "emb", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", weights.shape[1]])],
+        [numpy_helper.from_array(weights, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+@pytest.mark.parametrize("channels_first", [True, False])
+def test_eval_command_on_an_onnx_model(tmp_path, capsys, channels_first):
+    pytest.importorskip("onnxruntime")
+    pack = _toy_pack(tmp_path / "toy.bin")
+    weights = np.random.default_rng(6).normal(size=(48, 16)).astype("float32")
+    _onnx_embedder(tmp_path / "m.onnx", weights, channels_first)
+    assert main(["eval", "-m", str(tmp_path / "m.onnx"), "-t", str(pack), "-b", "5"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "| set | accuracy | threshold | 10-fold | VAL@FAR=1e-3 | FAR | XNorm |"
+    encoded, issame = load_bin(pack)
+    images = decode_bin_images(encoded, str(pack)).astype(np.float64)
+    # insightface's ONNX convention: (x - 127.5) / 127.5, NCHW
+    views = [((v - 127.5) / 127.5).transpose(0, 3, 1, 2).reshape(24, -1) @ weights for v in (images, images[:, :, ::-1])]
+    expected = evaluate_embeddings(views[0] + views[1], issame, xnorm=mean_norm(*views))
+    cells = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert cells[0] == "toy"
+    numbers = [float(v) for c in cells[1:-1] for v in c.split("±")]
+    keys = ["accuracy", "threshold", "kfold_mean", "kfold_std", "val", "val_std", "far"]
+    np.testing.assert_allclose(numbers, [expected[k] for k in keys], atol=2e-4)
+    assert float(cells[-1]) == pytest.approx(expected["xnorm"], rel=1e-4)
 
 
 def test_too_small_or_one_sided_pack_is_rejected_up_front(tmp_path):

@@ -180,13 +180,6 @@ def load_teacher(path, input_mean=AUTO, input_std=AUTO):
     return TorchScriptTeacher(path, input_mean, input_std)
 
 
-class _PredictAdapter:
-    """Lets ``embed_images`` (padding, flip-sum) drive any teacher callable."""
-
-    def __init__(self, teacher):
-        self.predict_on_batch = teacher
-
-
 def iter_embeddings(
     source, teacher, batch_size=256, flip=False, num_workers=None, image_size=(112, 112), desc="embedding"
 ):
@@ -207,9 +200,9 @@ def iter_embeddings(
     decode.read(0)  # fails early on a bad first image, and opens the source's file handle before the threads start
     batches = grain.MapDataset.range(total).batch(batch_size, drop_remainder=False).map_with_index(decode)
     options = grain.ReadOptions(num_threads=num_workers, prefetch_buffer_size=2 * num_workers)
-    model, done, start = _PredictAdapter(teacher), 0, time.monotonic()
+    done, start = 0, time.monotonic()
     for step, (images, labels, _) in enumerate(batches.to_iter_dataset(options), 1):
-        embeddings = embed_images(model, images, batch_size, flip)
+        embeddings = embed_images(teacher, images, batch_size, flip)
         if embeddings.ndim != 2 or len(embeddings) != len(images):
             raise DataError(f"{desc}: the teacher returned shape {embeddings.shape} for {len(images)} images")
         done += len(images)

@@ -4,11 +4,18 @@
   scores, reported with that threshold (``best_threshold_accuracy``).
 - insightface's metric: 10-fold accuracy mean +- std, thresholds 0..4 step 0.01 on the squared L2 distance
   of normalised embeddings, each fold's threshold chosen on the other nine (``kfold_accuracy``).
+- insightface's VAL@FAR=1e-3: the genuine accept rate at the threshold where the other nine folds reach that
+  false accept rate, 10-fold mean +- std, and the FAR it gives (``val_at_far``).
+- insightface's XNorm: the mean L2 norm of the un-normalised embeddings, each view (image, mirror) counted
+  on its own (``mean_norm``); a training-health number, not an accuracy.
+
+The model may be a Keras model (``predict_on_batch``) or any callable ``uint8 NHWC batch -> (B, D)``, such as
+``keras_insightface.data.distill.load_teacher``'s ONNX and TorchScript wrappers.
 
 Example:
     >>> from keras_insightface.evaluation.verification import evaluate_bin
     >>> result = evaluate_bin(basic_model, "datasets/lfw.bin")      # doctest: +SKIP
-    >>> result["accuracy"], result["threshold"], result["kfold_mean"]  # doctest: +SKIP
+    >>> result["accuracy"], result["threshold"], result["kfold_mean"], result["val"], result["xnorm"]  # doctest: +SKIP
 """
 
 import os
@@ -24,22 +31,38 @@ def l2_normalize(x, axis=-1):
     return x / np.maximum(np.linalg.norm(x, axis=axis, keepdims=True), 1e-12)
 
 
-def embed_images(basic_model, images, batch_size=64, flip=True):
-    """Embeddings of uint8 NHWC ``images``; with ``flip`` the embedding of the mirrored face is added.
+def embed_views(model, images, batch_size=64, flip=True):
+    """Un-normalised embeddings of uint8 NHWC ``images``: ``[image views]``, plus ``[mirrored views]`` with ``flip``.
 
-    Batches are padded to a fixed size so the compiled predict function is traced once.
+    ``model`` is a Keras model or a callable on a batch. Batches are padded to a fixed size so a compiled
+    predict function is traced once.
     """
-    outputs = []
+    predict = getattr(model, "predict_on_batch", model)
+    views = [[] for _ in range(2 if flip else 1)]
     for start in range(0, len(images), batch_size):
         batch = np.asarray(images[start : start + batch_size], dtype="float32")
         count = len(batch)
         if count < batch_size:
             batch = np.concatenate([batch, np.zeros((batch_size - count, *batch.shape[1:]), batch.dtype)])
-        emb = np.asarray(basic_model.predict_on_batch(batch), dtype="float32")
+        views[0].append(np.asarray(predict(batch), dtype="float32")[:count])
         if flip:
-            emb = emb + np.asarray(basic_model.predict_on_batch(batch[:, :, ::-1]), dtype="float32")
-        outputs.append(emb[:count])
-    return np.concatenate(outputs)
+            views[1].append(np.asarray(predict(batch[:, :, ::-1]), dtype="float32")[:count])
+    return [np.concatenate(parts) for parts in views]
+
+
+def embed_images(model, images, batch_size=64, flip=True):
+    """Embeddings of uint8 NHWC ``images``; with ``flip`` the embedding of the mirrored face is added."""
+    return sum(embed_views(model, images, batch_size, flip))
+
+
+def mean_norm(*views):
+    """insightface's XNorm: the mean L2 norm of every row of the un-normalised embedding arrays ``views``.
+
+    Example:
+        >>> mean_norm(np.array([[3.0, 4.0], [0.0, 1.0]]), np.array([[0.0, 3.0]]))
+        3.0
+    """
+    return float(np.mean(np.concatenate([np.linalg.norm(np.asarray(v, "float64"), axis=-1) for v in views])))
 
 
 def pair_scores(embeddings):
@@ -91,12 +114,70 @@ def kfold_accuracy(embeddings1, embeddings2, issame, n_folds=10, thresholds=None
     return float(np.mean(accuracies)), float(np.std(accuracies))
 
 
-def evaluate_embeddings(embeddings, issame):
-    """Both metrics for flip-summed embeddings of a pair list."""
+def _far_threshold(thresholds, far, far_target):
+    """The threshold where the non-decreasing ``far`` curve reaches ``far_target``, linearly interpolated.
+
+    insightface interpolates with ``scipy.interpolate.interp1d(far, thresholds, kind="slinear")``, which newer
+    scipy refuses for repeated FAR values; this is that interpolation between the last threshold at or below the
+    target (the largest of equal FARs) and the next one. A curve that never reaches the target gives 0.
+    """
+    if far[-1] < far_target:
+        return 0.0
+    low = int(np.searchsorted(far, far_target, side="right")) - 1
+    if low < 0:
+        return float(thresholds[0])
+    if far[low] == far_target or low == len(far) - 1:
+        return float(thresholds[low])
+    weight = (far_target - far[low]) / (far[low + 1] - far[low])
+    return float(thresholds[low] + weight * (thresholds[low + 1] - thresholds[low]))
+
+
+def _val_far(threshold, dist, issame):
+    """Genuine accept rate and false accept rate of ``dist < threshold`` (0 for a fold without that kind)."""
+    accepted = dist < threshold
+    return accepted[issame].sum() / max(issame.sum(), 1), accepted[~issame].sum() / max((~issame).sum(), 1)
+
+
+def val_at_far(embeddings1, embeddings2, issame, far_target=1e-3, n_folds=10, thresholds=None):
+    """insightface's VAL@FAR: ``(val mean, val std, far mean)`` over ``n_folds`` contiguous folds.
+
+    Each fold's threshold on the squared L2 distance of unit vectors (grid 0..4 step 0.001) is where the other
+    folds' false accept rate reaches ``far_target``; VAL and FAR are then measured on the fold.
+
+    Example:
+        >>> angles = np.array([[0.0, 0.5 + 0.1 * k] for k in range(10)]).ravel()  # genuine 0, impostor k: 0.5 + 0.1k
+        >>> e1, e2 = np.tile([1.0, 0.0], (20, 1)), np.stack([np.cos(angles), np.sin(angles)], axis=1)
+        >>> val_at_far(e1, e2, [True, False] * 10)  # fold 0's impostor is closer than any of the other folds'
+        (1.0, 0.0, 0.1)
+    """
+    issame = np.asarray(issame, dtype=bool)
+    if len(issame) < n_folds:
+        raise ValueError(f"val_at_far needs at least {n_folds} pairs, received {len(issame)}")
+    thresholds = np.arange(0, 4, 0.001) if thresholds is None else np.asarray(thresholds, dtype="float64")
+    diff = l2_normalize(np.asarray(embeddings1, "float64")) - l2_normalize(np.asarray(embeddings2, "float64"))
+    dist = np.sum(np.square(diff), axis=1)
+    vals, fars = [], []
+    for test in _kfold_indices(len(issame), n_folds):
+        train = np.setdiff1d(np.arange(len(issame)), test)
+        impostor = np.sort(dist[train][~issame[train]])
+        far_train = np.searchsorted(impostor, thresholds, side="left") / max(len(impostor), 1)  # share of dist < t
+        val, far = _val_far(_far_threshold(thresholds, far_train, far_target), dist[test], issame[test])
+        vals.append(val)
+        fars.append(far)
+    return float(np.mean(vals)), float(np.std(vals)), float(np.mean(fars))
+
+
+def evaluate_embeddings(embeddings, issame, xnorm=None):
+    """All metrics for flip-summed embeddings of a pair list: accuracy, threshold, kfold_mean, kfold_std, val,
+    val_std, far (VAL@FAR=1e-3) and xnorm (``mean_norm`` of ``embeddings`` unless given)."""
     scores = pair_scores(embeddings)
     accuracy, threshold = best_threshold_accuracy(scores, issame)
     kfold_mean, kfold_std = kfold_accuracy(embeddings[0::2], embeddings[1::2], issame)
-    return {"accuracy": accuracy, "threshold": threshold, "kfold_mean": kfold_mean, "kfold_std": kfold_std}
+    val, val_std, far = val_at_far(embeddings[0::2], embeddings[1::2], issame)
+    return {
+        "accuracy": accuracy, "threshold": threshold, "kfold_mean": kfold_mean, "kfold_std": kfold_std,
+        "val": val, "val_std": val_std, "far": far, "xnorm": mean_norm(embeddings) if xnorm is None else xnorm,
+    }
 
 
 class VerificationSet:
@@ -114,12 +195,13 @@ class VerificationSet:
         self.images = decode_bin_images(encoded, self.path)
 
     def evaluate(self, basic_model, batch_size=64, flip=True):
-        embeddings = embed_images(basic_model, self.images, batch_size, flip)
-        return evaluate_embeddings(embeddings, self.issame)
+        """``evaluate_embeddings`` of the flip-summed embeddings; XNorm over each view, as insightface."""
+        views = embed_views(basic_model, self.images, batch_size, flip)
+        return evaluate_embeddings(sum(views), self.issame, xnorm=mean_norm(*views))
 
 
 def evaluate_bin(basic_model, bin_path, batch_size=64, flip=True):
-    """Evaluate ``basic_model`` on one ``.bin`` pack; returns accuracy, threshold, kfold_mean, kfold_std."""
+    """Evaluate ``basic_model`` (Keras model or batch callable) on one ``.bin`` pack: ``evaluate_embeddings``' dict."""
     return VerificationSet(bin_path).evaluate(basic_model, batch_size, flip)
 
 

@@ -16,6 +16,8 @@ Examples:
     keras-insightface drop-topk datasets/faces_emore emore_clean.npz -m r50_basic.keras \\
         --kernel checkpoints/r50_subcenter_state --top-k 3
     keras-insightface align raw_faces/ aligned_faces/ --landmarks landmarks.csv --size 112x112
+    keras-insightface plot checkpoints/r50_hist.json checkpoints/r100_hist.json --epochs 5,5,40 -o r50_r100.png --choose
+    keras-insightface eval-folder -m r50_basic.keras datasets/my_faces --fprs 1e-4,1e-3,1e-2
 """
 
 import argparse
@@ -335,6 +337,28 @@ def cmd_ijb(args):
         print(f">>>> ijb: scores -> {args.save_scores}")
 
 
+def cmd_plot(args):
+    from keras_insightface.plot import choose_accuracy, hist_plot_split
+
+    fig = hist_plot_split(
+        args.histories, epochs=args.epochs, names=args.names, customs=args.customs, skip_epochs=args.skip_epochs
+    )
+    fig.savefig(args.out)
+    print(f">>>> plot: {len(args.histories)} run(s) -> {args.out}")
+    if args.choose:
+        choose_accuracy(args.histories, key_pick=args.key_pick)
+
+
+def cmd_eval_folder(args):
+    from keras_insightface.data.distill import load_teacher
+    from keras_insightface.evaluation.folder import eval_folder, results_table
+
+    model = load_teacher(args.model, args.input_mean, args.input_std)
+    result = eval_folder(args.data, model, args.batch_size, args.flip, args.num_workers, args.fprs)
+    print(f">>>> eval-folder: {result['images']} images, {result['classes']} classes, {result['trials']} top-1 trials")
+    print(results_table(result, os.path.splitext(os.path.basename(args.model))[0]))
+
+
 def make_parser():
     parser = argparse.ArgumentParser(prog="keras-insightface", description=__doc__.split("\n")[0])
     parser.add_argument("--traceback", action="store_true", help="show full tracebacks for input errors")
@@ -437,6 +461,25 @@ def make_parser():
     ijb.add_argument("--name", help="method name in the tables (default: the model file's stem)")
     ijb.add_argument("--plot-only", nargs="+", metavar="SCORES", help="tables and plots from saved --save-scores files")
     ijb.set_defaults(func=cmd_ijb)
+
+    plot = sub.add_parser("plot", help="training curves of history JSON files (runs overlaid), comparison tables")
+    plot.add_argument("histories", nargs="+", help="<name>_hist.json files written by train")
+    plot.add_argument("--epochs", type=_int_list, help="epochs per stage, e.g. 5,5,40 (stage separators)")
+    plot.add_argument("--names", type=lambda text: text.split(","), help="stage names, e.g. s16,s32,s64")
+    plot.add_argument("--customs", type=lambda text: text.split(","), help="keys of the third panel (default lr)")
+    plot.add_argument("--skip-epochs", type=int, default=0, help="leave out the first N epochs")
+    plot.add_argument("-o", "--out", default="hist.png", help="output image (.png, .svg, .pdf)")
+    plot.add_argument("--choose", action="store_true", help="print the four run comparison tables")
+    plot.add_argument("--key-pick", default="agedb_30", help="verification set ranking the first table")
+    plot.set_defaults(func=cmd_plot)
+
+    folder = sub.add_parser("eval-folder", help="top-1 against class centers and TPR@FPR on a class-folder dataset")
+    folder.add_argument("data", help="class-folder root, train.rec folder or list file")
+    folder.add_argument("-m", "--model", required=True, help="basic model: .keras, .h5, .onnx or TorchScript .pt/.pth")
+    folder.add_argument("--fprs", type=_float_list, default=[1e-4, 1e-3, 1e-2], help="comma-separated FPRs")
+    folder.add_argument("--flip", action="store_true", help="add the flipped image's embedding")
+    _add_embedding_args(folder)
+    folder.set_defaults(func=cmd_eval_folder)
     return parser
 
 

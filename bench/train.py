@@ -7,11 +7,11 @@ and precision, i.e. the loader, augmentation, callbacks, evaluation and checkpoi
     python bench/train.py --cpu           # r18_tiny, batch 64, float32, 64 classes x 12 images (2 CPU cores, < 3 min)
     python bench/train.py --cpu --random-status 0 --eval-every 100   # isolate augmentation / evaluation
 
-Data: a synthetic training ``.rec`` (``--classes`` identities x ``--images-per-class`` rendered faces,
-``synthetic_faces.render_faces`` -> JPEG -> ``write_insightface_rec``, rendered in a process pool) and a ``.bin``
-verification pack built with ``build_bin`` from held-out identities. Both are generated once and cached under
+Data: ``data.synthetic.generate_dataset`` (the demo's generator, rendering in one forked process per core): a
+training ``.rec`` of ``--classes`` identities x ``--images-per-class`` faces and a ``.bin`` pack of
+``--eval-pairs`` genuine and as many impostor pairs from held-out identities. Both are generated once and cached under
 ``--data-dir`` (default ``<tmp>/keras_insightface_bench_train``), keyed by their settings. The GPU default is
-20,000 classes x 8 images = 160,000 images (312 steps of 512 per epoch, ~25 s rendering on 16 cores): the 93,431
+20,000 classes x 8 images = 160,000 images (312 steps of 512 per epoch): the 93,431
 identities of the step's GPU target (MS1MV3) are not worth rendering for a throughput figure, and the bare step is
 measured with the same 20,000 classes.
 
@@ -39,83 +39,25 @@ Prints ``EPOCH`` lines and one ``RESULT`` line.
 """
 
 import argparse
-import json
 import math
 import os
-import shutil
 import tempfile
 import time
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
-VAL_IMAGES_PER_IDENTITY = 6
-_TRAITS = None
+def make_data(data_dir, classes, images_per_class, eval_pairs, seed=0):
+    """Generate (or reuse) the synthetic ``.rec`` and its ``.bin`` pack with ``data.synthetic.generate_dataset``,
+    rendered in one forked process per core; returns ``(train folder, .bin path, seconds spent generating)``."""
+    from keras_insightface.data.synthetic import generate_dataset
 
-
-def _init_render(traits):
-    global _TRAITS
-    _TRAITS = traits
-
-
-def _render_jpeg(task):
-    """Pool task: ``(identity ids, seed)`` -> JPEG bytes of one rendered face each."""
-    import numpy as np
-    import simplejpeg
-
-    from keras_insightface.data.synthetic_faces import render_faces
-
-    ids, seed = task
-    return [simplejpeg.encode_jpeg(np.ascontiguousarray(image), quality=90)
-            for image in render_faces(_TRAITS, ids, seed=seed)]
-
-
-def _render(traits, ids, seed, processes, chunk=512):
-    """JPEG bytes of ``render_faces(traits, ids)``, chunks rendered in ``processes`` forked processes (in order)."""
-    import multiprocessing
-
-    tasks = [(ids[start : start + chunk], seed + start) for start in range(0, len(ids), chunk)]
-    if processes <= 1 or len(tasks) == 1:
-        _init_render(traits)
-        parts = [_render_jpeg(task) for task in tasks]
-    else:  # fork: main() calls this before grain, TensorFlow or JAX are imported
-        with multiprocessing.get_context("fork").Pool(processes, _init_render, (traits,)) as pool:
-            parts = pool.map(_render_jpeg, tasks)
-    return [image for part in parts for image in part]
-
-
-def make_data(data_dir, classes, images_per_class, eval_pairs, seed=0, processes=None):
-    """Generate (or reuse) ``<data_dir>/<key>/train`` (``.rec``) and ``<key>/bench_val.bin``; returns both paths."""
-    import numpy as np
-
-    from keras_insightface.data.binpack import build_bin
-    from keras_insightface.data.recordio import write_insightface_rec
-    from keras_insightface.data.sources import open_source
-    from keras_insightface.data.synthetic_faces import sample_identities
-
-    config = dict(classes=classes, images_per_class=images_per_class, eval_pairs=eval_pairs, seed=seed, version=1)
-    root = os.path.join(data_dir, f"synthetic_{classes}x{images_per_class}_pairs{eval_pairs}_seed{seed}")
-    train_dir, val_dir, bin_path = (os.path.join(root, name) for name in ("train", "val", "bench_val.bin"))
-    stamp = os.path.join(root, "config.json")
-    if os.path.exists(stamp):
-        with open(stamp) as f:
-            if json.load(f) == config:
-                return train_dir, bin_path, 0.0
+    out = os.path.join(data_dir, f"synthetic_{classes}x{images_per_class}_pairs{eval_pairs}_seed{seed}")
     start = time.perf_counter()
-    shutil.rmtree(root, ignore_errors=True)
-    processes = processes or os.cpu_count() or 1
-    # held-out identities for the pack: C(6, 2) = 15 genuine pairs each, 5 per requested pair leaves room
-    val_classes = max(10, math.ceil(eval_pairs / 5))
-    traits = sample_identities(classes + val_classes, seed)
-    train_ids = np.repeat(np.arange(classes), images_per_class)
-    train = _render(traits, train_ids, seed * 1_000_003 + 1, processes)
-    write_insightface_rec(train_dir, list(zip(train, train_ids.tolist())), classes)
-    val_ids = np.repeat(np.arange(classes, classes + val_classes), VAL_IMAGES_PER_IDENTITY)
-    val = _render(traits, val_ids, seed * 1_000_003 + 7_777_777, processes)
-    write_insightface_rec(val_dir, list(zip(val, (val_ids - classes).tolist())), val_classes)
-    build_bin(open_source(val_dir), bin_path, eval_pairs, seed=seed)
-    with open(stamp, "w") as f:
-        json.dump(config, f)
-    return train_dir, bin_path, time.perf_counter() - start
+    # held-out identities for the pack: 6 images each, so C(6, 2) = 15 genuine pairs per identity
+    paths = generate_dataset(out, num_identities=classes, images_per_identity=images_per_class,
+                             num_val_identities=max(10, math.ceil(eval_pairs / 5)), num_pairs=2 * eval_pairs,
+                             seed=seed, processes=os.cpu_count() or 1)
+    return paths["train"], paths["val"], time.perf_counter() - start
 
 
 def _epoch_timer():
@@ -159,7 +101,7 @@ def measure_end_to_end(train_dir, bin_path, model_name, batch_size, precision, e
     loops = [images / rate for rate in history["img/s"]]
     return {
         "train_model": train_model, "steps": steps, "classes": classes, "walls": walls, "loops": loops,
-        "loss": history["loss"], "eval": history.get("bench_val"),
+        "loss": history["loss"], "eval": history.get(os.path.splitext(os.path.basename(bin_path))[0]),
         "e2e": images * (epochs - 1) / sum(walls[1:]),
         "loop": images * (epochs - 1) / sum(loops[1:]),
     }
@@ -225,7 +167,7 @@ def main():
 
     workers = default_num_workers() if args.workers is None else args.workers
     print(f"data: {train_dir} ({args.classes} x {args.images_per_class} images), {bin_path}"
-          + (f" generated in {made:.0f} s" if made else " (cached)"))
+          + f" ready in {made:.0f} s")
 
     start = time.perf_counter()
     e2e = measure_end_to_end(train_dir, bin_path, args.model, args.batch_size, args.precision, args.epochs, workers,
@@ -236,7 +178,7 @@ def main():
         evaluated = e2e["eval"] is not None and epoch % args.eval_every == 0
         print(f"EPOCH {epoch} wall_s={wall:.2f} loop_s={loop:.2f} epoch_end_s={wall - loop:.2f} "
               f"wall_img/s={images / wall:.1f} loop_img/s={images / loop:.1f} loss={e2e['loss'][epoch - 1]:.3f}"
-              + (f" bench_val={e2e['eval'][epoch // args.eval_every - 1]:.4f}" if evaluated else "")
+              + (f" val={e2e['eval'][epoch // args.eval_every - 1]:.4f}" if evaluated else "")
               + ("  (not timed: compilation)" if epoch == 1 else ""))
 
     import jax

@@ -11,7 +11,9 @@ Example:
     >>> paths["train"], paths["val"]                                                         # doctest: +SKIP
 """
 
+import functools
 import json
+import multiprocessing
 import os
 from pathlib import Path
 
@@ -29,11 +31,20 @@ def _encode(images, quality=90):
     return [simplejpeg.encode_jpeg(np.ascontiguousarray(image), quality=quality) for image in images]
 
 
-def _render_encoded(traits, ids, seed, difficulty, chunk=256):
-    encoded = []
-    for start in range(0, len(ids), chunk):
-        encoded += _encode(render_faces(traits, ids[start : start + chunk], seed=seed + start, difficulty=difficulty))
-    return encoded
+def _render_chunk(traits, difficulty, task):
+    ids, seed = task
+    return _encode(render_faces(traits, ids, seed=seed, difficulty=difficulty))
+
+
+def _render_encoded(traits, ids, seed, difficulty, chunk=256, processes=1):
+    """JPEG bytes of the faces of ``ids`` in order; chunks (seeded by their start) render in ``processes`` forked
+    processes, so the images do not depend on the process count. Fork before JAX or grain start threads."""
+    tasks = [(ids[start : start + chunk], seed + start) for start in range(0, len(ids), chunk)]
+    render = functools.partial(_render_chunk, traits, difficulty)
+    if processes <= 1 or len(tasks) == 1:
+        return [image for task in tasks for image in render(task)]
+    with multiprocessing.get_context("fork").Pool(processes) as pool:
+        return [image for part in pool.map(render, tasks) for image in part]
 
 
 def verification_pairs(identity_of_image, num_pairs, rng):
@@ -61,8 +72,10 @@ def generate_dataset(
     num_pairs=600,
     seed=0,
     difficulty=1.0,
+    processes=1,
 ):
-    """Write the synthetic dataset into ``out_dir`` (skipped when an identical one is already there).
+    """Write the synthetic dataset into ``out_dir`` (skipped when an identical one is already there);
+    ``processes`` > 1 renders in that many forked processes (same images).
 
     Returns ``{"train": out_dir, "val": out_dir/synthetic_val.bin}``.
     """
@@ -84,11 +97,11 @@ def generate_dataset(
     traits = sample_identities(num_identities + num_val_identities, seed)
 
     train_ids = np.repeat(np.arange(num_identities), images_per_identity)
-    train_images = _render_encoded(traits, train_ids, seed * 1_000_003 + 1, difficulty)
+    train_images = _render_encoded(traits, train_ids, seed * 1_000_003 + 1, difficulty, processes=processes)
     write_insightface_rec(out_dir, list(zip(train_images, train_ids.tolist())), num_identities)
 
     val_ids = np.repeat(np.arange(num_identities, num_identities + num_val_identities), val_images_per_identity)
-    val_images = _render_encoded(traits, val_ids, seed * 1_000_003 + 7_777_777, difficulty)
+    val_images = _render_encoded(traits, val_ids, seed * 1_000_003 + 7_777_777, difficulty, processes=processes)
     pairs = verification_pairs(val_ids, num_pairs // 2, np.random.default_rng(seed + 1))
     images = [val_images[i] for a, b, _ in pairs for i in (a, b)]
     write_bin(paths["val"], images, [same for _, _, same in pairs])

@@ -7,6 +7,7 @@ Examples:
         --batch-size 512 --scales 16,32,64 --epochs 5,5,40 --mixed-precision mixed_bfloat16
     keras-insightface train r50.toml --set train.batch_size=256
     keras-insightface train --resume checkpoints      # continue the run whose <name>_config.json is there
+    keras-insightface train r50.toml --coordinator 10.0.0.1:1234 --num-processes 2 --process-id 0   # on host 0
     keras-insightface eval -m checkpoints/r50_basic_lfw_epoch_40_0.998.keras -t lfw.bin cfp_fp.bin
     keras-insightface convert folders2rec datasets/my_faces datasets/my_faces_rec
     keras-insightface convert make-bin datasets/held_out datasets/held_out.bin --pairs 3000
@@ -97,6 +98,7 @@ def run_training(args, data_path, eval_paths, baseline=False):
     from keras_insightface.evaluation.verification import evaluate_bin
     from keras_insightface.plot import hist_plot_split
     from keras_insightface.training import config as run_config
+    from keras_insightface.training.distribute import is_primary
     from keras_insightface.training.train import Train
 
     config = {
@@ -112,7 +114,8 @@ def run_training(args, data_path, eval_paths, baseline=False):
     schedule = run_config.schedule(config)
     start = time.time()
     trainer = Train(**config["train"])
-    run_config.save_resolved(config, trainer.prefix + "_config.json")  # what `train --resume DIR` reruns
+    if is_primary():
+        run_config.save_resolved(config, trainer.prefix + "_config.json")  # what `train --resume DIR` reruns
     print(
         f">>>> {trainer.source.name}: {len(trainer.source)} images, {trainer.num_classes} identities,"
         f" {trainer.loader.steps_per_epoch} steps per epoch of {args.batch_size}"
@@ -127,7 +130,7 @@ def run_training(args, data_path, eval_paths, baseline=False):
         trainer.close()
     names = [cb.name for cb in trainer.eval_callbacks]
     plot_path = trainer.prefix + ".png"
-    if history:
+    if history and is_primary():
         hist_plot_split(trainer.history_path, epochs=args.epochs, names=[f"scale {s:g}" for s in args.scales]).savefig(
             plot_path
         )
@@ -167,7 +170,17 @@ def resume_config(target):
     return found[0]
 
 
+def join_hosts(args):
+    """Start a run of several hosts when the flags or ``KERAS_DISTRIBUTION_*`` environment variables ask for it."""
+    asked = args.coordinator or args.num_processes or os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES")
+    if asked:
+        from keras_insightface.training.distribute import initialize_hosts
+
+        initialize_hosts(args.coordinator, args.num_processes, args.process_id)
+
+
 def cmd_train(args):
+    join_hosts(args)
     if isinstance(args.resume, str):  # --resume DIR: the run saved there, as it was started
         return run_config_training(resume_config(args.resume), args.set or [], resume=True)
     if args.config:
@@ -180,13 +193,15 @@ def cmd_train(args):
 def run_config_training(path, overrides, resume=False):
     """Train from a config file (``training/config.py``); the resolved config is saved next to the history."""
     from keras_insightface.training import config as run_config
+    from keras_insightface.training.distribute import is_primary
     from keras_insightface.training.train import Train
 
     config = run_config.apply_overrides(run_config.load_config(path), overrides)
     stages = run_config.schedule(config)
     trainer = Train(**run_config.train_kwargs(config, Train))
-    run_config.save_resolved(config, trainer.prefix + "_config.json")
-    print(f">>>> config: {trainer.prefix}_config.json")
+    if is_primary():
+        run_config.save_resolved(config, trainer.prefix + "_config.json")
+        print(f">>>> config: {trainer.prefix}_config.json")
     try:
         history = trainer.train(stages, resume=resume)
     finally:
@@ -383,6 +398,11 @@ def make_parser():
                             "with DIR, the run whose <name>_config.json is there, with no other flags needed")
     train.add_argument("--checkpoint-every", type=int, default=0, help="full-state checkpoint every N batches")
     train.add_argument("--eval", nargs="*", default=[], help=".bin verification packs")
+    hosts = train.add_argument_group("several hosts", "run the same command on every host")
+    hosts.add_argument("--coordinator", help="HOST:PORT of process 0 (or KERAS_DISTRIBUTION_JOB_ADDRESSES)")
+    hosts.add_argument("--num-processes", type=int, help="hosts in the run (or KERAS_DISTRIBUTION_NUM_PROCESSES)")
+    hosts.add_argument("--process-id", type=int,
+                       help="this host's index, 0 = coordinator (or KERAS_DISTRIBUTION_PROCESS_ID)")
     _add_train_args(
         train,
         dict(model="r50", emb_shape=512, batch_size=128, lr_base=0.1, warmup=0, scales=[16, 32, 64],

@@ -217,8 +217,10 @@ class eval_callback(keras.callbacks.Callback):  # noqa: N801 - the seed system's
         >>> train_model.fit(data, epochs=5, callbacks=[cb])                       # doctest: +SKIP
     """
 
-    def __init__(self, basic_model, test_bin_file, batch_size=64, flip=True, eval_freq=1, eval_every_steps=0):
+    def __init__(self, basic_model, test_bin_file, batch_size=64, flip=True, eval_freq=1, eval_every_steps=0,
+                 verbose=True):
         super().__init__()
+        self.verbose = verbose
         self.basic_model, self.batch_size, self.flip, self.eval_freq = basic_model, batch_size, flip, eval_freq
         self.eval_every_steps = int(eval_every_steps)
         self.dataset = VerificationSet(test_bin_file)
@@ -227,10 +229,11 @@ class eval_callback(keras.callbacks.Callback):  # noqa: N801 - the seed system's
 
     def _evaluate(self, where):
         result = self.dataset.evaluate(self.basic_model, self.batch_size, self.flip)
-        print(
-            f"\n>>>> {self.name} evaluation{where}: accuracy {result['accuracy']:.4f} (threshold "
-            f"{result['threshold']:.4f}), 10-fold {result['kfold_mean']:.4f} +- {result['kfold_std']:.4f}"
-        )
+        if self.verbose:
+            print(
+                f"\n>>>> {self.name} evaluation{where}: accuracy {result['accuracy']:.4f} (threshold "
+                f"{result['threshold']:.4f}), 10-fold {result['kfold_mean']:.4f} +- {result['kfold_std']:.4f}"
+            )
         return result
 
     def on_epoch_begin(self, epoch, logs=None):

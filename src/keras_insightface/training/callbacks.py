@@ -12,6 +12,7 @@ import keras
 import numpy as np
 
 from keras_insightface.training.checkpoint import restore_metrics, save_state
+from keras_insightface.training.distribute import gather_objects, is_primary, process_count
 
 
 def _to_float(value):
@@ -140,7 +141,8 @@ class HistoryJSON(keras.callbacks.Callback):
         for key, value in record.items():
             if value is not None:
                 self.history.setdefault(key, []).append(_to_float(value))
-        write_json_atomic(self.path, self.history)
+        if is_primary():
+            write_json_atomic(self.path, self.history)
 
 
 class BestBasicModel(keras.callbacks.Callback):
@@ -150,7 +152,7 @@ class BestBasicModel(keras.callbacks.Callback):
 
     ``history`` (the run's so far, e.g. on resume) gives the bests to beat, and best files already on disk stay
     the bests until beaten. ``saved`` is the first set's best file (without eval sets: the latest file). Nothing
-    is saved once the loss is NaN.
+    is saved once the loss is NaN. On several hosts process 0 writes (the basic model is replicated on every host).
     """
 
     def __init__(self, basic_model, prefix, monitors=(), stop_guard=None, history=None):
@@ -174,19 +176,23 @@ class BestBasicModel(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is None or (self.stop_guard is not None and self.stop_guard.triggered):
             return
+        write = is_primary()
         self.latest = f"{self.prefix}_basic_stage_{self.stage}_latest.keras"
-        self.basic_model.save(self.latest)
+        if write:
+            self.basic_model.save(self.latest)
         for name in self.monitors:
             value = logs.get(name)
             if value is None or _to_float(value) <= self.best[name]:
                 continue
             self.best[name] = _to_float(value)
             path = f"{self.prefix}_basic_{name}_epoch_{epoch + 1}_{self.best[name]:.6f}.keras"
+            self.files[name] = path
+            if not write:
+                continue
             self.basic_model.save(path)
             for old in glob.glob(self._pattern(name)):
                 if old != path:
                     os.remove(old)
-            self.files[name] = path
             print(f">>>> Improved {name} to {self.best[name]:.6f}: saved {path}")
 
 
@@ -298,11 +304,15 @@ class GracefulStop(keras.callbacks.Callback):
     signal only sets ``requested``. Once the current batch is done (at the next batch's start), ``checkpoint``
     (the stage's ``FullStateCheckpoint``) writes the position and ``stop_guard`` is triggered, so that nothing
     records what follows; a signal during an epoch's last batch stops after the epoch-end checkpoint instead.
+
+    On several hosts a signal may reach them at different batches, and all must stop at the same one (the
+    checkpoint is collective): the hosts compare their requests every ``sync_every`` batches and at epoch ends,
+    and all stop when any host was signalled.
     """
 
-    def __init__(self, stop_guard):
+    def __init__(self, stop_guard, sync_every=20):
         super().__init__()
-        self.stop_guard, self.checkpoint = stop_guard, None
+        self.stop_guard, self.checkpoint, self.sync_every = stop_guard, None, sync_every
         self.requested, self.previous = None, {}
 
     def _request(self, signum, frame):
@@ -325,13 +335,26 @@ class GracefulStop(keras.callbacks.Callback):
         print(f"\n>>>> {self.requested}: stopped after this batch; checkpoint {saved}, "
               "continue with --resume / train(..., resume=True)")
 
+    def _agreed(self, batch=None):
+        """The request every host acts on: this host's own on one host; on several, any host's, compared at batch
+        multiples of ``sync_every`` and at epoch ends (``batch`` None)."""
+        if process_count() == 1:
+            return self.requested
+        if batch is not None and batch % self.sync_every:
+            return None
+        return next((name for name in gather_objects(self.requested) if name), None)
+
     def on_train_batch_begin(self, batch, logs=None):
         """Checkpoint the batches done so far and stop; the step Keras runs after this hook is not recorded."""
-        if self.requested and not self.stop_guard.triggered:
+        requested = self._agreed(batch)
+        if requested and not self.stop_guard.triggered:
+            self.requested = requested
             if batch:  # at batch 0 the epoch-end checkpoint already holds this position
                 self.checkpoint.save_now()
             self._stop(self.checkpoint.directory)
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.requested and not self.stop_guard.triggered:  # the epoch-end checkpoint was just written
+        requested = self._agreed()
+        if requested and not self.stop_guard.triggered:  # the epoch-end checkpoint was just written
+            self.requested = requested
             self._stop(self.checkpoint.directory)

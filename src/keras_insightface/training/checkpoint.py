@@ -4,7 +4,9 @@ A checkpoint is a folder ``<run>_state/`` with all the training model's variable
 statistics, class centers, and the augmentation and sampling RNG states, which ``save_weights`` leaves out), the optimizer's variables (momentum, step
 count, hence the schedule position), the epoch's running metrics, the loader's iterator state and the counters
 and history. It is written to ``<run>_state.tmp/`` and swapped in by renames, so a run killed at any moment
-leaves either the previous or the new checkpoint, never half of one.
+leaves either the previous or the new checkpoint, never half of one. On several hosts every host takes part
+(variables split across hosts are gathered, each host's iterator state is collected) and process 0 writes; the
+folder must be on storage every host reads, as the resume reads it on every host.
 
 Example:
     >>> encode_state({"a": b"\\x00\\x01"})
@@ -21,6 +23,9 @@ import shutil
 import numpy as np
 
 from keras_insightface.errors import DataError
+from keras_insightface.training.distribute import (
+    barrier, gather_objects, host_values, is_primary, process_count, process_index,
+)
 
 STATE_FILE = "state.json"
 
@@ -49,20 +54,29 @@ def decode_state(value):
 
 
 def _arrays(variables):
-    return {f"v{i}": np.asarray(variable) for i, variable in enumerate(variables)}
+    return {f"v{i}": value for i, value in enumerate(host_values(variables))}
 
 
 def save_state(directory, model, optimizer, meta, iterator_state):
-    """Write a checkpoint of ``model`` (a built training model), ``optimizer`` and ``meta`` atomically."""
+    """Write a checkpoint of ``model`` (a built training model), ``optimizer`` and ``meta`` atomically.
+
+    ``iterator_state`` is this host's loader state; the checkpoint keeps one per host (``"iterators"``).
+    """
+    arrays = [_arrays(model.variables), _arrays(optimizer.variables), _arrays(model.metrics_variables)]
+    iterators = gather_objects(encode_state(iterator_state))
+    if is_primary():
+        _write(directory, arrays, {**meta, "variable_paths": [v.path for v in model.variables], "iterators": iterators})
+    barrier(f"checkpoint {directory} {meta.get('epoch')} {meta.get('step')}")
+
+
+def _write(directory, arrays, state):
     tmp, old = directory + ".tmp", directory + ".old"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
-    np.savez(os.path.join(tmp, "model.npz"), **_arrays(model.variables))  # save_weights skips RNG seed states
-    np.savez(os.path.join(tmp, "optimizer.npz"), **_arrays(optimizer.variables))
-    np.savez(os.path.join(tmp, "metrics.npz"), **_arrays(model.metrics_variables))
+    for name, values in zip(("model", "optimizer", "metrics"), arrays):  # save_weights skips RNG seed states
+        np.savez(os.path.join(tmp, f"{name}.npz"), **values)
     with open(os.path.join(tmp, STATE_FILE), "w") as f:
-        paths = [variable.path for variable in model.variables]
-        json.dump({**meta, "variable_paths": paths, "iterator": encode_state(iterator_state)}, f)
+        json.dump(state, f)
     shutil.rmtree(old, ignore_errors=True)
     if os.path.isdir(directory):
         os.replace(directory, old)
@@ -78,10 +92,21 @@ def latest_state_dir(directory):
     return None
 
 
-def load_meta(directory):
+def _read_state(directory):
     with open(os.path.join(directory, STATE_FILE)) as f:
-        meta = json.load(f)
-    meta["iterator"] = decode_state(meta["iterator"])
+        return json.load(f)
+
+
+def load_meta(directory):
+    """The checkpoint's counters and history, with ``"iterator"``: this host's loader state."""
+    meta = _read_state(directory)
+    iterators = meta.pop("iterators")
+    if len(iterators) != process_count():
+        raise DataError(
+            f"{directory}: checkpoint written by {len(iterators)} host(s), this run has {process_count()}; each "
+            "host's position in its shard of the data is stored, so resume on the same number of hosts"
+        )
+    meta["iterator"] = decode_state(iterators[process_index()])
     return meta
 
 
@@ -107,7 +132,7 @@ def restore_model_and_optimizer(directory, model, optimizer):
 def read_variable(directory, name):
     """The stored value of the training-model variable whose path ends with ``name`` (e.g. the classifier kernel
     ``"norm_dense/norm_dense_w"``), for tools that read a run's checkpoint without rebuilding the model."""
-    paths = load_meta(directory).get("variable_paths", [])
+    paths = _read_state(directory).get("variable_paths", [])
     found = [i for i, path in enumerate(paths) if path == name or path.endswith("/" + name)]
     if len(found) != 1:
         close = [path for path in paths if name.rsplit("/", 1)[-1] in path]

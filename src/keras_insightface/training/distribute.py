@@ -1,8 +1,10 @@
 """Scale-out on ``keras.distribution``: data parallel over all local devices, the class-sharded classifier head.
 
-``Train`` runs on every local device by default (``keras.distribution.DataParallel``): the batch is split on
-the ``batch`` mesh axis, variables are replicated, and XLA inserts the gradient all-reduce. One host for now
-(``Train`` refuses several JAX processes: saving and evaluation do not gather variables across hosts yet).
+``Train`` runs on every device by default (``keras.distribution.DataParallel``): the batch is split on the
+``batch`` mesh axis, variables are replicated, and XLA inserts the gradient all-reduce. Several hosts (JAX
+processes, started with ``keras.distribution.initialize``) run the same program: each host's loader reads its own
+shard of the data, arrays that span hosts are gathered for saving (``host_values``), files are written by process 0
+(``is_primary``), and decisions that stop a run are agreed between hosts (``any_host``).
 
 With hundreds of thousands of identities the classifier kernel ``(embedding, classes)`` dominates memory and
 the logits matmul. Sharding it on the class axis over a ``model`` mesh axis (model parallel) while the batch is
@@ -16,7 +18,10 @@ Example:
     'batch'
 """
 
+import json
+
 import keras
+import numpy as np
 
 HEAD_KERNELS = ("norm_dense/norm_dense_w", "partial_fc/norm_dense_w", "dense_softmax/kernel")
 
@@ -77,10 +82,13 @@ def resolve_distribution(distribution="auto", model_parallel=1):
         return distribution
     devices = keras.distribution.list_devices()
     if model_parallel > 1:
-        return class_sharded_distribution(model_parallel, devices=devices)
-    if len(devices) == 1:
+        distribution = class_sharded_distribution(model_parallel, devices=devices)
+    elif len(devices) == 1:
         return None
-    return keras.distribution.DataParallel(devices=devices)
+    else:
+        distribution = keras.distribution.DataParallel(devices=devices)
+    distribution.auto_shard_dataset = False  # the loader already gives each host its own shard of the data
+    return distribution
 
 
 def data_parallel_size(distribution):
@@ -91,3 +99,131 @@ def data_parallel_size(distribution):
     if isinstance(distribution, ClassShardedParallel):
         return len(mesh.devices.flat)
     return dict(zip(mesh.axis_names, mesh.shape))[distribution.batch_dim_name]
+
+
+def initialize_hosts(coordinator=None, num_processes=None, process_id=None):
+    """Join a run of several hosts (``keras.distribution.initialize``); call before anything runs on a device.
+
+    ``coordinator`` is process 0's ``host:port``; ``None`` values come from the environment
+    (``KERAS_DISTRIBUTION_JOB_ADDRESSES``, ``KERAS_DISTRIBUTION_NUM_PROCESSES``, ``KERAS_DISTRIBUTION_PROCESS_ID``)
+    or, on clusters JAX knows (SLURM, Cloud TPU), from the cluster. CPU hosts exchange data through gloo.
+    """
+    import jax
+
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # GPUs and TPUs use their own collectives
+    keras.distribution.initialize(coordinator, num_processes, process_id)
+
+
+def process_count():
+    """The hosts (JAX processes) taking part in the run; 1 on other backends."""
+    if keras.backend.backend() != "jax":
+        return 1
+    import jax
+
+    return jax.process_count()
+
+
+def process_index():
+    """This host's index among ``process_count()`` (0 on other backends)."""
+    if keras.backend.backend() != "jax":
+        return 0
+    import jax
+
+    return jax.process_index()
+
+
+def is_primary():
+    """Whether this host writes the run's files and prints its reports (process 0)."""
+    return process_index() == 0
+
+
+def barrier(name):
+    """Wait until every host has reached ``name`` (nothing to wait for on one host)."""
+    if process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def host_values(variables):
+    """numpy copies of ``variables`` (Keras variables or JAX arrays), whole on every host.
+
+    Arrays split across hosts (the class-sharded head kernel) are gathered, which is a collective: every host must
+    call this at the same point of the run with the same variables.
+    """
+    values = []
+    for variable in variables:
+        value = getattr(variable, "value", variable)
+        if getattr(value, "is_fully_addressable", True) or value.is_fully_replicated:
+            values.append(np.asarray(value))
+        else:
+            from jax.experimental import multihost_utils
+
+            values.append(np.asarray(multihost_utils.process_allgather(value, tiled=True)))
+    return values
+
+
+def gather_objects(obj):
+    """Every host's JSON-able ``obj`` as a list in process order (a collective: all hosts call it together).
+
+    Example:
+        >>> gather_objects({"epoch": 3})
+        [{'epoch': 3}]
+    """
+    if process_count() == 1:
+        return [obj]
+    from jax.experimental import multihost_utils
+
+    data = np.frombuffer(json.dumps(obj).encode(), np.uint8)
+    sizes = np.asarray(multihost_utils.process_allgather(np.array([data.size], np.int32))).reshape(-1)
+    padded = np.zeros(int(sizes.max()), np.uint8)
+    padded[: data.size] = data
+    gathered = np.asarray(multihost_utils.process_allgather(padded))
+    return [json.loads(bytes(row[:size])) for row, size in zip(gathered, sizes)]
+
+
+def any_host(flag):
+    """Whether ``flag`` is set on any host (a collective on several hosts), so all hosts take the same branch."""
+    return any(gather_objects(bool(flag)))
+
+
+class DistributedEmbedding:
+    """A basic model as a batch callable (``embed_views`` takes it) whose batches are split over every device of
+    the model's mesh, on all hosts, and whose embeddings come back whole on every host: evaluation at the
+    training's parallelism instead of every device embedding the whole batch.
+
+    Every host passes the same batch (all read the same pack); its size must be a multiple of the device count.
+    """
+
+    def __init__(self, model):
+        import jax
+
+        self.model = model
+        self._forward = None
+        self._jax = jax
+
+    def _compiled(self, mesh):
+        jax = self._jax
+        batch = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(tuple(mesh.axis_names)))
+        replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+        def forward(trainable, non_trainable, images):
+            return self.model.stateless_call(trainable, non_trainable, images, training=False)[0]
+
+        return batch, jax.jit(forward, out_shardings=replicated)
+
+    def __call__(self, images):
+        images = np.asarray(images)
+        sharding = getattr(self.model.variables[0].value, "sharding", None)
+        mesh = getattr(sharding, "mesh", None)
+        if mesh is None or mesh.size == 1:
+            return np.asarray(self.model.predict_on_batch(images))
+        if images.shape[0] % mesh.size:
+            raise ValueError(f"an evaluation batch of {images.shape[0]} does not split over {mesh.size} devices")
+        if self._forward is None:
+            self._forward = self._compiled(mesh)
+        batch, forward = self._forward
+        array = self._jax.make_array_from_callback(images.shape, batch, lambda index: images[index])
+        trainable = [v.value for v in self.model.trainable_variables]
+        non_trainable = [v.value for v in self.model.non_trainable_variables]
+        return np.asarray(forward(trainable, non_trainable, array))

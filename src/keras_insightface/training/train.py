@@ -36,7 +36,9 @@ from keras_insightface.models import buildin_models
 from keras_insightface.saving import copy_weights_by_name, load_model, split_full_model
 from keras_insightface.training import callbacks as cbs
 from keras_insightface.training.checkpoint import latest_state_dir, load_meta, restore_model_and_optimizer
-from keras_insightface.training.distribute import data_parallel_size, resolve_distribution
+from keras_insightface.training.distribute import (
+    DistributedEmbedding, data_parallel_size, is_primary, process_count, resolve_distribution,
+)
 from keras_insightface.training.optimizers import L2SGD, SGDW, AdamW, Lookahead
 from keras_insightface.training.outputs import (
     MixupCrossEntropy, OutputMean, PerSampleCrossEntropy, PerSampleDistance, PerSampleLoss, TopOneCorrect,
@@ -203,7 +205,9 @@ class Train:
         distribution: ``"auto"`` = all local devices (``DataParallel``; one device: no distribution), ``None``
             = the default device only, or a ``keras.distribution.Distribution``. ``batch_size`` is per
             data-parallel device, as in the seed: the global batch is ``batch_size`` times the size of the batch
-            mesh axis, and each host's loader reads its share.
+            mesh axis, and each host's loader reads its share. Several hosts: call
+            ``distribute.initialize_hosts`` first; ``"auto"`` then spans every device of every host, and process 0
+            writes the files (see the README's "Several devices and hosts").
         model_parallel: > 1 shards the classifier kernel on its class axis over groups of that many devices
             (``class_sharded_distribution``), for identity counts whose kernel does not fit one device.
 
@@ -284,7 +288,8 @@ class Train:
         self.batch_size, self.lr_base, self.lr_min, self.lr_decay = batch_size, lr_base, lr_min, lr_decay
         self.lr_decay_steps, self.lr_warmup_steps, self.eval_freq = lr_decay_steps, lr_warmup_steps, eval_freq
         self.lr_schedule = self._schedule_kind(lr_schedule, lr_decay_steps)
-        self.weight_decay, self.momentum, self.verbose = weight_decay, momentum, verbose
+        self.weight_decay, self.momentum = weight_decay, momentum
+        self.verbose = verbose if is_primary() else 0  # one progress bar and report for all hosts
         self.mixed_precision = mixed_precision
 
         directory, filename = os.path.split(save_path)
@@ -319,8 +324,11 @@ class Train:
             self.teacher = self._load_teacher(teacher_model_interf)
             self.mixup = Mixup(mixup_alpha, seed=seed, name="mixup") if mixup_alpha > 0 else None
 
+        # evaluation batches are split over every device of every host, like the training batches
+        embedder = DistributedEmbedding(self.basic_model) if self.distribution is not None else self.basic_model
         self.eval_callbacks = [
-            eval_callback(self.basic_model, p, host_batch, eval_freq=eval_freq, eval_every_steps=eval_every_steps)
+            eval_callback(embedder, p, self.global_batch_size, eval_freq=eval_freq, eval_every_steps=eval_every_steps,
+                          verbose=is_primary())
             for p in eval_paths
         ]
         self.tensorboard_dir = tensorboard_dir
@@ -434,15 +442,7 @@ class Train:
 
     def _host_batch_size(self):
         """This host's share of the global batch (the loader's batch size)."""
-        import jax
-
-        processes = jax.process_count()
-        if processes > 1:  # np.asarray of a variable spanning hosts fails: saving needs gathering first
-            raise NotImplementedError(
-                f"Train runs on one host ({processes} JAX processes found): checkpoints, saved models and evaluation "
-                "do not gather variables across hosts yet; use all devices of one host (the default)"
-            )
-        return self.global_batch_size // processes
+        return self.global_batch_size // process_count()
 
     def _stage_head(self, margin_loss, top_k=1):
         """The classifier for a stage: the same kernel, with the norm column when the loss reads norms and
@@ -707,12 +707,12 @@ class Train:
         stop.checkpoint = checkpoint
         callbacks = [
             cbs.RestoreEpochMetrics(metrics_dir),
-            cbs.Throughput(self.loader.batch_size),
+            cbs.Throughput(self.global_batch_size),
             self.skipped_images,
             guard,
             cbs.LossScaleCollapse(self.optimizer, guard),
             *self.eval_callbacks,
-            *([keras.callbacks.TensorBoard(self.tensorboard_dir)] if self.tensorboard_dir else []),
+            *([keras.callbacks.TensorBoard(self.tensorboard_dir)] if self.tensorboard_dir and is_primary() else []),
             saver,
             cbs.HistoryJSON(self.history_path, self.history, self._current_lr, guard),
             checkpoint,

@@ -98,3 +98,35 @@ def test_models_table(capsys):
     assert set(rows) == {"r18_tiny", "mobilenet"}
     assert float(rows["mobilenet"][0]) > float(rows["r18_tiny"][0]) > 0 and float(rows["mobilenet"][1]) > 0
     assert "Unknown backbone" in _error_line(capsys, ["models", "nonet"])
+
+
+def test_search_and_summary_commands(tmp_path, capsys):
+    import keras
+    import numpy as np
+
+    from tests.conftest import jpeg
+
+    inputs = keras.Input((112, 112, 3))
+    embedding = keras.layers.Flatten(name="embedding")(keras.layers.AveragePooling2D(28)(inputs - 127.5))
+    model_path = tmp_path / "basic.keras"
+    keras.Model(inputs, embedding).save(model_path)
+    rng = np.random.default_rng(0)
+    patterns = {name: rng.integers(0, 256, (4, 4, 3)) for name in ("ann", "bob", "cid")}
+    for name, pattern in patterns.items():
+        (tmp_path / "gallery" / name).mkdir(parents=True)
+        for i in range(2):
+            face = np.clip(pattern.repeat(28, 0).repeat(28, 1) + rng.normal(0, 10, (112, 112, 3)), 0, 255)
+            (tmp_path / "gallery" / name / f"{i}.jpg").write_bytes(jpeg(face))
+    query = tmp_path / "query.jpg"
+    query.write_bytes(jpeg(patterns["bob"].repeat(28, 0).repeat(28, 1)))
+    argv = ["search", str(query), "--gallery", str(tmp_path / "gallery"), "-m", str(model_path), "-k", "2"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "3 identities, 6 images (6 embedded now, 0 from the cache" in printed
+    assert "| 1 | bob |" in printed and printed.count("\n| ") == 3  # header and 2 ranks
+    assert main(argv) == 0
+    assert "(0 embedded now, 6 from the cache" in capsys.readouterr().out
+
+    assert main(["summary", str(model_path), "--runs", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "parameters     0 (0 trainable)" in printed and "48-d, output layer 'embedding'" in printed

@@ -1,5 +1,5 @@
-"""The ``keras-insightface`` command: ``demo``, ``train``, ``eval``, ``ijb``, ``align``, ``convert``, ``models``,
-``distill-data`` and ``drop-topk``.
+"""The ``keras-insightface`` command: ``demo``, ``train``, ``eval``, ``ijb``, ``align``, ``compare``, ``search``,
+``summary``, ``convert``, ``models``, ``distill-data``, ``drop-topk``, ``plot`` and ``eval-folder``.
 
 Examples:
     keras-insightface demo
@@ -17,6 +17,10 @@ Examples:
     keras-insightface drop-topk datasets/faces_emore emore_clean.npz -m r50_basic.keras \\
         --kernel checkpoints/r50_subcenter_state --top-k 3
     keras-insightface align raw_faces/ aligned_faces/ --landmarks landmarks.csv --size 112x112
+    keras-insightface align raw_photos/ aligned_faces/ --detector det_10g.onnx --det-size 640
+    keras-insightface compare a.jpg b.jpg -m r50_basic.keras --threshold checkpoints/r50_hist.json --set lfw
+    keras-insightface search query.jpg --gallery people/ -m r50_basic.keras -k 5 [--detector det_10g.onnx]
+    keras-insightface summary r50
     keras-insightface plot checkpoints/r50_hist.json checkpoints/r100_hist.json --epochs 5,5,40 -o r50_r100.png --choose
     keras-insightface eval-folder -m r50_basic.keras datasets/my_faces --fprs 1e-4,1e-3,1e-2
 """
@@ -292,14 +296,82 @@ def cmd_drop_topk(args):
     )
 
 
+def _detector(args):
+    """The ``--detector`` model (``None`` without one), with ``--det-size`` and ``--det-threshold``."""
+    if not args.detector:
+        return None
+    from keras_insightface.evaluation.detect import load_detector, parse_input_size
+
+    return load_detector(args.detector, input_size=parse_input_size(args.det_size), score_threshold=args.det_threshold)
+
+
+def _add_detector_args(parser, detector_help, group=None):
+    """``--detector`` (in ``group``, e.g. one exclusive with ``--landmarks``) and its options."""
+    (group or parser).add_argument("--detector", help=f"SCRFD detector .onnx (e.g. det_10g.onnx): {detector_help}")
+    parser.add_argument("--det-size", default="640", help="detector input SIDE or HEIGHTxWIDTH (dynamic-size models)")
+    parser.add_argument("--det-threshold", type=float, default=0.5, help="detector score threshold")
+
+
+def _prepare(args, model):
+    """The ``prepare`` hook of compare / search: align each image's main face when a detector is given."""
+    detector = _detector(args)
+    if detector is None:
+        return None
+    from keras_insightface.evaluation.compare import model_input_size
+    from keras_insightface.evaluation.detect import face_aligner
+
+    return face_aligner(detector, model_input_size(model))
+
+
 def cmd_align(args):
     from keras_insightface.evaluation.align import align_folder, parse_size
 
-    report = align_folder(args.src, args.dst, args.landmarks, parse_size(args.size))
+    report = align_folder(args.src, args.dst, args.landmarks, parse_size(args.size), detector=_detector(args))
     print(f">>>> align: {report['aligned']} faces from {args.src} -> {args.dst} ({args.size})")
-    for key, what in (("without_landmarks", "images without landmarks"), ("missing_images", "landmarks without image")):
-        if report[key]:
+    for key, what in (("without_landmarks", "images without landmarks"), ("missing_images", "landmarks without image"),
+                      ("no_face", "images without a detected face")):
+        if report.get(key):
             print(f"{len(report[key])} {what}: {', '.join(report[key][:5])}{' ...' if len(report[key]) > 5 else ''}")
+
+
+def cmd_compare(args):
+    from keras_insightface.evaluation.compare import compare, open_model
+
+    model = open_model(args.model)
+    result = compare(model, args.image_a, args.image_b, args.threshold, _prepare(args, model), args.set)
+    print(f"similarity  {result['similarity']:.4f}  (cosine of flip-summed embeddings, -1..1)")
+    if result["threshold"] is None:
+        print("same person: no threshold given (--threshold NUMBER, a .bin pack or a training history .json)")
+        return
+    verdict, relation = ("SAME person", ">") if result["same"] else ("DIFFERENT people", "<=")
+    print(f"threshold   {result['threshold']:.4f}  ({result['threshold_source']})")
+    print(f"{verdict}: {result['similarity']:.4f} {relation} {result['threshold']:.4f}")
+
+
+def cmd_search(args):
+    from keras_insightface.evaluation.compare import file_fingerprint, model_fingerprint, open_model
+    from keras_insightface.evaluation.gallery import Gallery
+
+    model = open_model(args.model)
+    model_id = model_fingerprint(args.model)
+    if args.detector:  # crops from another detector are other embeddings: another cache
+        model_id += f"|detector:{file_fingerprint(args.detector)}"
+    gallery = Gallery(model, args.gallery, cache_path=args.cache, model_id=model_id, prepare=_prepare(args, model))
+    print(
+        f">>>> gallery {args.gallery}: {len(gallery.identities)} identities, {len(gallery)} images"
+        f" ({gallery.embedded} embedded now, {gallery.reused} from the cache {gallery.cache_path},"
+        f" {gallery.dropped} removed)"
+    )
+    print("| rank | identity | score (best image) | center score | best image |\n|---|---|---|---|---|")
+    for rank, match in enumerate(gallery.search(args.image, top_k=args.top_k), 1):
+        image = os.path.relpath(match.image, args.gallery)
+        print(f"| {rank} | {match.identity} | {match.score:.4f} | {match.center_score:.4f} | {image} |")
+
+
+def cmd_summary(args):
+    from keras_insightface.summary import format_summary, model_summary
+
+    print(format_summary(model_summary(args.model, batch_size=args.batch_size, runs=args.runs)))
 
 
 def cmd_ijb(args):
@@ -463,9 +535,38 @@ def make_parser():
     align = sub.add_parser("align", help="5-point alignment of raw face images into ArcFace crops (JPEG)")
     align.add_argument("src", help="folder of raw .jpg/.png images")
     align.add_argument("dst", help="output folder: the crops under the same relative paths")
-    align.add_argument("--landmarks", required=True, help="CSV (path,x1,y1,...,x5,y5) or JSON {path: [[x, y] x 5]}")
+    source = align.add_mutually_exclusive_group(required=True)
+    source.add_argument("--landmarks", help="CSV (path,x1,y1,...,x5,y5) or JSON {path: [[x, y] x 5]}")
+    _add_detector_args(align, "align each image's main face", group=source)
     align.add_argument("--size", default="112x112", help="crop HEIGHTxWIDTH: 112x112 or 112x96 (or 128x128, 224x224)")
     align.set_defaults(func=cmd_align)
+
+    model_help = "basic model: .keras, .h5, .onnx or TorchScript .pt/.pth"
+    compare = sub.add_parser("compare", help="cosine similarity of two faces, and same/different at a threshold")
+    compare.add_argument("image_a", help="first face: an aligned crop of the model's input size (or any photo with "
+                                         "--detector)")
+    compare.add_argument("image_b", help="second face")
+    compare.add_argument("-m", "--model", required=True, help=model_help)
+    compare.add_argument("--threshold", help="cosine threshold: a number, a .bin pack (the model's best threshold on "
+                                             "it) or a <name>_hist.json")
+    compare.add_argument("--set", help="with a history .json: its verification set (default: the first, e.g. lfw)")
+    _add_detector_args(compare, "align each photo's main face first")
+    compare.set_defaults(func=cmd_compare)
+
+    search = sub.add_parser("search", help="rank the identities of a gallery folder (one sub-folder each) by a face")
+    search.add_argument("image", help="query face: an aligned crop of the model's input size (or a photo with --detector)")
+    search.add_argument("--gallery", required=True, help="folder of identities: <name>/*.jpg (or <name>.jpg)")
+    search.add_argument("-m", "--model", required=True, help=model_help)
+    search.add_argument("-k", "--top-k", type=int, default=5, help="identities to list")
+    search.add_argument("--cache", help="embedding cache .npz (default: a hidden file in the gallery, per model)")
+    _add_detector_args(search, "align the main face of the query and of every gallery photo")
+    search.set_defaults(func=cmd_search)
+
+    summary = sub.add_parser("summary", help="parameters, GFLOPs, CPU latency, embedding size and input of a model")
+    summary.add_argument("model", help="a .keras / seed .h5 basic model or a backbone name (keras-insightface models)")
+    summary.add_argument("--runs", type=int, default=20, help="timed calls for the median latency")
+    summary.add_argument("-b", "--batch-size", type=int, default=1, help="batch of the latency measurement")
+    summary.set_defaults(func=cmd_summary)
 
     ijb = sub.add_parser("ijb", help="IJB-B/IJB-C 1:1 verification (TAR at FAR, ROC) and 1:N identification")
     ijb.add_argument("-m", "--model", help="basic model: .keras, .h5, .onnx or TorchScript .pt/.pth")

@@ -6,7 +6,8 @@ makes: the similarity (Umeyama 1991, no reflection) mapping the landmarks onto t
 as ``cv2.warpAffine`` does (bilinear, black border). OpenCV is not needed: the warp is vectorised numpy.
 
 ``align_folder`` runs it over a folder, with landmarks from a CSV (``path,x1,y1,...,x5,y5`` per line, header
-optional) or a JSON file (``{"path": [[x, y] x 5]}``); ``keras-insightface align`` is its command line.
+optional) or a JSON file (``{"path": [[x, y] x 5]}``), or from a face detector (``detect.py``, e.g. SCRFD);
+``keras-insightface align`` is its command line.
 
 Example:
     >>> import numpy as np
@@ -231,17 +232,23 @@ def _read_image(path):
     return decode_image(data, (height, width), where=str(path))
 
 
-def align_folder(src_dir, dst_dir, landmarks_path, image_size=(112, 112), quality=95):
-    """Align every image under ``src_dir`` that has landmarks into ``dst_dir`` (same relative paths, JPEG).
+def align_folder(src_dir, dst_dir, landmarks_path=None, image_size=(112, 112), quality=95, detector=None):
+    """Align every image under ``src_dir`` into ``dst_dir`` (same relative paths, JPEG; a PNG's crop is ``.jpg``).
 
-    A PNG's crop is written as ``<name>.jpg``. Returns ``{"aligned": count, "without_landmarks": [paths],
-    "missing_images": [landmark paths with no image]}``.
+    The landmarks come from exactly one of ``landmarks_path`` (see ``read_landmarks``) and ``detector`` (a
+    ``detect.FaceDetector``: each image's big, central face, ``detect.detect_and_align`` with ``max_faces=1``).
+    Returns ``{"aligned": count, "without_landmarks": [paths], "missing_images": [landmark paths with no
+    image]}`` with a landmarks file, ``{"aligned": count, "no_face": [paths]}`` with a detector.
     """
     src_dir, dst_dir = Path(src_dir), Path(dst_dir)
+    if (landmarks_path is None) == (detector is None):
+        raise DataError("align_folder needs exactly one of a landmarks file and a face detector")
     if not src_dir.is_dir():
         raise DataError(f"{src_dir}: source folder does not exist")
-    landmarks = read_landmarks(landmarks_path)
     images = sorted(p for p in src_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if detector is not None:
+        return _align_detected(src_dir, dst_dir, images, detector, image_size, quality)
+    landmarks = read_landmarks(landmarks_path)
     aligned, without = 0, []
     found = set()
     for image_path in images:
@@ -250,12 +257,31 @@ def align_folder(src_dir, dst_dir, landmarks_path, image_size=(112, 112), qualit
             without.append(name)
             continue
         found.add(name)
-        crop = norm_crop(_read_image(image_path), landmarks[name], image_size)
-        out = dst_dir / name
-        if out.suffix.lower() == ".png":
-            out = out.with_suffix(".jpg")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(simplejpeg.encode_jpeg(crop, quality=quality))
+        _write_crop(dst_dir / name, norm_crop(_read_image(image_path), landmarks[name], image_size), quality)
         aligned += 1
     missing = sorted(set(landmarks) - found)
     return {"aligned": aligned, "without_landmarks": without, "missing_images": missing}
+
+
+def _align_detected(src_dir, dst_dir, images, detector, image_size, quality):
+    """``align_folder`` with landmarks from ``detector``: the best face of each image, or the image in ``no_face``."""
+    from keras_insightface.evaluation.detect import detect_and_align
+
+    aligned, no_face = 0, []
+    for image_path in images:
+        name = image_path.relative_to(src_dir).as_posix()
+        crops, _ = detect_and_align(_read_image(image_path), detector, image_size, max_faces=1)
+        if not crops:
+            no_face.append(name)
+            continue
+        _write_crop(dst_dir / name, crops[0], quality)
+        aligned += 1
+    return {"aligned": aligned, "no_face": no_face}
+
+
+def _write_crop(out, crop, quality):
+    """``crop`` as a JPEG at ``out`` (a ``.png`` name becomes ``.jpg``), creating the folders."""
+    if out.suffix.lower() == ".png":
+        out = out.with_suffix(".jpg")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(simplejpeg.encode_jpeg(crop, quality=quality))

@@ -37,7 +37,7 @@ from keras_insightface.saving import copy_weights_by_name, load_model, split_ful
 from keras_insightface.training import callbacks as cbs
 from keras_insightface.training.checkpoint import latest_state_dir, load_meta, restore_model_and_optimizer
 from keras_insightface.training.distribute import (
-    DistributedEmbedding, data_parallel_size, is_primary, process_count, resolve_distribution,
+    DistributedEmbedding, data_parallel_size, host_values, is_primary, process_count, resolve_distribution,
 )
 from keras_insightface.training.optimizers import L2SGD, SGDW, AdamW, Lookahead
 from keras_insightface.training.outputs import (
@@ -401,7 +401,7 @@ class Train:
         a plain Dense for softmax stages)."""
         if classifier is None:
             return
-        kernel = np.asarray(classifier.kernel)
+        kernel = host_values([classifier.kernel])[0]  # gathered when the kernel is split across hosts
         dims, classes = int(self.basic_model.output_shape[-1]), self.num_classes
         if isinstance(classifier, NormDense) and kernel.shape[0] == dims and kernel.shape[1] % classes == 0:
             if kernel.shape[1] != classes:
@@ -411,7 +411,7 @@ class Train:
         elif type(classifier) is keras.layers.Dense and kernel.shape == (dims, classes):
             self.dense_head = keras.layers.Dense(classes, dtype="float32", name="dense_softmax")
             self.dense_head.build((None, dims))
-            self.dense_head.set_weights(classifier.get_weights())
+            self.dense_head.set_weights(host_values(classifier.weights))
         else:
             print(f">>>> The model's classifier {classifier.name} {kernel.shape} does not fit {classes} classes of "
                   f"{dims}-d embeddings: a new one is trained")
@@ -461,7 +461,8 @@ class Train:
         head = NormDense(self.num_classes, loss_top_k=top_k, append_norm=margin_loss.needs_norm, name="norm_dense")
         head.build(self.basic_model.output_shape)
         if self.head.built and self.head.kernel.shape == head.kernel.shape:
-            head.set_weights(self.head.get_weights())
+            for new, old in zip(head.weights, self.head.weights):  # device to device, also when split across hosts
+                new.assign(old.value)
         return head
 
     def _carry_margin_state(self, margin_head):

@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e ".[test,compat,onnx]"
+	$(VENV)/bin/pip install -q -e ".[test,compat,onnx,export]"
 	touch $(STAMP)
 
 demo: $(STAMP)

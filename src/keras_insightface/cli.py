@@ -1,5 +1,5 @@
 """The ``keras-insightface`` command: ``demo``, ``train``, ``eval``, ``ijb``, ``align``, ``compare``, ``search``,
-``summary``, ``convert``, ``models``, ``distill-data``, ``drop-topk``, ``plot`` and ``eval-folder``.
+``summary``, ``export``, ``convert``, ``models``, ``distill-data``, ``drop-topk``, ``plot`` and ``eval-folder``.
 
 Examples:
     keras-insightface demo
@@ -21,6 +21,7 @@ Examples:
     keras-insightface compare a.jpg b.jpg -m r50_basic.keras --threshold checkpoints/r50_hist.json --set lfw
     keras-insightface search query.jpg --gallery people/ -m r50_basic.keras -k 5 [--detector det_10g.onnx]
     keras-insightface summary r50
+    keras-insightface export r50_basic.keras --format onnx      # also tflite (--fp16), savedmodel; verified
     keras-insightface plot checkpoints/r50_hist.json checkpoints/r100_hist.json --epochs 5,5,40 -o r50_r100.png --choose
     keras-insightface eval-folder -m r50_basic.keras datasets/my_faces --fprs 1e-4,1e-3,1e-2
 """
@@ -368,6 +369,32 @@ def cmd_search(args):
         print(f"| {rank} | {match.identity} | {match.score:.4f} | {match.center_score:.4f} | {image} |")
 
 
+def cmd_export(args):
+    """Export a basic model and print the verification against the Keras model."""
+    import numpy as np
+
+    from keras_insightface.data.decode import decode_image
+    from keras_insightface.export import ExportError, MissingExtraError, export_model
+
+    suffix = {"onnx": ".onnx", "tflite": ".tflite", "savedmodel": "_savedmodel"}[args.format]
+    out = args.out or os.path.splitext(args.model)[0] + ("_fp16" if args.fp16 else "") + suffix
+    images = None
+    if args.images:
+        paths = sorted(glob.glob(os.path.join(glob.escape(args.images), "*")))
+        paths = [p for p in paths if p.lower().endswith((".jpg", ".jpeg", ".png"))][:8]
+        if not paths:
+            raise DataError(f"{args.images}: no .jpg/.png images to verify on")
+        images = np.stack([decode_image(open(path, "rb").read(), where=path) for path in paths])
+    try:
+        result = export_model(args.model, out, format=args.format, fp16=args.fp16, fold_bn=not args.no_fold_bn,
+                              verify=not args.no_verify, images=images, route=args.route, opset=args.opset)
+    except (ExportError, MissingExtraError) as error:
+        raise DataError(str(error)) from None
+    print(f">>>> export: {args.model} -> {result.path} ({result.format}{', fp16' if result.fp16 else ''}, "
+          f"{result.route} route, {len(result.folded_batch_norms)} BatchNormalization folded, {result.seconds:.1f} s)")
+    print(">>>> " + (result.verification.summary() if result.verification else "verification skipped (--no-verify)"))
+
+
 def cmd_summary(args):
     from keras_insightface.summary import format_summary, model_summary
 
@@ -561,6 +588,19 @@ def make_parser():
     search.add_argument("--cache", help="embedding cache .npz (default: a hidden file in the gallery, per model)")
     _add_detector_args(search, "align the main face of the query and of every gallery photo")
     search.set_defaults(func=cmd_search)
+
+    export = sub.add_parser("export", help="export a basic model to ONNX, TFLite or a SavedModel, verified against Keras")
+    export.add_argument("model", help="basic model: .keras or seed .h5")
+    export.add_argument("--format", default="onnx", choices=["onnx", "tflite", "savedmodel"])
+    export.add_argument("-o", "--out", help="output .onnx/.tflite file or SavedModel folder (default: beside MODEL)")
+    export.add_argument("--fp16", action="store_true", help="float16 weights (tflite) / weights and arithmetic (onnx)")
+    export.add_argument("--no-fold-bn", action="store_true", help="keep BatchNormalization layers")
+    export.add_argument("--no-verify", action="store_true", help="skip the comparison with the Keras model")
+    export.add_argument("--images", help="folder of aligned face crops (.jpg/.png) to verify on (the first 8)")
+    export.add_argument("--route", default="auto", choices=["auto", "jax", "tensorflow"],
+                        help="graph source for the converters (auto: JAX, then the TensorFlow backend)")
+    export.add_argument("--opset", type=int, default=17, help="ONNX opset")
+    export.set_defaults(func=cmd_export)
 
     summary = sub.add_parser("summary", help="parameters, GFLOPs, CPU latency, embedding size and input of a model")
     summary.add_argument("model", help="a .keras / seed .h5 basic model or a backbone name (keras-insightface models)")

@@ -59,8 +59,12 @@ def onnx_normalises_itself(model_proto):
     """insightface's test: a ``Sub`` and a ``Mul`` among the first 8 nodes mean the graph normalises its input.
 
     Nodes count by name (``Sub*``/``_minus*``, ``Mul*``/``_mul*``, as insightface) or by op type, since newer
-    exporters name nodes ``/Sub`` or ``node_Sub_0``.
+    exporters name nodes ``/Sub`` or ``node_Sub_0``. Models exported by this project (``producer`` metadata
+    ``keras_insightface ...``) always do: some have the normalisation folded into the first convolution.
     """
+    producer = {prop.key: prop.value for prop in model_proto.metadata_props}.get("producer", "")
+    if producer.startswith("keras_insightface"):
+        return True
     nodes = model_proto.graph.node[:8]
     sub = any(n.op_type == "Sub" or n.name.startswith(("Sub", "_minus")) for n in nodes)
     mul = any(n.op_type == "Mul" or n.name.startswith(("Mul", "_mul")) for n in nodes)

@@ -128,7 +128,7 @@ class ViTAttention(keras.layers.Layer):
         num_tokens, dim = qkv.shape[1], qkv.shape[2] // 3
         head_dim = dim // self.num_heads
         qkv = ops.reshape(qkv, (-1, num_tokens, 3, self.num_heads, head_dim))
-        query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        query, key, value = ops.unstack(qkv, 3, axis=2)  # not qkv[:, :, i]: a gather under a symbolic batch
         mask = keep_mask[:, None, None, :] if training and keep_mask is not None else None
         out = ops.dot_product_attention(query, key, value, mask=mask)
         return ops.reshape(out, (-1, num_tokens, dim))

@@ -10,8 +10,8 @@ with the measured difference and moves the file aside to ``NAME.unverified.EXT``
 
 Routes (``route``): ONNX and TFLite go through TensorFlow Lite's converter, fed by ``jax2tf`` of the JAX model
 (``"jax"``, in-process) or by a TensorFlow-backend SavedModel built in a subprocess (``"tensorflow"``);
-``"auto"`` tries the JAX route first and falls back when a converter rejects the graph (ViT and BoTNet attention
-slicing under a dynamic batch). ONNX is converted from the float32 TFLite model by tf2onnx. SavedModels always
+``"auto"`` tries the JAX route first and falls back when a converter rejects the graph or the result fails
+verification (tf2onnx mistranslates the 3-D matmuls of ViT and BoTNet attention coming from the JAX route). ONNX is converted from the float32 TFLite model by tf2onnx. SavedModels always
 take the TensorFlow route: plain TF ops, no ``XlaCallModule``. See ``routes`` for why.
 
 Dependencies are the ``export`` extra (``pip install keras_insightface[export]``); without them the call
@@ -99,19 +99,16 @@ def _basic_model(model):
 
 
 def _convert(model, route, workdir, build):
-    """``(build(graph source), route name)``, trying the routes ``route`` allows in order."""
+    """``(build(graph source of route), route)``; a converter's failure becomes an ``ExportError``."""
     from keras_insightface.export.routes import jax_function, tensorflow_saved_model
 
     sources = {"jax": lambda: jax_function(model), "tensorflow": lambda: tensorflow_saved_model(model, workdir)}
-    names = ["jax", "tensorflow"] if route == "auto" else [route]
-    failures = []
-    for name in names:
-        try:
-            return build(sources[name]()), name
-        except Exception as error:  # converters raise many types (ConverterError, ValueError, RuntimeError ...)
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            failures.append(f"{name} route: {type(error).__name__}: {first[:500]}")
-    raise ExportError(f"{model.name}: could not convert the model; " + "; ".join(failures))
+    try:
+        return build(sources[route]()), route
+    except Exception as error:  # converters raise many types (ConverterError, ValueError, RuntimeError ...)
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ExportError(f"{model.name}: could not convert the model: {route} route: {type(error).__name__}: "
+                          f"{first[:500]}") from None
 
 
 def _write_tflite(model, out_path, fp16, route, workdir, meta):
@@ -152,6 +149,13 @@ def _write_saved_model(model, out_path, workdir, meta):
     shutil.rmtree(out_path, ignore_errors=True)
     shutil.move(saved, out_path)
     return "tensorflow", meta
+
+
+def _remove(out_path):
+    if os.path.isdir(out_path):
+        shutil.rmtree(out_path)
+    else:
+        os.remove(out_path)
 
 
 def _set_aside(out_path):
@@ -200,20 +204,38 @@ def export_model(
 
     if os.path.dirname(os.path.abspath(out_path)):
         os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    with tempfile.TemporaryDirectory() as workdir:
-        if format == "savedmodel":
-            used, metadata = _write_saved_model(exported, out_path, workdir, meta)
-        elif format == "tflite":
-            used, metadata = _write_tflite(exported, out_path, fp16, route, workdir, meta)
-        else:
-            used, metadata = _write_onnx(exported, out_path, fp16, route, workdir, meta, opset)
-    verification = verify_export(out_path, source, images, fp16) if verify else None
-    if verification is not None and not verification.passed:
+    # "auto": the JAX route first; a converter error or an export that fails verification falls back to the
+    # TensorFlow route (e.g. tf2onnx mistranslates the 3-D matmuls of attention from the JAX route's TFLite)
+    attempts = ["jax", "tensorflow"] if route == "auto" and format != "savedmodel" else [route]
+    failures = []
+    for attempt in attempts:
+        last = attempt == attempts[-1]
+        try:
+            with tempfile.TemporaryDirectory() as workdir:
+                if format == "savedmodel":
+                    used, metadata = _write_saved_model(exported, out_path, workdir, meta)
+                elif format == "tflite":
+                    used, metadata = _write_tflite(exported, out_path, fp16, attempt, workdir, meta)
+                else:
+                    used, metadata = _write_onnx(exported, out_path, fp16, attempt, workdir, meta, opset)
+        except ExportError as error:
+            failures.append(str(error))
+            if last:
+                raise ExportError("; ".join(failures)) from None
+            continue
+        verification = verify_export(out_path, source, images, fp16) if verify else None
+        if verification is None or verification.passed:
+            break
+        failures.append(f"{attempt} route: {verification.summary()}")
+        if not last:
+            _remove(out_path)
+            continue
         aside = _set_aside(out_path)
         raise VerificationError(
             f"{out_path}: the exported {format} model does not reproduce the Keras model {source.name}: "
             f"max |diff| of L2-normalised embeddings {verification.max_abs_diff:.3g}, min cosine "
             f"{verification.min_cosine:.6f} (needed: {verification.criterion}); the export is kept at {aside}"
+            + (f" (tried: {'; '.join(failures[:-1])})" if len(failures) > 1 else "")
         )
     seconds = time.perf_counter() - start
     return ExportResult(out_path, format, fp16, used, tuple(folded), verification, seconds, metadata)

@@ -142,8 +142,14 @@ def verify_export(path, model, images=None, fp16=False):
         raise DataError(f"verification images must be (N, {expected}), received {images.shape}")
     batch = np.ascontiguousarray(images, dtype=np.float32)
     reference = np.asarray(model.predict(batch, batch_size=len(batch), verbose=0))
-    run = runner(path)
-    exported = np.asarray(run(batch))
-    single = np.asarray(run(batch[:1]))
+    try:
+        run = runner(path)
+        exported = np.asarray(run(batch))
+        single = np.asarray(run(batch[:1]))
+    except DataError:
+        raise
+    except Exception as error:  # the runtime rejects the graph (onnxruntime, TFLite raise their own types)
+        first = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+        return Verification(float("inf"), float("-inf"), False, f"runs in its runtime ({first})", len(batch))
     result = compare(np.concatenate([reference, reference[:1]]), np.concatenate([exported, single]), fp16)
     return dataclasses.replace(result, images=len(batch), batch_sizes=tuple(sorted({len(batch), 1})))

@@ -49,7 +49,8 @@ def rel_to_abs(x):
     x = ops.reshape(x, (-1, heads, height, width * 2 * width))
     x = ops.pad(x, [[0, 0], [0, 0], [0, 0], [0, width - 1]])
     x = ops.reshape(x, (-1, heads, height, width + 1, length))
-    return x[:, :, :, :width, width - 1 :]
+    x = ops.split(x, [width], axis=3)[0]  # split, not x[...] indexing: a gather once the batch is symbolic
+    return ops.split(x, [width - 1], axis=4)[1]  # (jax2tf export), which TFLite's converter cannot take
 
 
 def relative_logits(query, rel_k_h, rel_k_w):

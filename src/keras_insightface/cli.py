@@ -31,6 +31,7 @@ import glob
 import os
 import sys
 import time
+from pathlib import Path
 
 import keras_insightface  # noqa: F401 - selects the JAX backend before Keras is imported
 from keras_insightface.errors import DataError
@@ -384,7 +385,7 @@ def cmd_export(args):
         paths = [p for p in paths if p.lower().endswith((".jpg", ".jpeg", ".png"))][:8]
         if not paths:
             raise DataError(f"{args.images}: no .jpg/.png images to verify on")
-        images = np.stack([decode_image(open(path, "rb").read(), where=path) for path in paths])
+        images = np.stack([decode_image(Path(path).read_bytes(), where=path) for path in paths])
     try:
         result = export_model(args.model, out, format=args.format, fp16=args.fp16, fold_bn=not args.no_fold_bn,
                               verify=not args.no_verify, images=images, route=args.route, opset=args.opset)
@@ -403,8 +404,6 @@ def cmd_summary(args):
 
 def cmd_ijb(args):
     """IJB-B/C 1:1 verification (TAR at FAR table, ROC plot) and optionally 1:N identification, or plot-only."""
-    from pathlib import Path
-
     from keras_insightface.evaluation import ijb
 
     if args.plot_only:

@@ -321,15 +321,20 @@ def test_export_command_and_the_exported_file_as_an_eval_model(models, tmp_path,
     ``load_teacher``, which must feed it raw pixels (its metadata says it normalises inside)."""
     from keras_insightface.cli import main
     from keras_insightface.data.distill import load_teacher
+    from tests.conftest import jpeg
 
     model = models("iresnet")
     model_path = tmp_path / "basic.keras"
     model.save(model_path)
-    assert main(["export", str(model_path), "--format", "onnx"]) == 0
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    for i, face in enumerate(images(3, seed=5)):
+        (faces / f"{i}.jpg").write_bytes(jpeg(face))
+    assert main(["export", str(model_path), "--format", "onnx", "--images", str(faces)]) == 0
     printed = capsys.readouterr().out
-    assert f"-> {tmp_path / 'basic.onnx'} (onnx, " in printed and "verification passed on 8 images" in printed
+    assert f"-> {tmp_path / 'basic.onnx'} (onnx, " in printed and "verification passed on 3 images" in printed
     batch = images(4, seed=11)
     np.testing.assert_allclose(normalized(load_teacher(str(tmp_path / "basic.onnx"))(batch)),
                                normalized(model.predict(batch.astype("float32"), verbose=0)), atol=1e-4)
-    assert main(["export", str(model_path), "--format", "tflite", "--images", str(tmp_path)]) == 2
+    assert main(["export", str(model_path), "--format", "tflite", "--images", str(tmp_path / "none")]) == 2
     assert "no .jpg/.png images to verify on" in capsys.readouterr().err

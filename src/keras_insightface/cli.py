@@ -375,6 +375,7 @@ def cmd_export(args):
     import numpy as np
 
     from keras_insightface.data.decode import decode_image
+    from keras_insightface.evaluation.align import IMAGE_SUFFIXES
     from keras_insightface.export import ExportError, MissingExtraError, export_model
 
     suffix = {"onnx": ".onnx", "tflite": ".tflite", "savedmodel": "_savedmodel"}[args.format]
@@ -382,7 +383,7 @@ def cmd_export(args):
     images = None
     if args.images:
         paths = sorted(glob.glob(os.path.join(glob.escape(args.images), "*")))
-        paths = [p for p in paths if p.lower().endswith((".jpg", ".jpeg", ".png"))][:8]
+        paths = [p for p in paths if p.lower().endswith(IMAGE_SUFFIXES)][:8]
         if not paths:
             raise DataError(f"{args.images}: no .jpg/.png images to verify on")
         images = np.stack([decode_image(Path(path).read_bytes(), where=path) for path in paths])

@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_insightface.errors import DataError
+from keras_insightface.evaluation.align import IMAGE_SUFFIXES
 from keras_insightface.evaluation.compare import (
     embed_faces,
     load_face,
@@ -55,7 +56,6 @@ from keras_insightface.evaluation.compare import (
     open_model,
 )
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 CACHE_PREFIX = ".kif_gallery_"
 CACHE_KEYS = ("model_id", "paths", "sizes", "mtimes", "embeddings")
 

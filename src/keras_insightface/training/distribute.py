@@ -196,14 +196,12 @@ class DistributedEmbedding:
     """
 
     def __init__(self, model):
-        import jax
-
         self.model = model
         self._forward = None
-        self._jax = jax
 
     def _compiled(self, mesh):
-        jax = self._jax
+        import jax
+
         batch = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(tuple(mesh.axis_names)))
         replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 
@@ -222,8 +220,10 @@ class DistributedEmbedding:
             raise ValueError(f"an evaluation batch of {images.shape[0]} does not split over {mesh.size} devices")
         if self._forward is None:
             self._forward = self._compiled(mesh)
+        import jax
+
         batch, forward = self._forward
-        array = self._jax.make_array_from_callback(images.shape, batch, lambda index: images[index])
+        array = jax.make_array_from_callback(images.shape, batch, lambda index: images[index])
         trainable = [v.value for v in self.model.trainable_variables]
         non_trainable = [v.value for v in self.model.non_trainable_variables]
         return np.asarray(forward(trainable, non_trainable, array))

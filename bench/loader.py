@@ -83,7 +83,7 @@ def main():
     args = parser.parse_args()
 
     from keras_insightface.data.sources import open_source
-    from keras_insightface.data.synthetic import generate_dataset
+    from keras_insightface.demo.synthetic import generate_dataset
 
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data or generate_dataset(tmp, num_identities=200, images_per_identity=20, num_val_identities=10,

@@ -38,6 +38,7 @@ _PUBLIC = {
     "DistillEuclideanLoss": "keras_insightface.losses.distillation",
     "DistillKLDivergence": "keras_insightface.losses.distillation",
     "load_model": "keras_insightface.saving",
+    "open_model": "keras_insightface.inference.embedders",
     "Train": "keras_insightface.training.train",
     "eval_callback": "keras_insightface.evaluation.verification",
     "evaluate_bin": "keras_insightface.evaluation.verification",

@@ -154,7 +154,7 @@ def run_training(args, data_path, eval_paths, baseline=False):
 
 
 def cmd_demo(args):
-    from keras_insightface.data.synthetic import generate_dataset
+    from keras_insightface.demo.synthetic import generate_dataset
 
     cache = args.cache_dir or os.path.join(
         os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "keras_insightface", "synthetic"
@@ -221,14 +221,9 @@ def run_config_training(path, overrides, resume=False):
 def cmd_eval(args):
     from keras_insightface.evaluation.verification import evaluate_bin
 
-    if os.path.splitext(args.model)[1].lower() in (".onnx", ".pt", ".pth"):
-        from keras_insightface.data.distill import load_teacher
+    from keras_insightface.inference.embedders import open_model
 
-        model = load_teacher(args.model)
-    else:
-        from keras_insightface.saving import load_model
-
-        model = load_model(args.model)
+    model = open_model(args.model)
     print("| set | accuracy | threshold | 10-fold | VAL@FAR=1e-3 | FAR | XNorm |\n|---|---|---|---|---|---|---|")
     for path in args.test_bin:
         result = evaluate_bin(model, path, args.batch_size, flip=not args.no_flip)
@@ -281,18 +276,19 @@ def _add_embedding_args(parser):
 
 
 def cmd_distill_data(args):
-    from keras_insightface.data.distill import distill_data, load_teacher
+    from keras_insightface.inference.distill_data import distill_data
+    from keras_insightface.inference.embedders import open_model
 
-    teacher = load_teacher(args.model, args.input_mean, args.input_std)
+    teacher = open_model(args.model, args.input_mean, args.input_std)
     out = distill_data(args.data, teacher, args.out, args.batch_size, args.flip, args.num_workers)
     print(f">>>> distill-data: {args.data} embedded by {args.model} -> {out}")
 
 
 def cmd_drop_topk(args):
-    from keras_insightface.data.distill import load_teacher
-    from keras_insightface.data.drop_topk import drop_topk_data
+    from keras_insightface.inference.embedders import open_model
+    from keras_insightface.training.drop_topk import drop_topk_data
 
-    model = load_teacher(args.model, args.input_mean, args.input_std)
+    model = open_model(args.model, args.input_mean, args.input_std)
     drop_topk_data(
         args.data, model, args.kernel, args.top_k, args.out, args.limit_deg, args.batch_size, args.num_workers
     )
@@ -302,7 +298,7 @@ def _detector(args):
     """The ``--detector`` model (``None`` without one), with ``--det-size`` and ``--det-threshold``."""
     if not args.detector:
         return None
-    from keras_insightface.evaluation.detect import load_detector, parse_input_size
+    from keras_insightface.inference.detect import load_detector, parse_input_size
 
     return load_detector(args.detector, input_size=parse_input_size(args.det_size), score_threshold=args.det_threshold)
 
@@ -319,14 +315,14 @@ def _prepare(args, model):
     detector = _detector(args)
     if detector is None:
         return None
-    from keras_insightface.evaluation.compare import model_input_size
-    from keras_insightface.evaluation.detect import face_aligner
+    from keras_insightface.inference.detect import face_aligner
 
-    return face_aligner(detector, model_input_size(model))
+    return face_aligner(detector, model.size)
 
 
 def cmd_align(args):
-    from keras_insightface.evaluation.align import align_folder, parse_size
+    from keras_insightface.inference.align import parse_size
+    from keras_insightface.inference.align_folder import align_folder
 
     report = align_folder(args.src, args.dst, args.landmarks, parse_size(args.size), detector=_detector(args))
     print(f">>>> align: {report['aligned']} faces from {args.src} -> {args.dst} ({args.size})")
@@ -337,7 +333,8 @@ def cmd_align(args):
 
 
 def cmd_compare(args):
-    from keras_insightface.evaluation.compare import compare, open_model
+    from keras_insightface.evaluation.compare import compare
+    from keras_insightface.inference.embedders import open_model
 
     model = open_model(args.model)
     result = compare(model, args.image_a, args.image_b, args.threshold, _prepare(args, model), args.set)
@@ -351,8 +348,9 @@ def cmd_compare(args):
 
 
 def cmd_search(args):
-    from keras_insightface.evaluation.compare import file_fingerprint, model_fingerprint, open_model
     from keras_insightface.evaluation.gallery import Gallery
+    from keras_insightface.inference.embedders import open_model
+    from keras_insightface.inference.fingerprint import file_fingerprint, model_fingerprint
 
     model = open_model(args.model)
     model_id = model_fingerprint(args.model)
@@ -375,7 +373,7 @@ def cmd_export(args):
     import numpy as np
 
     from keras_insightface.data.decode import decode_image
-    from keras_insightface.evaluation.align import IMAGE_SUFFIXES
+    from keras_insightface.inference.images import IMAGE_SUFFIXES
     from keras_insightface.export import ExportError, MissingExtraError, export_model
 
     suffix = {"onnx": ".onnx", "tflite": ".tflite", "savedmodel": "_savedmodel"}[args.format]
@@ -385,7 +383,7 @@ def cmd_export(args):
         paths = sorted(glob.glob(os.path.join(glob.escape(args.images), "*")))
         paths = [p for p in paths if p.lower().endswith(IMAGE_SUFFIXES)][:8]
         if not paths:
-            raise DataError(f"{args.images}: no .jpg/.png images to verify on")
+            raise DataError(f"{args.images}: no {'/'.join(IMAGE_SUFFIXES)} images to verify on")
         images = np.stack([decode_image(Path(path).read_bytes(), where=path) for path in paths])
     try:
         result = export_model(args.model, out, format=args.format, fp16=args.fp16, fold_bn=not args.no_fold_bn,
@@ -428,10 +426,10 @@ def cmd_ijb(args):
     if cached:
         embeddings, flips = ijb.load_embeddings(args.embeddings, meta.names)
     else:
-        from keras_insightface.data.distill import load_teacher
+        from keras_insightface.inference.embed import embed_files
 
-        model = load_teacher(args.model)
-        embeddings, flips = ijb.image_embeddings(model, meta.image_paths(), meta.landmarks, args.batch_size)
+        embeddings, flips = embed_files(args.model, meta.image_paths(), meta.landmarks, args.batch_size,
+                                        desc="ijb embeddings")
         if args.embeddings:
             ijb.save_embeddings(args.embeddings, embeddings, flips, meta.names)
     name = args.name or Path(args.model or args.embeddings).stem
@@ -464,10 +462,10 @@ def cmd_plot(args):
 
 
 def cmd_eval_folder(args):
-    from keras_insightface.data.distill import load_teacher
     from keras_insightface.evaluation.folder import eval_folder, results_table
+    from keras_insightface.inference.embedders import open_model
 
-    model = load_teacher(args.model, args.input_mean, args.input_std)
+    model = open_model(args.model, args.input_mean, args.input_std)
     result = eval_folder(args.data, model, args.batch_size, args.flip, args.num_workers, args.fprs)
     print(f">>>> eval-folder: {result['images']} images, {result['classes']} classes, {result['trials']} top-1 trials")
     print(results_table(result, os.path.splitext(os.path.basename(args.model))[0]))

@@ -15,9 +15,10 @@ import pytest
 import simplejpeg
 
 from keras_insightface.data.convert import rec_to_folders
-from keras_insightface.data.synthetic import generate_dataset
+from keras_insightface.demo.synthetic import generate_dataset
 from keras_insightface.errors import DataError
-from keras_insightface.evaluation.compare import compare, model_fingerprint, resolve_threshold
+from keras_insightface.evaluation.compare import compare, resolve_threshold
+from keras_insightface.inference.fingerprint import model_fingerprint
 from keras_insightface.evaluation.verification import evaluate_bin
 from tests.conftest import jpeg
 
@@ -179,9 +180,9 @@ def test_wrong_size_unreadable_images_and_prepare(synthetic, model, tmp_path):
         compare(model, big, face, prepare=no_face)
     text = tmp_path / "notes.jpg"
     text.write_text("not an image")
-    with pytest.raises(DataError, match="notes.jpg: not a JPEG or PNG"):
+    with pytest.raises(DataError, match=r"notes.jpg: cannot decode image \(not a JPEG, PNG or BMP image\)"):
         compare(model, text, face)
-    with pytest.raises(DataError, match="gone.jpg: cannot read the image"):
+    with pytest.raises(DataError, match="gone.jpg: image does not exist"):
         compare(model, tmp_path / "gone.jpg", face)
     with pytest.raises(DataError, match=r"image_a: expected a file path or a uint8 \(H, W, 3\)"):
         compare(model, face.astype("float32"), face)

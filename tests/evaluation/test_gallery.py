@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from keras_insightface.errors import DataError
-from keras_insightface.evaluation.compare import model_fingerprint
+from keras_insightface.inference.fingerprint import model_fingerprint
 from keras_insightface.evaluation.gallery import Gallery, Match
 from tests.conftest import jpeg
 from tests.evaluation.test_compare import IDENTITIES, decode, pooled_model, reference_embedding, synthetic  # noqa: F401

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from keras_insightface.cli import main
-from keras_insightface.errors import DataError
 from keras_insightface.evaluation import ijb
-from keras_insightface.evaluation.ijb_fixture import make_ijb_fixture
+from keras_insightface.errors import DataError
+from keras_insightface.demo.ijb_fixture import make_ijb_fixture
+from keras_insightface.inference.embed import embed_files
 
 
 @pytest.fixture(scope="module")
@@ -190,8 +191,8 @@ def test_a_malformed_meta_line_names_file_and_line(ijb_root, tmp_path, file, lin
 
 def test_end_to_end_same_identity_templates_score_higher(ijb_root):
     meta = ijb.read_meta(ijb_root, "IJBC")
-    embeddings, flips = ijb.image_embeddings(_projection_embedder(), meta.image_paths(), meta.landmarks,
-                                             batch_size=16, progress=False)
+    embeddings, flips = embed_files(_projection_embedder(), meta.image_paths(), meta.landmarks, batch_size=16,
+                                    desc=None)
     assert embeddings.shape == flips.shape == (72, 32)
     scores = ijb.verification_scores(meta, embeddings, flips, ijb.ALL_MODES)
     for mode, pair_scores in scores.items():

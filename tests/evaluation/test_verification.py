@@ -8,7 +8,6 @@ from keras_insightface.cli import main
 from keras_insightface.data.binpack import decode_bin_images, load_bin, write_bin
 from keras_insightface.evaluation.verification import (
     best_threshold_accuracy,
-    embed_images,
     evaluate_bin,
     evaluate_embeddings,
     kfold_accuracy,
@@ -18,6 +17,7 @@ from keras_insightface.evaluation.verification import (
     val_at_far,
 )
 from keras_insightface.errors import DataError
+from keras_insightface.inference.embed import embed_images
 from tests.conftest import jpeg
 
 

@@ -318,9 +318,9 @@ def test_non_basic_model_and_missing_file_are_data_errors(tmp_path):
 
 def test_export_command_and_the_exported_file_as_an_eval_model(models, tmp_path, capsys):
     """``keras-insightface export`` end to end; the ONNX file then serves ``eval`` / ``distill-data`` through
-    ``load_teacher``, which must feed it raw pixels (its metadata says it normalises inside)."""
+    ``open_model``, which must feed it raw pixels (its metadata says it normalises inside)."""
     from keras_insightface.cli import main
-    from keras_insightface.data.distill import load_teacher
+    from keras_insightface.inference.embedders import open_model
     from tests.conftest import jpeg
 
     model = models("iresnet")
@@ -334,7 +334,7 @@ def test_export_command_and_the_exported_file_as_an_eval_model(models, tmp_path,
     printed = capsys.readouterr().out
     assert f"-> {tmp_path / 'basic.onnx'} (onnx, " in printed and "verification passed on 3 images" in printed
     batch = images(4, seed=11)
-    np.testing.assert_allclose(normalized(load_teacher(str(tmp_path / "basic.onnx"))(batch)),
+    np.testing.assert_allclose(normalized(open_model(str(tmp_path / "basic.onnx"))(batch)),
                                normalized(model.predict(batch.astype("float32"), verbose=0)), atol=1e-4)
     assert main(["export", str(model_path), "--format", "tflite", "--images", str(tmp_path / "none")]) == 2
-    assert "no .jpg/.png images to verify on" in capsys.readouterr().err
+    assert "no .jpg/.jpeg/.png/.bmp images to verify on" in capsys.readouterr().err

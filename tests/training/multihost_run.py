@@ -25,7 +25,8 @@ def main(process_id, port, data_dir, out_dir, mode, cache_dir):
     import jax
     import keras
 
-    from keras_insightface.evaluation.verification import VerificationSet, embed_views
+    from keras_insightface.evaluation.verification import VerificationSet
+    from keras_insightface.inference.embed import embed_views
     from keras_insightface.losses.margin import ArcfaceLoss
     from keras_insightface.training import callbacks as cbs
     from keras_insightface.training.train import Train
@@ -68,7 +69,7 @@ def main(process_id, port, data_dir, out_dir, mode, cache_dir):
     }
     if mode == "full":
         images = VerificationSet(os.path.join(data_dir, "tiny_val.bin")).images[:16]
-        result["embeddings"] = embed_views(trainer.eval_callbacks[0].basic_model, images, 8, flip=False)[0].tolist()
+        result["embeddings"] = embed_views(trainer.eval_callbacks[0].embedder, images, 8, flip=False)[0].tolist()
     print(json.dumps(result))
 
 

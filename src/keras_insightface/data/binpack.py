@@ -29,7 +29,7 @@ import numpy as np
 import simplejpeg
 
 from keras_insightface.errors import DataError
-from keras_insightface.progress import Progress
+from keras_insightface.data.progress import progress_bar
 
 _NUMPY_TOP = frozenset({"ndarray", "dtype"})
 _MULTIARRAY_MODULES = frozenset({"numpy.core.multiarray", "numpy._core.multiarray"})
@@ -317,7 +317,7 @@ def build_bin(source, out_path, num_pairs, seed=0, embeddings=None, hardest=Fals
     describe = getattr(source, "describe", None)
     images = {}
     needed = np.unique(pairs).tolist()
-    with Progress(len(needed), f"reading {name}") as bar:
+    with progress_bar(len(needed), f"reading {name}") as advance:
         for i in needed:
             data, label = source[i]
             where = describe(i) if describe else f"{name}: image {i}"
@@ -327,6 +327,6 @@ def build_bin(source, out_path, num_pairs, seed=0, embeddings=None, hardest=Fals
             if not simplejpeg.is_jpeg(data):
                 raise DataError(f"{where}: not a JPEG; .bin packs hold JPEG bytes")
             images[i] = data
-            bar.update()
+            advance()
     write_bin(out_path, [images[i] for i in pairs.ravel().tolist()], issame)
     return pairs, issame

@@ -17,7 +17,7 @@ from keras_insightface.data.binpack import build_bin
 from keras_insightface.data.recordio import InsightfaceRec, write_insightface_rec
 from keras_insightface.data.sources import open_source
 from keras_insightface.errors import DataError
-from keras_insightface.progress import Progress
+from keras_insightface.data.progress import progress_bar
 
 DEFAULT_IMAGE_SIZE = (112, 112)
 
@@ -42,7 +42,7 @@ def rec_to_folders(rec_path_or_dir, out_dir):
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise DataError(f"{out_dir}: output folder exists and is not empty")
     made = set()
-    with Progress(len(ds), f"unpacking {ds.rec_path}") as bar:
+    with progress_bar(len(ds), f"unpacking {ds.rec_path}") as advance:
         for i in range(len(ds)):
             data, label = ds[i]
             folder = out_dir / str(label)
@@ -50,7 +50,7 @@ def rec_to_folders(rec_path_or_dir, out_dir):
                 folder.mkdir(parents=True, exist_ok=True)
                 made.add(label)
             (folder / f"{i}{_extension(data)}").write_bytes(data)
-            bar.update()
+            advance()
     return len(ds)
 
 

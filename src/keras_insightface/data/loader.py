@@ -91,6 +91,24 @@ class _Decode:
         return (images, labels, skipped, records) if self.with_records else (images, labels, skipped)
 
 
+def ordered_batches(source, batch_size, num_workers=None, image_size=(112, 112)):
+    """Every record of ``source`` once, in order, as ``(uint8 images, int32 labels)`` batches (the last one may
+    be short), decoded by ``num_workers`` threads (the JPEG decoder releases the GIL; default: cores - 1).
+
+    A corrupt image is a ``DataError`` naming it; the first record is read before the threads start, so a bad
+    source fails at once.
+    """
+    if batch_size < 1:
+        raise DataError(f"{getattr(source, 'name', 'source')}: batch_size must be positive, received {batch_size}")
+    num_workers = default_num_workers() if num_workers is None else num_workers
+    decode = _Decode(source=source, image_size=tuple(image_size), strict=True)
+    decode.read(0)
+    batches = grain.MapDataset.range(len(source)).batch(batch_size, drop_remainder=False).map_with_index(decode)
+    options = grain.ReadOptions(num_threads=num_workers, prefetch_buffer_size=2 * num_workers)
+    for images, labels, _ in batches.to_iter_dataset(options):
+        yield images, labels
+
+
 class IdentityGroups(grain.MapDataset):
     """Record indices ordered so that each run of ``group_size`` shares one identity, reshuffled every epoch.
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_insightface.errors import DataError
-from keras_insightface.progress import Progress
+from keras_insightface.data.progress import progress_bar
 
 MAGIC = 0xCED7230A
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
@@ -163,8 +163,8 @@ def _parse_idx(idx_path):
 def _scan_offsets(rec_path):
     """Offset of every record's first part, by one sequential pass; corrupt or truncated files raise."""
     size = os.path.getsize(rec_path)
-    offsets, pos, record_start = [], 0, None
-    with open(rec_path, "rb") as f, Progress(size, f"indexing {rec_path}") as bar:
+    offsets, pos, record_start, shown = [], 0, None, 0
+    with open(rec_path, "rb") as f, progress_bar(size, f"indexing {rec_path}") as advance:
         while pos < size:
             head = f.read(_RECORD_HEADER.size)
             if len(head) < _RECORD_HEADER.size:
@@ -184,7 +184,9 @@ def _scan_offsets(rec_path):
                 offsets.append(pos)
             record_start = pos if cflag == 1 else record_start if cflag == 2 else None
             f.seek(end)
-            bar.update(end - pos)
+            if len(offsets) % 4096 == 0 or end == size:  # a bar update costs microseconds: not one per record
+                advance(end - shown)
+                shown = end
             pos = end
     if record_start is not None:
         raise DataError(f"{rec_path}: truncated record at offset {record_start}: its last part is missing")
@@ -510,8 +512,8 @@ def write_insightface_rec(out_dir, samples, num_classes, image_size=(112, 112), 
     counts = np.zeros(num_classes, dtype=np.int64)
     key, previous = 1, None
     out_dir.mkdir(parents=True, exist_ok=True)
-    bar = Progress(total, f"writing {rec_path}") if progress else contextlib.nullcontext()
-    with RecordWriter(rec_path, out_dir / "train.idx") as writer, bar:
+    bar = progress_bar(total, f"writing {rec_path}") if progress else contextlib.nullcontext(lambda n=1: None)
+    with RecordWriter(rec_path, out_dir / "train.idx") as writer, bar as advance:
         writer.write(0, pack_header([0, 0]))  # placeholder of the same size, patched once the counts are known
         for data, label in items:
             label = int(label)
@@ -529,8 +531,7 @@ def write_insightface_rec(out_dir, samples, num_classes, image_size=(112, 112), 
             writer.write(key, pack_header(float(label), id=key) + bytes(data))
             counts[label] += 1
             key += 1
-            if progress:
-                bar.update()
+            advance()
         num_images = key - 1
         empty = counts == 0
         starts[empty] = (1 + np.cumsum(counts) - counts)[empty]

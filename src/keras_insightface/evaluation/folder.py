@@ -95,14 +95,15 @@ def evaluate_embeddings(embeddings, labels, fprs=FPRS, chunk_size=1024, name="em
 
 def embed_source(data, model, batch_size=64, flip=False, num_workers=None):
     """``(embeddings, labels)`` of every image of ``data`` (a path for ``open_source``, or a source) by
-    ``model`` (a model file for ``load_teacher``, or a ``uint8 NHWC batch -> (B, D)`` callable)."""
-    from keras_insightface.data.distill import iter_embeddings, load_teacher
+    ``model`` (anything ``inference.embedders.open_model`` opens)."""
     from keras_insightface.data.sources import open_source
+    from keras_insightface.inference.embed import iter_embeddings
+    from keras_insightface.inference.embedders import open_model
 
     source = open_source(data) if isinstance(data, (str, os.PathLike)) else data
     if len(source) == 0:
         raise DataError(f"{getattr(source, 'name', data)}: no images to evaluate")
-    model = load_teacher(model) if isinstance(model, (str, os.PathLike)) else model
+    model = open_model(model)
     labels, embeddings = [], []
     for batch_labels, batch_embeddings in iter_embeddings(source, model, batch_size, flip, num_workers):
         labels.append(batch_labels)

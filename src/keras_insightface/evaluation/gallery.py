@@ -16,7 +16,7 @@ Embeddings are cached in an ``.npz`` so a second search embeds only new or chang
 keyed by the image's path relative to the gallery, its size and its modification time, and the file holds
 the model's fingerprint; removed images are dropped. The default cache is a hidden file inside the gallery,
 ``.kif_gallery_<16 hex digits of the fingerprint's SHA-256>.npz``. The fingerprint (``model_id``, default
-``compare.model_fingerprint``) is a model file's path, size and modification time (cheap, and any re-save
+``inference.fingerprint.model_fingerprint``) is a model file's path, size and modification time (cheap, and any re-save
 changes it), or for a Keras model in memory a SHA-256 of its architecture and weights (no file to look at;
 about half a second for an r100's 65M weights); other callables need an explicit ``model_id``. ``prepare`` is
 not part of the key: with another detector, pass another ``model_id`` or ``cache_path``.
@@ -47,14 +47,10 @@ from pathlib import Path
 import numpy as np
 
 from keras_insightface.errors import DataError
-from keras_insightface.evaluation.align import IMAGE_SUFFIXES
-from keras_insightface.evaluation.compare import (
-    embed_faces,
-    load_face,
-    model_fingerprint,
-    model_input_size,
-    open_model,
-)
+from keras_insightface.inference.embed import embed_faces
+from keras_insightface.inference.embedders import open_model
+from keras_insightface.inference.fingerprint import model_fingerprint
+from keras_insightface.inference.images import IMAGE_SUFFIXES, load_face
 
 CACHE_PREFIX = ".kif_gallery_"
 CACHE_KEYS = ("model_id", "paths", "sizes", "mtimes", "embeddings")
@@ -125,7 +121,7 @@ def _write_cache(path, model_id, names, stats, embeddings):
 class Gallery:
     """The embedded identities of ``gallery_dir`` for ``search``; see the module docstring.
 
-    ``model``: a model file or object (``compare.open_model``); ``cache_path``: the ``.npz`` cache (default
+    ``model``: a model file or object (``inference.embedders.open_model``); ``cache_path``: the ``.npz`` cache (default
     inside the gallery, named by the model fingerprint); ``model_id``: the fingerprint to use instead of the
     computed one (required for callables without one); ``prepare``: image -> aligned crop.
 
@@ -141,7 +137,7 @@ class Gallery:
                 f"model: cannot fingerprint a {type(model).__name__} for the gallery cache; pass its file path"
                 " or a model_id that changes when the model does"
             )
-        self.size = model_input_size(self.model)
+        self.size = self.model.size
         entries = list_gallery(self.root)
         digest = hashlib.sha256(self.model_id.encode()).hexdigest()[:16]
         self.cache_path = Path(cache_path) if cache_path else self.root / f"{CACHE_PREFIX}{digest}.npz"

@@ -33,7 +33,6 @@ import os
 import re
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -213,91 +212,8 @@ def read_identification_meta(data_dir, subset="IJBC"):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# embeddings
+# image features (the embeddings come from inference.embed.embed_files)
 # ---------------------------------------------------------------------------------------------------------------
-def read_image(path):
-    """A JPEG (or PNG) file -> uint8 (H, W, 3) RGB; an unreadable file is a ``DataError`` naming it."""
-    import simplejpeg
-
-    from keras_insightface.data.decode import decode_image
-
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: image does not exist")
-    data = path.read_bytes()
-    if simplejpeg.is_jpeg(data):
-        try:
-            size = simplejpeg.decode_jpeg_header(data)[:2]
-        except ValueError as error:
-            raise DataError(f"{path}: cannot decode image ({error})") from None
-        return decode_image(data, size, where=str(path))
-    import matplotlib.image
-
-    try:
-        image = matplotlib.image.imread(path)
-    except Exception as error:  # PIL raises several types; all mean "not an image"
-        raise DataError(f"{path}: cannot decode image ({type(error).__name__}: {error})") from None
-    if image.dtype != np.uint8:
-        image = (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
-    image = image[..., None].repeat(3, -1) if image.ndim == 2 else image[..., :3]
-    return np.ascontiguousarray(image)
-
-
-def image_embeddings(embed, image_paths, landmarks, batch_size=64, flip=True, align=None, num_threads=None,
-                     progress=True):
-    """``(embeddings, flip_embeddings or None)`` float32 (N, D) of the aligned faces of ``image_paths``.
-
-    ``embed`` maps a uint8 NHWC RGB batch to float32 (B, D) (a Keras model's ``predict_on_batch`` or
-    ``data.distill.load_teacher(path)``); batches are padded to ``batch_size`` so a compiled model traces
-    once. ``align(image, landmarks) -> uint8 crop`` defaults to ``align.norm_crop`` (112x112); images are
-    read and aligned by ``num_threads`` threads, one batch ahead of the model.
-    """
-    if align is None:
-        from keras_insightface.evaluation.align import norm_crop as align
-    landmarks = np.asarray(landmarks, dtype=np.float32)
-    total = len(image_paths)
-    if len(landmarks) != total:
-        raise DataError(f"image_embeddings: {total} images but {len(landmarks)} landmark sets")
-    if batch_size < 1:
-        raise DataError(f"image_embeddings: batch_size must be positive, received {batch_size}")
-    starts = range(0, total, batch_size)
-    outputs, flipped, start_time = [], [], time.monotonic()
-
-    def load(index):
-        return align(read_image(image_paths[index]), landmarks[index])
-
-    def run(images):
-        count = len(images)
-        if count < batch_size:
-            images = np.concatenate([images, np.zeros((batch_size - count, *images.shape[1:]), images.dtype)])
-        emb = np.asarray(embed(images), dtype=np.float32)
-        if emb.ndim != 2 or len(emb) != batch_size:
-            raise DataError(f"image_embeddings: the model returned shape {emb.shape} for {batch_size} images")
-        return emb[:count]
-
-    with ThreadPoolExecutor(num_threads or os.cpu_count()) as pool:
-
-        def submit(first):
-            return [pool.submit(load, i) for i in range(first, min(first + batch_size, total))]
-
-        upcoming = submit(0)
-        for step, start in enumerate(starts, 1):
-            current = upcoming
-            if start + batch_size < total:
-                upcoming = submit(start + batch_size)
-            images = np.stack([future.result() for future in current])
-            outputs.append(run(images))
-            if flip:
-                flipped.append(run(np.ascontiguousarray(images[:, :, ::-1])))
-            done = start + len(images)
-            if progress and (step % 20 == 0 or done == total):
-                rate = done / max(time.monotonic() - start_time, 1e-9)
-                print(f"ijb embeddings: {done}/{total} images ({100 * done // total}%), {rate:.0f} img/s", flush=True)
-    if not outputs:
-        raise DataError("image_embeddings: no images")
-    return np.concatenate(outputs), (np.concatenate(flipped) if flip else None)
-
-
 def parse_mode(mode):
     """``"N0D1F1"`` -> ``(norm, detector, flip)`` booleans."""
     match = re.fullmatch(r"N([01])D([01])F([01])", str(mode).strip().upper())

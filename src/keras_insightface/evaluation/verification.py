@@ -9,8 +9,8 @@
 - insightface's XNorm: the mean L2 norm of the un-normalised embeddings, each view (image, mirror) counted
   on its own (``mean_norm``); a training-health number, not an accuracy.
 
-The model may be a Keras model (``predict_on_batch``) or any callable ``uint8 NHWC batch -> (B, D)``, such as
-``keras_insightface.data.distill.load_teacher``'s ONNX and TorchScript wrappers.
+The model is anything ``inference.embedders.open_model`` opens: a Keras model, a model file (``.keras``, seed
+``.h5``, ONNX, TorchScript) or a callable ``uint8 NHWC batch -> (B, D)``.
 
 Example:
     >>> from keras_insightface.evaluation.verification import evaluate_bin
@@ -25,34 +25,8 @@ import numpy as np
 
 from keras_insightface.data.binpack import decode_bin_images, load_bin
 from keras_insightface.errors import DataError
-
-
-def l2_normalize(x, axis=-1):
-    return x / np.maximum(np.linalg.norm(x, axis=axis, keepdims=True), 1e-12)
-
-
-def embed_views(model, images, batch_size=64, flip=True):
-    """Un-normalised embeddings of uint8 NHWC ``images``: ``[image views]``, plus ``[mirrored views]`` with ``flip``.
-
-    ``model`` is a Keras model or a callable on a batch. Batches are padded to a fixed size so a compiled
-    predict function is traced once.
-    """
-    predict = getattr(model, "predict_on_batch", model)
-    views = [[] for _ in range(2 if flip else 1)]
-    for start in range(0, len(images), batch_size):
-        batch = np.asarray(images[start : start + batch_size], dtype="float32")
-        count = len(batch)
-        if count < batch_size:
-            batch = np.concatenate([batch, np.zeros((batch_size - count, *batch.shape[1:]), batch.dtype)])
-        views[0].append(np.asarray(predict(batch), dtype="float32")[:count])
-        if flip:
-            views[1].append(np.asarray(predict(batch[:, :, ::-1]), dtype="float32")[:count])
-    return [np.concatenate(parts) for parts in views]
-
-
-def embed_images(model, images, batch_size=64, flip=True):
-    """Embeddings of uint8 NHWC ``images``; with ``flip`` the embedding of the mirrored face is added."""
-    return sum(embed_views(model, images, batch_size, flip))
+from keras_insightface.inference.embed import embed_views, l2_normalize
+from keras_insightface.inference.embedders import open_model
 
 
 def mean_norm(*views):
@@ -222,13 +196,14 @@ class eval_callback(keras.callbacks.Callback):  # noqa: N801 - the seed system's
         super().__init__()
         self.verbose = verbose
         self.basic_model, self.batch_size, self.flip, self.eval_freq = basic_model, batch_size, flip, eval_freq
+        self.embedder = open_model(basic_model)  # split over every device when the model is distributed
         self.eval_every_steps = int(eval_every_steps)
         self.dataset = VerificationSet(test_bin_file)
         self.name = self.dataset.name
         self.step_results = []
 
     def _evaluate(self, where):
-        result = self.dataset.evaluate(self.basic_model, self.batch_size, self.flip)
+        result = self.dataset.evaluate(self.embedder, self.batch_size, self.flip)
         if self.verbose:
             print(
                 f"\n>>>> {self.name} evaluation{where}: accuracy {result['accuracy']:.4f} (threshold "

@@ -6,7 +6,7 @@ turns those into ONNX ops, removing the NHWC <-> NCHW transposes around convolut
 output are renamed ``image`` / ``embedding`` with a dimension ``batch``; the metadata goes to
 ``metadata_props``. The input normalisation ``x * (1/128) + (-127.5/128)`` becomes ``Sub(127.5) -> Mul(1/128)``
 (the same values, exactly for integer pixels) so that tools following insightface's model-zoo convention (a
-``Sub`` and a ``Mul`` among the first nodes mean "normalises itself", e.g. ``load_teacher``) feed raw pixels.
+``Sub`` and a ``Mul`` among the first nodes mean "normalises itself", e.g. ``inference.embedders.open_model``) feed raw pixels.
 ``fp16`` converts weights and arithmetic to float16 with onnxconverter-common, keeping
 float32 input and output (``keep_io_types``).
 

@@ -37,7 +37,7 @@ def _check_dims(teacher, student):
         )
 
 
-class _EmbeddingDistill(keras.losses.Loss):
+class EmbeddingDistill(keras.losses.Loss):
     """Base of the embedding losses: cleans the teacher, normalises both sides, zeroes empty teacher rows."""
 
     def distance(self, teacher, student):
@@ -51,7 +51,7 @@ class _EmbeddingDistill(keras.losses.Loss):
 
 
 @keras.saving.register_keras_serializable(package="keras_insightface")
-class DistillCosineLoss(_EmbeddingDistill):
+class DistillCosineLoss(EmbeddingDistill):
     """``1 - cos(teacher, student)`` per sample; ``y_true`` teacher embeddings (B, D), ``y_pred`` the student's."""
 
     def __init__(self, name="distill_cosine", **kwargs):
@@ -62,7 +62,7 @@ class DistillCosineLoss(_EmbeddingDistill):
 
 
 @keras.saving.register_keras_serializable(package="keras_insightface")
-class DistillEuclideanLoss(_EmbeddingDistill):
+class DistillEuclideanLoss(EmbeddingDistill):
     """``||normalize(teacher) - normalize(student)||^2`` per sample: the seed's ``distiller_loss``."""
 
     def __init__(self, name="distill_euclidean", **kwargs):

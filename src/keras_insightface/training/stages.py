@@ -15,7 +15,7 @@ Example:
 
 import dataclasses
 
-from keras_insightface.losses.distillation import DistillCosineLoss, _EmbeddingDistill
+from keras_insightface.losses.distillation import DistillCosineLoss, EmbeddingDistill
 from keras_insightface.losses.margin import get_margin_loss
 from keras_insightface.losses.triplet import TripletLoss
 
@@ -52,7 +52,7 @@ def triplet_loss(stage, index):
 def _kind_of(loss):
     if isinstance(loss, TripletLoss):
         return "triplet"
-    if isinstance(loss, _EmbeddingDistill):
+    if isinstance(loss, EmbeddingDistill):
         return "distill"
     return "softmax" if get_margin_loss(loss).plain_head else "arcface"
 

@@ -37,7 +37,7 @@ from keras_insightface.saving import copy_weights_by_name, load_model, split_ful
 from keras_insightface.training import callbacks as cbs
 from keras_insightface.training.checkpoint import latest_state_dir, load_meta, restore_model_and_optimizer
 from keras_insightface.training.distribute import (
-    DistributedEmbedding, data_parallel_size, host_values, is_primary, process_count, resolve_distribution,
+    data_parallel_size, host_values, is_primary, process_count, resolve_distribution,
 )
 from keras_insightface.training.optimizers import L2SGD, SGDW, AdamW, Lookahead
 from keras_insightface.training.outputs import (
@@ -324,10 +324,9 @@ class Train:
             self.teacher = self._load_teacher(teacher_model_interf)
             self.mixup = Mixup(mixup_alpha, seed=seed, name="mixup") if mixup_alpha > 0 else None
 
-        # evaluation batches are split over every device of every host, like the training batches
-        embedder = DistributedEmbedding(self.basic_model) if self.distribution is not None else self.basic_model
+        # evaluation batches are split over every device of every host, like the training batches (KerasEmbedder)
         self.eval_callbacks = [
-            eval_callback(embedder, p, self.global_batch_size, eval_freq=eval_freq, eval_every_steps=eval_every_steps,
+            eval_callback(self.basic_model, p, self.global_batch_size, eval_freq=eval_freq, eval_every_steps=eval_every_steps,
                           verbose=is_primary())
             for p in eval_paths
         ]

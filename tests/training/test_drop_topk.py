@@ -5,7 +5,7 @@ import pytest
 import simplejpeg
 
 from keras_insightface.cli import main
-from keras_insightface.data.drop_topk import class_subcenters, drop_topk, drop_topk_data, load_kernel, subcenter_cosines
+from keras_insightface.training.drop_topk import class_subcenters, drop_topk, drop_topk_data, load_kernel, subcenter_cosines
 from keras_insightface.data.recordio import write_insightface_rec
 from keras_insightface.data.sources import open_source
 from keras_insightface.errors import DataError
@@ -127,7 +127,7 @@ def test_folder_dataset_with_a_checkpoint_kernel(tmp_path, capsys):
 
 
 def test_rec_dataset_gives_rec_path_and_indices_that_distill_again(tmp_path):
-    from keras_insightface.data.distill import distill_data
+    from keras_insightface.inference.distill_data import distill_data
 
     write_insightface_rec(tmp_path / "rec", _samples(), 3)
     drop_topk_data(tmp_path / "rec", angle_teacher, _kernel(), 2, tmp_path / "clean.npz", batch_size=4, num_workers=0)
@@ -166,9 +166,9 @@ def test_cli_drop_topk_with_an_onnx_model(tmp_path, capsys):
             "--kernel", str(tmp_path / "kernel.npy"), "--top-k", "2", "--limit-deg", "60", "--num-workers", "2"]
     assert main(argv) == 0
     assert "drop-topk: kept" in capsys.readouterr().out
-    from keras_insightface.data.distill import load_teacher
+    from keras_insightface.inference.embedders import open_model
 
-    drop_topk_data(data, load_teacher(tmp_path / "basic.onnx"), tmp_path / "kernel.npy", 2, tmp_path / "api.npz",
+    drop_topk_data(data, open_model(tmp_path / "basic.onnx"), tmp_path / "kernel.npy", 2, tmp_path / "api.npz",
                    limit_deg=60, num_workers=0)
     with np.load(tmp_path / "cli.npz") as cli, np.load(tmp_path / "api.npz") as api:
         assert cli["image_names"].tolist() == api["image_names"].tolist()

@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_insightface.errors import DataError
-from keras_insightface.evaluation.align import norm_crop
+from keras_insightface.inference.align import norm_crop
 
 SCRFD_LAYOUTS = {  # output count -> (strides, anchors per grid cell, has keypoints)
     6: ((8, 16, 32), 2, False),

@@ -20,7 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_insightface.data.npz_list import npz_list_fields, save_npz
+from keras_insightface.data.sources import open_source
 from keras_insightface.errors import DataError
+from keras_insightface.inference.embed import iter_embeddings
+from keras_insightface.inference.embedders import open_model
+from keras_insightface.training.checkpoint import latest_state_dir, read_variable
 
 KERNEL_VARIABLE = "norm_dense/norm_dense_w"
 
@@ -82,8 +87,6 @@ def drop_topk(embeddings, labels, kernel, top_k, limit_deg=75):
 
 def load_kernel(path):
     """A NormDense kernel from a ``.npy`` file or a run's full-state checkpoint folder (``<name>_state/``)."""
-    from keras_insightface.training.checkpoint import latest_state_dir, read_variable
-
     path = os.fspath(path)
     if path.endswith(".npy"):
         try:
@@ -97,15 +100,12 @@ def load_kernel(path):
 
 
 def drop_topk_data(data_path, model, kernel, top_k, out_path, limit_deg=75, batch_size=256, num_workers=None):
-    """Embed the dataset with ``model`` (a basic-model path or a callable), keep the images within ``limit_deg``
+    """Embed the dataset with ``model`` (a model file or object, ``open_model``), keep the images within ``limit_deg``
     of their dominant sub-center and write them to ``out_path`` as an npz list (empty classes dropped, labels
     renumbered 0..C-1 in their old order). ``kernel``: an array, a ``.npy`` path or a checkpoint folder.
 
     Returns ``{"images": (kept, total), "classes": (kept, total)}`` and prints what was dropped.
     """
-    from keras_insightface.data.distill import iter_embeddings, load_teacher, npz_list_fields, save_npz
-    from keras_insightface.data.sources import open_source
-
     is_path = isinstance(kernel, (str, os.PathLike))
     where = os.fspath(kernel) if is_path else "kernel"
     centers = class_subcenters(check_kernel(load_kernel(kernel) if is_path else kernel, top_k, where), top_k)
@@ -118,8 +118,7 @@ def drop_topk_data(data_path, model, kernel, top_k, out_path, limit_deg=75, batc
             f"{data_path}: {source.num_classes} classes, but {where} holds {num_classes} "
             f"(kernel columns / top_k {top_k}): use the dataset the head was trained on"
         )
-    if not callable(model):
-        model = load_teacher(model)
+    model = open_model(model)
     labels, cosines = [], []
     for batch_labels, embeddings in iter_embeddings(source, model, batch_size, False, num_workers, desc="drop-topk"):
         labels.append(batch_labels)

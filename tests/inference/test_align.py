@@ -8,14 +8,8 @@ import simplejpeg
 
 from keras_insightface.cli import main
 from keras_insightface.errors import DataError
-from keras_insightface.evaluation.align import (
-    ARCFACE_TEMPLATE,
-    norm_crop,
-    read_landmarks,
-    similarity_transform,
-    template_for,
-    warp_affine,
-)
+from keras_insightface.inference.align import ARCFACE_TEMPLATE, norm_crop, similarity_transform, template_for, warp_affine
+from keras_insightface.inference.align_folder import read_landmarks
 
 TEMPLATE = ARCFACE_TEMPLATE.astype(np.float64)
 

@@ -6,7 +6,7 @@ balanced genuine / impostor pairs come from *other* identities, so verification 
 Everything is deterministic from ``seed``. Rendering lives in ``synthetic_faces.py``.
 
 Example:
-    >>> from keras_insightface.data.synthetic import generate_dataset
+    >>> from keras_insightface.demo.synthetic import generate_dataset
     >>> paths = generate_dataset("/tmp/synth", num_identities=50, images_per_identity=10)   # doctest: +SKIP
     >>> paths["train"], paths["val"]                                                         # doctest: +SKIP
 """
@@ -22,7 +22,7 @@ import simplejpeg
 
 from keras_insightface.data.binpack import write_bin
 from keras_insightface.data.recordio import write_insightface_rec
-from keras_insightface.data.synthetic_faces import render_faces, sample_identities
+from keras_insightface.demo.synthetic_faces import render_faces, sample_identities
 
 VAL_NAME = "synthetic_val.bin"
 

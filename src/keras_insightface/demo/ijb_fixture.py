@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import simplejpeg
 
-from keras_insightface.evaluation.align import ARCFACE_TEMPLATE, warp_affine
+from keras_insightface.inference.align import ARCFACE_TEMPLATE, warp_affine
 from keras_insightface.evaluation.ijb import GALLERIES, SUBSETS
 
 
@@ -43,7 +43,7 @@ def place_face(face, matrix, canvas, rng):
 def make_ijb_fixture(root, subset="IJBC", identities=6, probe_templates=2, media=2, images=2, canvas=(150, 170),
                      difficulty=0.3, seed=0):
     """Write ``root/<subset>/{meta,loose_crop}`` (see the module docstring) and return ``root/<subset>``."""
-    from keras_insightface.data.synthetic_faces import render_faces, sample_identities
+    from keras_insightface.demo.synthetic_faces import render_faces, sample_identities
 
     subset = subset.upper()
     if subset not in SUBSETS:

@@ -22,7 +22,7 @@ Example:
     >>> images.shape, images.dtype
     ((4, 112, 112, 3), dtype('uint8'))
 
-Run ``python -m keras_insightface.data.synthetic_faces grid.png`` to write a 6 identities x
+Run ``python -m keras_insightface.demo.synthetic_faces grid.png`` to write a 6 identities x
 6 images preview grid (and print the rendering speed).
 """
 

@@ -7,7 +7,8 @@ import pytest
 
 from keras_insightface.cli import main
 from keras_insightface.data.decode import decode_image
-from keras_insightface.data.distill import distill_data, load_teacher
+from keras_insightface.inference.distill_data import distill_data
+from keras_insightface.inference.embedders import open_model
 from keras_insightface.data.recordio import write_insightface_rec
 from keras_insightface.data.sources import open_source
 from keras_insightface.errors import DataError
@@ -94,11 +95,11 @@ def test_onnx_teacher_layouts_and_normalisation(tmp_path, channels_first, normal
         expected = _formula(images, w, 100, 100)  # raw pixels into the graph's own (x - 100) * 0.01
     else:
         expected = _formula(images, w, 127.5, 127.5)  # insightface's default for graphs without Sub/Mul
-    got = load_teacher(path)(images)  # a fixed batch of 2 runs 3 images as 2 + 1 padded
+    got = open_model(path)(images)  # a fixed batch of 2 runs 3 images as 2 + 1 padded
     assert got.dtype == np.float32 and got.shape == (3, 4)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
     if not normalises and not uint8:
-        np.testing.assert_allclose(load_teacher(path, 0, 1)(images), _formula(images, w, 0, 1), rtol=1e-4, atol=1e-3)
+        np.testing.assert_allclose(open_model(path, 0, 1)(images), _formula(images, w, 0, 1), rtol=1e-4, atol=1e-3)
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
@@ -117,10 +118,10 @@ def test_torchscript_teacher_uses_arcface_torch_convention(tmp_path):
     torch.jit.save(torch.jit.script(Flat()), str(tmp_path / "t.pt"))
     images = np.random.default_rng(3).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
     expected = _formula(images, w, 127.5, 127.5)  # (x / 255 - 0.5) / 0.5
-    np.testing.assert_allclose(load_teacher(tmp_path / "t.pt")(images), expected, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(open_model(tmp_path / "t.pt")(images), expected, rtol=1e-4, atol=1e-3)
     torch.save(Flat().state_dict(), tmp_path / "weights.pth")
     with pytest.raises(DataError, match="weights.pth: not a TorchScript module"):
-        load_teacher(tmp_path / "weights.pth")
+        open_model(tmp_path / "weights.pth")
 
 
 def test_keras_teacher_embeddings_equal_the_models_outputs(tmp_path):
@@ -144,7 +145,7 @@ def test_keras_teacher_embeddings_equal_the_models_outputs(tmp_path):
         assert plain["image_names"].tolist() == [f"faces/{c}/{i}.jpg" for c in range(3) for i in range(3)]
         assert plain["image_classes"].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     with pytest.raises(DataError, match="teacher.keras: Keras models normalise inside"):
-        load_teacher(tmp_path / "teacher.keras", input_mean=0)
+        open_model(tmp_path / "teacher.keras", input_mean=0)
 
 
 def test_npz_rows_line_up_with_images_for_folders_lists_and_npz(tmp_path):
@@ -200,28 +201,28 @@ def test_rec_sources_store_rec_path_and_check_labels(tmp_path):
 
 def test_bad_teachers_outputs_and_images(tmp_path, monkeypatch):
     (tmp_path / "model.pb").write_bytes(b"x")
-    with pytest.raises(DataError, match=r"model.pb: unknown teacher format '.pb'; expected one of .keras, .h5, .onnx"):
-        load_teacher(tmp_path / "model.pb")
-    with pytest.raises(DataError, match="none.onnx: teacher model file does not exist"):
-        load_teacher(tmp_path / "none.onnx")
+    with pytest.raises(DataError, match=r"model.pb: unknown model format '.pb'; expected one of .keras, .h5, .onnx"):
+        open_model(tmp_path / "model.pb")
+    with pytest.raises(DataError, match="none.onnx: model file does not exist"):
+        open_model(tmp_path / "none.onnx")
     _onnx_model(tmp_path / "t.onnx")
     with pytest.raises(DataError, match=r"t.onnx: the ONNX model takes \[16, 16\] images, received \[112, 112\]"):
-        load_teacher(tmp_path / "t.onnx")(np.zeros((1, 112, 112, 3), np.uint8))
+        open_model(tmp_path / "t.onnx")(np.zeros((1, 112, 112, 3), np.uint8))
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if onnxruntime were not installed
-    message = r"t.onnx: ONNX teachers need onnxruntime .*pip install keras_insightface\[onnx\]"
+    message = r"t.onnx: ONNX models need onnxruntime .*pip install keras_insightface\[onnx\]"
     with pytest.raises(DataError, match=message):
-        load_teacher(tmp_path / "t.onnx")
+        open_model(tmp_path / "t.onnx")
     monkeypatch.setitem(sys.modules, "torch", None)
     (tmp_path / "t.pt").write_bytes(b"x")
-    with pytest.raises(DataError, match=r"t.pt: TorchScript teachers need torch .*keras_insightface\[compat\]"):
-        load_teacher(tmp_path / "t.pt")
+    with pytest.raises(DataError, match=r"t.pt: TorchScript models need torch .*keras_insightface\[compat\]"):
+        open_model(tmp_path / "t.pt")
     data = _folders(tmp_path / "faces", num_classes=2, per_class=2)
     with pytest.raises(DataError, match="out.txt: output must be an .npz file"):
         distill_data(data, Projection(), tmp_path / "out.txt", num_workers=0)
     (data / "1" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     with pytest.raises(DataError, match="broken.jpg: cannot decode image"):
         distill_data(data, Projection(), tmp_path / "d.npz", num_workers=0)
-    with pytest.raises(DataError, match="teacher returned shape"):
+    with pytest.raises(DataError, match="model returned shape"):
         distill_data(_folders(tmp_path / "ok"), lambda images: np.zeros(len(images)), tmp_path / "d.npz", num_workers=0)
 
 
@@ -238,4 +239,4 @@ def test_cli_distill_data_with_an_onnx_teacher_and_threads(tmp_path, capsys):
     expected = _formula(images, w, 127.5, 127.5) + _formula(images[:, :, ::-1], w, 127.5, 127.5)
     np.testing.assert_allclose(source.embeddings, _unit(expected), atol=1e-4)
     assert main(["distill-data", str(data), str(tmp_path / "e.npz"), "-m", str(tmp_path / "t.bin")]) == 2
-    assert "t.bin: unknown teacher format" in capsys.readouterr().err
+    assert "t.bin: unknown model format" in capsys.readouterr().err

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from keras_insightface.data.synthetic_faces import IMAGE_SIZE, render_faces, sample_identities
+from keras_insightface.demo.synthetic_faces import IMAGE_SIZE, render_faces, sample_identities
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,10 @@ import simplejpeg
 from onnx import TensorProto, helper, numpy_helper, save
 
 from keras_insightface.errors import DataError
-from keras_insightface.evaluation.align import _read_image, align_folder, norm_crop
-from keras_insightface.evaluation.detect import (
+from keras_insightface.inference.align import norm_crop
+from keras_insightface.inference.align_folder import align_folder
+from keras_insightface.inference.images import read_image
+from keras_insightface.inference.detect import (
     Detections,
     FaceDetector,
     ScrfdDetector,
@@ -261,7 +263,7 @@ def test_align_folder_with_a_detector(tmp_path):
     report = align_folder(raw, tmp_path / "out", detector=ShapeDetector(faces), quality=90)
     assert report == {"aligned": 2, "no_face": ["sub/c.jpg"]}
     for name, out, landmarks in (("a.jpg", "a.jpg", faces[(150, 140)][2][0]), ("b.png", "b.jpg", central)):
-        expected = simplejpeg.encode_jpeg(norm_crop(_read_image(raw / name), landmarks), quality=90)
+        expected = simplejpeg.encode_jpeg(norm_crop(read_image(raw / name), landmarks), quality=90)
         assert (tmp_path / "out" / out).read_bytes() == expected
     assert not (tmp_path / "out" / "sub").exists()
     with pytest.raises(DataError, match="exactly one of a landmarks file and a face detector"):
@@ -298,7 +300,7 @@ def test_cli_aligns_and_compares_photos_with_a_detector(tmp_path, capsys):
     assert main(["compare", str(raw / "a.jpg"), str(raw / "b.jpg"), "-m", str(model_path), "--threshold", "0.5",
                  "--detector", str(detector), "--det-size", "128"]) == 0
     printed = capsys.readouterr().out
-    crops = [_read_image(tmp_path / "out" / name) for name in ("a.jpg", "b.jpg")]
+    crops = [read_image(tmp_path / "out" / name) for name in ("a.jpg", "b.jpg")]
     expected = compare(str(model_path), crops[0], crops[1])["similarity"]  # the same crops, aligned beforehand
     similarity = float(printed.split()[1])
     assert abs(similarity - expected) < 0.02  # the align command's crops went through JPEG once more

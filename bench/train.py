@@ -7,7 +7,7 @@ and precision, i.e. the loader, augmentation, callbacks, evaluation and checkpoi
     python bench/train.py --cpu           # r18_tiny, batch 64, float32, 64 classes x 12 images (2 CPU cores, < 3 min)
     python bench/train.py --cpu --random-status 0 --eval-every 100   # isolate augmentation / evaluation
 
-Data: ``data.synthetic.generate_dataset`` (the demo's generator, rendering in one forked process per core): a
+Data: ``demo.synthetic.generate_dataset`` (the demo's generator, rendering in one forked process per core): a
 training ``.rec`` of ``--classes`` identities x ``--images-per-class`` faces and a ``.bin`` pack of
 ``--eval-pairs`` genuine and as many impostor pairs from held-out identities. Both are generated once and cached under
 ``--data-dir`` (default ``<tmp>/keras_insightface_bench_train``), keyed by their settings. The GPU default is
@@ -47,9 +47,9 @@ import time
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
 def make_data(data_dir, classes, images_per_class, eval_pairs, seed=0):
-    """Generate (or reuse) the synthetic ``.rec`` and its ``.bin`` pack with ``data.synthetic.generate_dataset``,
+    """Generate (or reuse) the synthetic ``.rec`` and its ``.bin`` pack with ``demo.synthetic.generate_dataset``,
     rendered in one forked process per core; returns ``(train folder, .bin path, seconds spent generating)``."""
-    from keras_insightface.data.synthetic import generate_dataset
+    from keras_insightface.demo.synthetic import generate_dataset
 
     out = os.path.join(data_dir, f"synthetic_{classes}x{images_per_class}_pairs{eval_pairs}_seed{seed}")
     start = time.perf_counter()
@@ -93,7 +93,7 @@ def measure_end_to_end(train_dir, bin_path, model_name, batch_size, precision, e
         finally:
             trainer.close()
         steps, classes = trainer.loader.steps_per_epoch, trainer.num_classes
-        train_model = trainer.train_model
+        train_model = trainer.parts.train_model
     walls = [b - a for a, b in zip(timer.ends, timer.ends[1:])]
     if len(walls) < epochs or len(history.get("img/s", [])) < epochs:
         raise RuntimeError(f"training stopped after {len(walls)} of {epochs} epochs (loss not finite?): {history}")
@@ -119,11 +119,9 @@ def measure_engine_step(train_model, batch_size, classes, steps, repeats=3):
     rng = np.random.default_rng(0)
     images = jax.device_put(rng.integers(0, 256, (batch_size, 112, 112, 3), dtype=np.uint8))
     labels = jax.device_put(rng.integers(0, classes, (batch_size,), dtype=np.int32))
-    targets = {name: labels for name in train_model.output}
-
     def batches():
         while True:
-            yield (images, labels), targets
+            yield images, labels
 
     data = batches()
     train_model.fit(data, steps_per_epoch=2, epochs=1, verbose=0)  # the step is compiled already; warm up

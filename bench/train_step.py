@@ -27,26 +27,22 @@ def measure_train_step(model_name, batch_size, classes, steps, precision="float3
     from keras_insightface.heads.norm_dense import NormDense
     from keras_insightface.losses.margin import ArcfaceLoss
     from keras_insightface.models import buildin_models
+    from keras_insightface.training.model_setup import dtype_policy
     from keras_insightface.training.optimizers import L2SGD
-    from keras_insightface.training.outputs import OutputMean, PerSampleLoss
-    from keras_insightface.training.train import build_train_model, dtype_policy
+    from keras_insightface.training.task import FaceTask
 
     with dtype_policy(precision):  # the same training model and compile arguments as Train
         basic = buildin_models(model_name, emb_shape=emb_shape)
-        model = build_train_model(basic, NormDense(classes), MarginHead(ArcfaceLoss(scale=64)), FaceAugment(seed=0))
-    model.compile(
-        optimizer=L2SGD(0.1),
-        loss={"crossentropy": PerSampleLoss()},
-        metrics={"top1": [OutputMean(name="accuracy")]},
-        jit_compile=True,
-    )
+        margin = MarginHead(ArcfaceLoss(scale=64))
+        model = FaceTask(basic, FaceAugment(seed=0), head=NormDense(classes), margin_head=margin)
+    model.compile(optimizer=L2SGD(0.1), jit_compile=True)
     rng = np.random.default_rng(0)
     images = jax.device_put(rng.integers(0, 256, (batch_size, 112, 112, 3), dtype=np.uint8))
     labels = jax.device_put(rng.integers(0, classes, (batch_size,), dtype=np.int32))
 
     def batches():
         while True:
-            yield (images, labels), {name: labels for name in model.output}
+            yield images, labels
 
     data = batches()
     model.fit(data, steps_per_epoch=2, epochs=1, verbose=0)  # compile and warm up

@@ -4,7 +4,8 @@ import pickle
 
 import pytest
 
-from keras_insightface.cli import main, results_table
+from keras_insightface.cli import main
+from keras_insightface.cli.train import results_table
 from keras_insightface.data.binpack import write_bin
 from keras_insightface.data.recordio import write_insightface_rec
 from tests.conftest import class_images

@@ -240,7 +240,7 @@ def test_fp16_exports_are_half_size_and_close(models, tmp_path):
 
 
 def test_mixed_precision_model_exports_in_float32(tmp_path):
-    from keras_insightface.training.train import dtype_policy
+    from keras_insightface.training.model_setup import dtype_policy
 
     with numpy_initializers(seed=2), dtype_policy("mixed_bfloat16"):
         mixed = randomize_bn(buildin_models("r18_tiny", emb_shape=EMB), seed=2)

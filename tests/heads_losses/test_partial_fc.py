@@ -11,7 +11,7 @@ from keras_insightface.heads.norm_dense import NormDense  # noqa: E402
 from keras_insightface.heads.partial_fc import PartialFC  # noqa: E402
 from keras_insightface.losses.margin import ArcfaceLoss  # noqa: E402
 from keras_insightface.training.optimizers import L2SGD  # noqa: E402
-from keras_insightface.training.outputs import PerSampleCrossEntropy, PerSampleLoss  # noqa: E402
+from keras_insightface.training.task import FaceTask  # noqa: E402
 
 RNG = np.random.default_rng(0)
 EMBEDDINGS = RNG.normal(size=(8, 16)).astype("float32")
@@ -71,17 +71,14 @@ def test_batch_larger_than_the_sample_is_an_error():
 
 
 def test_only_sampled_classes_move_under_l2sgd_with_momentum():
-    embeddings = keras.Input((16,), name="embedding")
-    labels = keras.Input((), dtype="int32", name="labels")
+    passthrough = keras.Sequential([keras.Input((16,)), keras.layers.Identity()], name="embeddings")
     head = PartialFC(100, sample_rate=0.1, seed=3, name="partial_fc")
-    cos, head_labels = head([embeddings, labels])
-    logits = MarginHead(ArcfaceLoss(scale=16))([cos, head_labels])
-    model = keras.Model([embeddings, labels], PerSampleCrossEntropy()([logits, head_labels]))
-    model.compile(optimizer=L2SGD(0.1, momentum=0.9, l2=5e-4), loss=PerSampleLoss())
+    model = FaceTask(passthrough, keras.layers.Identity(), head=head, margin_head=MarginHead(ArcfaceLoss(scale=16)))
+    model.compile(optimizer=L2SGD(0.1, momentum=0.9, l2=5e-4))
     for step in range(3):
         batch_labels = RNG.choice(100, 8).astype("int32")
         before = np.asarray(head.kernel).copy()
-        loss = model.train_on_batch([EMBEDDINGS, batch_labels], batch_labels)
+        loss = model.train_on_batch(EMBEDDINGS, batch_labels, return_dict=True)["loss"]
         assert np.isfinite(loss) and loss > 0
         moved = np.flatnonzero(np.any(np.asarray(head.kernel) != before, axis=0))
         # momentum and L2 would move every class; only this step's sample may change

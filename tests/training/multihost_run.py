@@ -33,7 +33,7 @@ def main(process_id, port, data_dir, out_dir, mode, cache_dir):
 
     jax.config.update("jax_compilation_cache_dir", cache_dir)  # the 3 runs compile the same functions: compile once
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    cbs.GracefulStop = functools.partial(cbs.GracefulStop, sync_every=2)  # hosts compare stop requests every 2 batches
+    cbs.StopOnSignal = functools.partial(cbs.StopOnSignal, sync_every=2)  # hosts compare stop requests every 2 batches
 
     class Record(keras.callbacks.Callback):
         """Per-batch running losses; in ``stop`` mode host 1 signals itself at epoch 2, batch 3."""
@@ -61,7 +61,7 @@ def main(process_id, port, data_dir, out_dir, mode, cache_dir):
                                 callbacks=[record])
     finally:
         trainer.close()
-    kernel = trainer.head.kernel.value
+    kernel = trainer.parts.head.kernel.value
     result = {
         "process": jax.process_index(), "devices": jax.device_count(), "losses": record.losses, "history": history,
         "spec": str(kernel.sharding.spec), "addressable": kernel.is_fully_addressable,

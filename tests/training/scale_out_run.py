@@ -46,7 +46,7 @@ def run(data_dir, out_dir, name, batch_size, stop_after=0, **kwargs):
         history = trainer.train([{"loss": ArcfaceLoss(scale=16), "epoch": 2}], callbacks=[losses])
     finally:
         trainer.close()
-    kernel = trainer.head.kernel.value
+    kernel = trainer.parts.head.kernel.value
     return {
         "losses": losses.values,
         "tiny_val": history["tiny_val"],

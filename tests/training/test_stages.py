@@ -1,5 +1,6 @@
 """The seed's stage keys in ``Train``: lossTopK, lossWeight, bottleneckOnly, type, distill; checks at the start."""
 
+import keras
 import numpy as np
 import pytest
 
@@ -27,7 +28,7 @@ def test_bottleneck_only_then_sub_centers_then_weighted_loss(tiny_data, tmp_path
 
     def run(stage):
         trainer.train([stage])
-        optimizers.append(trainer.optimizer)
+        optimizers.append(trainer.parts.optimizer)
         return trainer.history
 
     try:
@@ -35,9 +36,9 @@ def test_bottleneck_only_then_sub_centers_then_weighted_loss(tiny_data, tmp_path
         for before, after in zip(backbone, _weights(trainer.basic_model)):
             np.testing.assert_array_equal(before, after)  # the backbone (BN statistics too) did not move
         assert trainer.basic_model.trainable  # unfrozen after the stage
-        kernel = np.array(trainer.head.kernel)
+        kernel = np.array(trainer.parts.head.kernel)
         run({"loss": ArcfaceLoss(scale=16), "epoch": 1, "lossTopK": 3})
-        assert trainer.head.loss_top_k == 3 and tuple(trainer.head.kernel.shape) == (16, 8 * 3)
+        assert trainer.parts.head.loss_top_k == 3 and tuple(trainer.parts.head.kernel.shape) == (16, 8 * 3)
         assert not np.allclose(np.array(trainer.basic_model.get_weights()[0]), backbone[0])  # trains now
         assert kernel.shape == (16, 8)
         history = run({"loss": ArcfaceLoss(scale=16), "epoch": 1, "lossTopK": 3, "lossWeight": 0.0})
@@ -68,8 +69,8 @@ def test_distillation_from_stored_embeddings_and_a_distill_only_stage(tiny_data,
         ])
     finally:
         trainer.close()
-    assert trainer.distill_projection is not None and trainer.distill_projection.teacher_dim == 8
-    assert len(trainer.train_model.inputs) == 3 and "logits" not in trainer.train_model.output
+    assert trainer.parts.distill_projection is not None and trainer.parts.distill_projection.teacher_dim == 8
+    assert trainer.parts.train_model.stored_teacher and trainer.parts.train_model.margin_head is None
     assert history["loss"][0] == pytest.approx(2.0 * history["distill_loss"][0], rel=1e-5)
     assert history["loss"][-1] < history["loss"][1]  # the distill-only stage learns the teacher
     assert "accuracy" not in history or len(history["accuracy"]) == 1
@@ -81,13 +82,13 @@ def test_in_step_teacher_is_frozen(tiny_data, tmp_path):
     teacher_trainer.basic_model.save(teacher_path)
     teacher_trainer.close()
     trainer = _train(tiny_data / "rec", tmp_path, teacher_model_interf=teacher_path)
-    frozen = _weights(trainer.teacher)
+    frozen = _weights(trainer.parts.teacher)
     try:
         history = trainer.train([{"loss": ArcfaceLoss(scale=16), "epoch": 1}])
     finally:
         trainer.close()
     assert np.isfinite(history["distill_loss"][0]) and history["distill_loss"][0] > 0
-    for before, after in zip(frozen, _weights(trainer.teacher)):
+    for before, after in zip(frozen, _weights(trainer.parts.teacher)):
         np.testing.assert_array_equal(before, after)
 
 
@@ -103,12 +104,12 @@ def test_stage_errors_name_the_stage(tiny_data, tmp_path):
     assert plan_stage(0, {"type": "triplet", "epoch": 1, "tripletKind": "batch_all"}).embedding_loss.kind == "batch_all"
     trainer = _train(tiny_data / "rec", tmp_path)
     try:
-        from keras_insightface.training.optimizers import SGDW, Lookahead
+        from keras_insightface.training.optimizers import SGDW, Lookahead, named_optimizer
 
-        named = trainer._named_optimizer("lookahead_sgdw", 0.1)
+        named = named_optimizer("lookahead_sgdw", 0.1)
         assert isinstance(named, Lookahead) and isinstance(named.optimizer, SGDW)
         with pytest.raises(ValueError, match="Unknown optimizer 'sgdd': use sgd, sgdw, adamw, lookahead_"):
-            trainer._named_optimizer("sgdd", 0.1)
+            named_optimizer("sgdd", 0.1)
         with pytest.raises(ValueError, match="Stage 0: distillation needs teacher embeddings"):
             trainer.train([{"loss": ArcfaceLoss(), "epoch": 1, "distill": 1.0}])
         with pytest.raises(ValueError, match="Stage 0: triplet losses need batches of identity groups"):
@@ -131,12 +132,12 @@ def test_full_model_pretrained_weights_and_output_weight_decay(tiny_data, tmp_pa
 
     trainer = _train(tiny_data / "rec", tmp_path, model=str(tmp_path / "full.keras"), output_weight_decay=0)
     try:
-        assert trainer.head.loss_top_k == 2
-        np.testing.assert_array_equal(np.array(trainer.head.kernel), np.array(full.get_layer("arcface").kernel))
+        assert trainer.parts.head.loss_top_k == 2
+        np.testing.assert_array_equal(np.array(trainer.parts.head.kernel), np.array(full.get_layer("arcface").kernel))
         for mine, theirs in zip(trainer.basic_model.get_weights(), basic.get_weights()):
             np.testing.assert_array_equal(mine, theirs)
         trainer.train([{"loss": ArcfaceLoss(scale=16), "epoch": 1, "lossTopK": 2}])
-        assert trainer.optimizer.decay_factors == {"norm_dense_w": 0.0, "dense_softmax/kernel": 0.0}
+        assert trainer.parts.optimizer.decay_factors == {"norm_dense_w": 0.0, "dense_softmax/kernel": 0.0}
     finally:
         trainer.close()
 
@@ -146,7 +147,7 @@ def test_full_model_pretrained_weights_and_output_weight_decay(tiny_data, tmp_pa
         for mine, theirs in zip(trainer.basic_model.get_layer(stem).get_weights(), other.get_layer(stem).get_weights()):
             np.testing.assert_array_equal(mine, theirs)
         assert trainer.basic_model.output_shape == (None, 16)  # the embedding layers stayed as built
-        assert trainer.decay_factors["norm_dense_w"] == pytest.approx(0.001 / 5e-4)
+        assert trainer.parts.optimizer_settings["decay_factors"]["norm_dense_w"] == pytest.approx(0.001 / 5e-4)
     finally:
         trainer.close()
     with pytest.raises(ValueError, match="output_weight_decay must be >= 0"):
@@ -154,17 +155,22 @@ def test_full_model_pretrained_weights_and_output_weight_decay(tiny_data, tmp_pa
 
 
 def test_mixup_cross_entropy_against_numpy():
+    """FaceTask's loss with mixup: each sample's cross-entropy weighted between its label's and its partner's
+    label's margin logits (the classifier here passes the cosines through)."""
+    from keras_insightface.data.augment import Mixup
     from keras_insightface.heads.margin import MarginHead
     from keras_insightface.losses.margin import CosFaceLoss
-    from keras_insightface.training.outputs import MixupCrossEntropy
+    from keras_insightface.training.task import FaceTask
 
     rng = np.random.default_rng(0)
     cos = rng.uniform(-1, 1, (4, 5)).astype("float32")
     labels, partner = np.array([0, 3, 1, 4]), np.array([2, 0, 3, 1])
     weight = np.array([1.0, 0.6, 0.75, 0.5], "float32")
-    head = MarginHead(CosFaceLoss(scale=8, margin=0.3))
-    logits = head([cos, labels])
-    got = np.asarray(MixupCrossEntropy(head)([cos, labels, logits, weight, partner]))
+    basic = keras.Sequential([keras.Input((112, 112, 3)), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(5)])
+    task = FaceTask(basic, keras.layers.Identity(), head=keras.layers.Identity(),
+                    margin_head=MarginHead(CosFaceLoss(scale=8, margin=0.3)), mixup=Mixup(0.4))
+    outputs = {"embedding": cos, "mix_weight": weight, "partner": partner}
+    got = float(task.compute_loss(y=labels, y_pred=outputs, training=True))
 
     def crossentropy(target):
         z = 8 * (cos - 0.3 * np.eye(5)[target])
@@ -172,7 +178,8 @@ def test_mixup_cross_entropy_against_numpy():
         return -(z[np.arange(4), target] - np.log(np.exp(z).sum(1)))
 
     expected = weight * crossentropy(labels) + (1 - weight) * crossentropy(labels[partner])
-    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    np.testing.assert_allclose(got, expected.mean(), rtol=1e-5)
+    assert float(task.accuracy_tracker.result()) == np.mean(cos.argmax(1) == labels)
 
 
 def test_mixup_in_train_and_its_limits(tiny_data, tmp_path):
@@ -181,7 +188,7 @@ def test_mixup_in_train_and_its_limits(tiny_data, tmp_path):
     trainer = _train(tiny_data / "rec", tmp_path, mixup_alpha=0.4)
     try:
         history = trainer.train([{"loss": ArcfaceLoss(scale=16), "epoch": 1}])
-        assert np.isfinite(history["loss"][0]) and "mixup" in [layer.name for layer in trainer.train_model.layers]
+        assert np.isfinite(history["loss"][0]) and "mixup" in [layer.name for layer in trainer.parts.train_model.layers]
         with pytest.raises(ValueError, match="mixup_alpha needs a margin loss without running statistics"):
             trainer.train([{"loss": CurricularFaceLoss(), "epoch": 1}])
     finally:
@@ -213,7 +220,7 @@ def test_learning_rate_follows_one_curve_across_stages_and_optimizer_changes(tin
     from keras_insightface.training.optimizers import SGDW
 
     # sub-centers = other variables: a fresh optimizer of the kind the run was using, at the current position
-    assert isinstance(trainer.optimizer, SGDW) and trainer.optimizer.iterations.value < 2 * trainer.loader.steps_per_epoch
+    assert isinstance(trainer.parts.optimizer, SGDW) and trainer.parts.optimizer.iterations.value < 2 * trainer.loader.steps_per_epoch
     steps = trainer.loader.steps_per_epoch
     curve = CosineRestarts(0.1, steps, cooldown_steps=steps, m_mul=0.5, lr_min=0.001, warmup_steps=steps)
     expected = [float(curve(step)) for step in range(3 * steps)]
@@ -231,8 +238,7 @@ def test_learning_rate_follows_one_curve_across_stages_and_optimizer_changes(tin
 def test_train_builds_each_schedule_at_the_current_epoch(tiny_data, tmp_path, kwargs, kind):
     trainer = _train(tiny_data / "rec", tmp_path, lr_warmup_steps=1, **kwargs)
     try:
-        trainer.initial_epoch = 2  # e.g. a later stage with a new optimizer
-        schedule = trainer._lr_schedule(total_epochs=10)
+        schedule = trainer.parts.schedule_at(2, total_epochs=10)  # e.g. a later stage with a new optimizer
     finally:
         trainer.close()
     steps = trainer.loader.steps_per_epoch
@@ -245,3 +251,4 @@ def test_train_builds_each_schedule_at_the_current_epoch(tiny_data, tmp_path, kw
         assert float(schedule(steps + 1)) == pytest.approx(0.1 * 0.5**2)
     with pytest.raises(ValueError, match="lr_schedule 'step' needs lr_decay_steps as a list of epochs"):
         _train(tiny_data / "rec", tmp_path, lr_schedule="step")
+

@@ -65,16 +65,39 @@ def test_two_stage_training_writes_history_and_best_model(tiny_data, tmp_path):
     assert loaded.output_shape == (None, 16)
 
 
+class RunCalls(keras.callbacks.Callback):
+    """Records on_train_begin, each epoch end and on_train_end."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def on_train_begin(self, logs=None):
+        self.calls.append("begin")
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.calls.append(epoch)
+
+    def on_train_end(self, logs=None):
+        self.calls.append("end")
+
+
 def test_batch_level_evaluation_latest_model_per_stage_and_tensorboard(tiny_data, tmp_path):
     import shutil
 
     second = shutil.copy(tiny_data / "tiny_val.bin", tmp_path / "other_val.bin")
     trainer = _train(tiny_data, tmp_path, eval_every_steps=1, tensorboard_dir=str(tmp_path / "tb"),
                      eval_paths=[str(tiny_data / "tiny_val.bin"), second])
+    csv, calls = tmp_path / "log.csv", RunCalls()
     try:
-        history = trainer.train([{"loss": ArcfaceLoss(scale=16), "epoch": 1}, {"loss": ArcfaceLoss(scale=32), "epoch": 1}])
+        history = trainer.train([{"loss": ArcfaceLoss(scale=16), "epoch": 1}, {"loss": ArcfaceLoss(scale=32), "epoch": 1}],
+                                callbacks=[keras.callbacks.CSVLogger(str(csv)), calls])
     finally:
         trainer.close()
+    # user callbacks see one run across the stages: a CSV row per epoch of every stage, one begin and end
+    rows = csv.read_text().splitlines()
+    assert rows[0].startswith("epoch,") and [row.split(",")[0] for row in rows[1:]] == ["0", "1"]
+    assert calls.calls == ["begin", 0, 1, "end"]
     steps = trainer.eval_callbacks[0].step_results
     assert [(epoch, batch) for epoch, batch, _ in steps] == [(1, 1), (1, 2), (1, 3), (2, 1), (2, 2), (2, 3)]
     # evaluated with the weights of that moment (stale weights would repeat the epoch's first result)
@@ -128,35 +151,36 @@ def test_injected_nan_names_the_step_and_the_last_good_checkpoint(tiny_data, tmp
 
 
 def test_collapsed_float16_loss_scale_stops_the_run(capsys):
-    from keras_insightface.training.callbacks import LossScaleCollapse, StopOnNaN
+    from keras_insightface.training.callbacks import LossScaleCollapse
+    from keras_insightface.training.run_state import RunState
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.1), initial_scale=2.0**15)
     optimizer.build(model.trainable_variables)
-    guard = StopOnNaN()
-    collapse = LossScaleCollapse(optimizer, guard)
-    for callback in (guard, collapse):
-        callback.set_model(model)
+    state = RunState()
+    collapse = LossScaleCollapse(optimizer, state)
+    collapse.set_model(model)
     collapse.on_epoch_end(0)
-    assert not guard.triggered  # a healthy scale
+    assert not state.stopped  # a healthy scale
     optimizer.dynamic_scale.assign(2.0**-3)  # halved 18 times: every step overflowed
     collapse.on_epoch_end(1)
-    assert guard.triggered and model.stop_training
+    assert state.stopped and model.stop_training
     assert "float16 loss scale collapsed to 0.125" in capsys.readouterr().out
 
 
 def test_bad_arguments_and_mixed_precision(tiny_data, tmp_path):
     with pytest.raises(DataError, match="missing.bin: eval .bin file does not exist"):
         _train(tiny_data, tmp_path, eval_paths=[str(tmp_path / "missing.bin")])
-    with pytest.raises(ValueError, match="mixed_precision must be one of"):
+    with pytest.raises(ValueError, match="mixed_precision: expected one of float32, mixed_bfloat16, mixed_float16, "
+                                         "received 'fp8'"):
         _train(tiny_data, tmp_path, mixed_precision="fp8")
     trainer = _train(tiny_data, tmp_path, eval_paths=[], mixed_precision="mixed_bfloat16", random_status=3,
                      random_cutout_mask_area=0.3)
-    assert trainer.augment.random_status == 3 and trainer.augment.random_cutout_mask_area == 0.3
+    assert trainer.parts.augment.random_status == 3 and trainer.parts.augment.random_cutout_mask_area == 0.3
     custom = FaceAugment(auto_augment_policy="face", hue_delta=0.02)
-    assert _train(tiny_data, tmp_path, eval_paths=[], augment=custom).augment is custom
+    assert _train(tiny_data, tmp_path, eval_paths=[], augment=custom).parts.augment is custom
     assert trainer.basic_model.get_layer("stem_conv").compute_dtype == "bfloat16"
-    assert trainer.basic_model.output.dtype == "float32" and trainer.head.compute_dtype == "float32"
+    assert trainer.basic_model.output.dtype == "float32" and trainer.parts.head.compute_dtype == "float32"
     assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
     try:
         with pytest.raises(ValueError, match="Stage 0 needs a positive 'epoch'"):
@@ -211,9 +235,9 @@ def test_stage_extras_centerloss_triplet_and_running_statistics_carry_over(tiny_
         history = trainer.train([
             {"loss": CurricularFaceLoss(scale=16), "epoch": 1, "centerloss": 0.1, "triplet": 1, "alpha": 0.3},
         ])
-        t_after_stage_1 = float(trainer.margin_head.state_variables["t"])
+        t_after_stage_1 = float(trainer.parts.margin_head.state_variables["t"])
         history = trainer.train([{"loss": CurricularFaceLoss(scale=16), "epoch": 1}])
-        t_after_stage_2 = float(trainer.margin_head.state_variables["t"])
+        t_after_stage_2 = float(trainer.parts.margin_head.state_variables["t"])
         history = trainer.train([{"loss": MagFaceLoss(scale=16), "epoch": 1, "triplet": 1, "tripletKind": "batch_all"}])
         with pytest.raises(ValueError, match="offline"):
             trainer.train([{"loss": MagFaceLoss(scale=16), "epoch": 1, "triplet": 1, "tripletKind": "offline"}])
@@ -226,22 +250,22 @@ def test_stage_extras_centerloss_triplet_and_running_statistics_carry_over(tiny_
     steps = trainer.loader.steps_per_epoch
     # t is an EMA (alpha 0.01) of the target cosine starting at 0: it keeps growing across stages
     assert 0 < t_after_stage_1 < t_after_stage_2 and steps >= 1
-    assert np.abs(np.asarray(trainer.center_loss.centers)).sum() > 0
-    assert trainer.head.append_norm  # MagFace reads the embedding norm: the head appended the norm column
+    assert np.abs(np.asarray(trainer.parts.center_loss.centers)).sum() > 0
+    assert trainer.parts.head.append_norm  # MagFace reads the embedding norm: the head appended the norm column
 
 
 def test_partial_fc_training(tiny_data, tmp_path):
     trainer = _train(tiny_data, tmp_path, eval_paths=[], partial_fc_sample_rate=0.5, batch_size=4)
     try:
-        assert not trainer.head.built  # built with the first stage
+        assert not trainer.parts.head.built  # built with the first stage
         history = trainer.train([{"loss": ArcfaceLoss(scale=16), "epoch": 1}])
-        before = np.asarray(trainer.head.kernel).copy()
+        before = np.asarray(trainer.parts.head.kernel).copy()
         history = trainer.train([{"loss": ArcfaceLoss(scale=16), "epoch": 1}])
     finally:
         trainer.close()
-    assert trainer.head.num_sample == 4 and len(history["accuracy"]) == 2, history.keys()
+    assert trainer.parts.head.num_sample == 4 and len(history["accuracy"]) == 2, history.keys()
     assert np.isfinite(history["loss"]).all(), history
-    moved = np.abs(np.asarray(trainer.head.kernel) - before).max(axis=0) > 0
+    moved = np.abs(np.asarray(trainer.parts.head.kernel) - before).max(axis=0) > 0
     assert 0 < moved.sum() <= trainer.num_classes  # the sampled classes' columns were trained
     with pytest.raises(ValueError, match="fewer than the batch size"):
         _train(tiny_data, tmp_path, eval_paths=[], partial_fc_sample_rate=0.25, batch_size=8).train(
@@ -258,10 +282,10 @@ def test_plain_softmax_stage_uses_a_dense_classifier(tiny_data, tmp_path):
                                                                    "optimizer": "sgdw"}])
     finally:
         trainer.close()
-    assert isinstance(trainer.optimizer, SGDW) and trainer.optimizer.lr_base == 0.1
-    assert trainer.optimizer.weight_decay == pytest.approx(5e-4 * 0.1)  # L2SGD's decay at lr_base, decoupled
-    assert isinstance(trainer.dense_head, keras.layers.Dense) and trainer.dense_head.use_bias
-    assert trainer.head.name == "norm_dense" and trainer.head.built  # the margin stage still had its cosine head
+    assert isinstance(trainer.parts.optimizer, SGDW) and trainer.parts.optimizer.lr_base == 0.1
+    assert trainer.parts.optimizer.weight_decay == pytest.approx(5e-4 * 0.1)  # L2SGD's decay at lr_base, decoupled
+    assert isinstance(trainer.parts.dense_head, keras.layers.Dense) and trainer.parts.dense_head.use_bias
+    assert trainer.parts.head.name == "norm_dense" and trainer.parts.head.built  # the margin stage still had its cosine head
     assert len(history["loss"]) == 3 and history["loss"][1] < history["loss"][0]
 
 
@@ -316,7 +340,7 @@ def test_config_and_learning_rate_errors_are_clear(tiny_data, tmp_path, capsys):
     bad.write_text(f'[train]\ndata_path = "{tiny_data / "rec"}"\nsave_path = "x.keras"\nbatch_sise = 8\n'
                    '[[stage]]\nloss = "ArcfaceLoss"\nepoch = 1\n')
     assert main(["train", str(bad)]) == 2
-    assert "unknown [train] keys ['batch_sise']" in capsys.readouterr().err
+    assert "bad.toml: [train] unknown options ['batch_sise']" in capsys.readouterr().err
     assert main(["train", str(tmp_path / "missing.toml")]) == 2
     assert "config file does not exist" in capsys.readouterr().err
     with pytest.raises(ValueError, match="lr_min=0.5, lr_base=0.1"):

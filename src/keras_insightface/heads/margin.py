@@ -13,7 +13,8 @@ class MarginHead(keras.layers.Layer):
     The loss's running statistics (``loss.initial_state()``) live here as non-trainable float32 scalars named
     after their keys, so they are saved and restored with the model weights. With ``training`` true the head
     updates them from the batch and adds the loss's extra per-sample term (MagFace) as ``mean(extra)`` through
-    ``add_loss``; otherwise it uses the stored values and changes nothing. For a loss with ``needs_norm``
+    ``add_loss`` (``logits_and_extra`` returns it instead, for the training task's ``compute_loss``); otherwise
+    it uses the stored values and changes nothing. For a loss with ``needs_norm``
     (MagFace, AdaFace) the last column of ``cos`` is ``-||x||`` from ``NormDense(append_norm=True)``; it is
     split off and the logits have one column fewer.
 
@@ -38,8 +39,8 @@ class MarginHead(keras.layers.Layer):
             for name, value in self.loss.initial_state().items()
         }
 
-    def call(self, inputs, training=None):
-        cos, labels = inputs
+    def logits_and_extra(self, cos, labels, training=False):
+        """``(logits, extra per-sample loss (B,) or None)``; ``training`` updates the running statistics."""
         cos = ops.cast(cos, "float32")
         norms = None
         if self.loss.needs_norm:
@@ -50,8 +51,12 @@ class MarginHead(keras.layers.Layer):
             for name, variable in self.state_variables.items():
                 if new_state[name] is not state[name]:
                     variable.assign(ops.cast(new_state[name], "float32"))
-            if extra is not None:
-                self.add_loss(ops.mean(extra))
+        return logits, extra
+
+    def call(self, inputs, training=None):
+        logits, extra = self.logits_and_extra(*inputs, training=training)
+        if training and extra is not None:
+            self.add_loss(ops.mean(extra))
         return logits
 
     def compute_output_shape(self, input_shape):

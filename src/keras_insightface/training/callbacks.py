@@ -1,4 +1,5 @@
-"""Training callbacks: throughput in the progress bar, NaN stop, history JSON, best basic-model saving."""
+"""Training callbacks: throughput in the progress bar, NaN and signal stops, history JSON, best basic-model saving,
+full-state checkpoints; the ones that read or change the run's progress take its ``RunState``."""
 
 import glob
 import json
@@ -50,30 +51,23 @@ class Throughput(keras.callbacks.Callback):
 
 
 class StopOnNaN(keras.callbacks.Callback):
-    """Stops ``fit`` when the loss is not finite (checked every ``every`` batches and at epoch end).
+    """Stops the run when the loss is not finite (checked every ``every`` batches and at epoch end).
 
-    Checking reads the loss back from the device, so it is not done on every batch. The message names the epoch
-    and batch and the last good checkpoint (``last_checkpoint``, set by ``FullStateCheckpoint``).
+    Keras's ``TerminateOnNaN`` reads the loss back from the device after every batch, which makes Keras wait for
+    each step; this checks every ``every`` batches, and ``RunState.stop`` names the epoch, the batch and the last
+    good checkpoint.
     """
 
-    def __init__(self, every=50):
+    def __init__(self, state, every=50):
         super().__init__()
-        self.every, self.triggered, self.last_checkpoint = every, False, None
+        self.state, self.every = state, every
         self.epoch, self.batch = 0, 0
         self.async_safe = True  # it only reads the logs and sets flags
 
-    def stop(self, message):
-        """Stop the run (nothing more is recorded or saved) and say why and where to continue from."""
-        self.triggered = True
-        self.model.stop_training = True
-        where = self.last_checkpoint or "none written yet"
-        print(f"\n>>>> {message} at epoch {self.epoch + 1}, batch {self.batch}: training stops and nothing more is "
-              f"saved. Last good checkpoint: {where}")
-
     def check(self, logs):
-        """Stop (and mark the run) when ``logs["loss"]`` is not finite; reads the loss back from the device."""
-        if logs and "loss" in logs and not math.isfinite(_to_float(logs["loss"])):
-            self.stop("Loss is NaN or Inf")
+        """Stop the run when ``logs["loss"]`` is not finite; reads the loss back from the device."""
+        if logs and "loss" in logs and not self.state.stopped and not math.isfinite(_to_float(logs["loss"])):
+            self.state.stop(self.model, "Loss is NaN or Inf", self.epoch, self.batch)
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch, self.batch = epoch, 0
@@ -95,24 +89,26 @@ class LossScaleCollapse(keras.callbacks.Callback):
     scale mid-epoch would make Keras wait for every step).
     """
 
-    def __init__(self, optimizer, stop_guard, min_scale=1.0):
+    def __init__(self, optimizer, state, min_scale=1.0):
         super().__init__()
-        self.optimizer, self.stop_guard, self.min_scale = optimizer, stop_guard, min_scale
+        self.optimizer, self.state, self.min_scale = optimizer, state, min_scale
 
-    def check(self):
-        if not isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer) or self.stop_guard.triggered:
+    def check(self, epoch):
+        if not isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer) or self.state.stopped:
             return
         if hasattr(self.model, "jax_state_sync"):
             self.model.jax_state_sync()  # the JAX trainer keeps the optimizer state outside its variables mid-epoch
         scale = _to_float(self.optimizer.dynamic_scale)
         if scale < self.min_scale:
-            self.stop_guard.stop(
+            self.state.stop(
+                self.model,
                 f"float16 loss scale collapsed to {scale:g} (gradients overflow float16 at almost every step, which "
-                "are skipped); train with mixed_bfloat16 or float32, or a lower learning rate,"
+                "are skipped); train with mixed_bfloat16 or float32, or a lower learning rate,",
+                epoch, self.params.get("steps") if self.params else 0,
             )
 
     def on_epoch_end(self, epoch, logs=None):
-        self.check()
+        self.check(epoch)
 
 
 def write_json_atomic(path, data):
@@ -123,26 +119,24 @@ def write_json_atomic(path, data):
 
 
 class HistoryJSON(keras.callbacks.Callback):
-    """Appends each epoch's ``lr``, ``loss``, ``accuracy`` and eval results to the seed-style history JSON.
+    """Appends each epoch's ``lr``, ``loss``, ``accuracy`` and other logs (evaluation results, extra loss terms) to
+    the run's ``state.history`` and writes it as the seed-style history JSON; ``lr_fn`` gives the learning rate at
+    the current optimizer step."""
 
-    ``history`` is shared with ``Train`` so epochs accumulate across stages; ``lr_fn`` gives the learning
-    rate at the current optimizer step.
-    """
-
-    def __init__(self, path, history, lr_fn, stop_guard=None):
+    def __init__(self, path, state, lr_fn):
         super().__init__()
-        self.path, self.history, self.lr_fn, self.stop_guard = path, history, lr_fn, stop_guard
+        self.path, self.state, self.lr_fn = path, state, lr_fn
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs is None or (self.stop_guard is not None and self.stop_guard.triggered):
+        if logs is None or self.state.stopped:
             return
-        record = {"lr": self.lr_fn(), "loss": logs.get("loss"), "accuracy": logs.get("top1_accuracy")}
-        record.update({k: v for k, v in logs.items() if k not in record and not k.startswith(("top1_", "crossentropy_"))})
+        record = {"lr": self.lr_fn(), "loss": logs.get("loss"), "accuracy": logs.get("accuracy")}
+        record.update({k: v for k, v in logs.items() if k not in record and not k.startswith("crossentropy_")})
         for key, value in record.items():
             if value is not None:
-                self.history.setdefault(key, []).append(_to_float(value))
+                self.state.history.setdefault(key, []).append(_to_float(value))
         if is_primary():
-            write_json_atomic(self.path, self.history)
+            write_json_atomic(self.path, self.state.history)
 
 
 class BestBasicModel(keras.callbacks.Callback):
@@ -150,21 +144,22 @@ class BestBasicModel(keras.callbacks.Callback):
     ``<set>`` improves, one file per set in ``monitors`` (the previous best of that set is removed), and every
     epoch as ``<prefix>_basic_stage_<k>_latest.keras`` (one file per stage, ``stage`` set by the trainer).
 
-    ``history`` (the run's so far, e.g. on resume) gives the bests to beat, and best files already on disk stay
-    the bests until beaten. ``saved`` is the first set's best file (without eval sets: the latest file). Nothing
-    is saved once the loss is NaN. On several hosts process 0 writes (the basic model is replicated on every host).
+    ``state.history`` (the run's so far, e.g. on resume) gives the bests to beat, and best files already on disk
+    stay the bests until beaten; ``state.stage`` names the latest file. ``saved`` is the first set's best file
+    (without eval sets: the latest file). Nothing is saved once the run has stopped (a NaN loss). On several hosts
+    process 0 writes (the basic model is replicated on every host).
     """
 
-    def __init__(self, basic_model, prefix, monitors=(), stop_guard=None, history=None):
+    def __init__(self, basic_model, prefix, monitors, state):
         super().__init__()
-        self.basic_model, self.prefix, self.monitors, self.stop_guard = basic_model, prefix, list(monitors), stop_guard
-        history = history or {}
+        self.basic_model, self.prefix, self.monitors, self.state = basic_model, prefix, list(monitors), state
+        history = state.history
         self.best = {name: max(history.get(name, [-1.0])) for name in self.monitors}
         self.files = {}
         for name in self.monitors:
             found = glob.glob(self._pattern(name)) if history.get(name) else []
             self.files[name] = found[0] if found else None
-        self.latest, self.stage = None, 1
+        self.latest = None
 
     def _pattern(self, name):
         return glob.escape(f"{self.prefix}_basic_{name}_epoch_") + "*.keras"
@@ -174,10 +169,10 @@ class BestBasicModel(keras.callbacks.Callback):
         return self.files[self.monitors[0]] if self.monitors else self.latest
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs is None or (self.stop_guard is not None and self.stop_guard.triggered):
+        if logs is None or self.state.stopped:
             return
         write = is_primary()
-        self.latest = f"{self.prefix}_basic_stage_{self.stage}_latest.keras"
+        self.latest = f"{self.prefix}_basic_stage_{self.state.stage}_latest.keras"
         if write:
             self.basic_model.save(self.latest)
         for name in self.monitors:
@@ -241,24 +236,22 @@ class FullStateCheckpoint(keras.callbacks.Callback):
     results back from the device before it queues the next step; batch starts carry no results.
     """
 
-    def __init__(self, directory, optimizer, meta_fn, iterator_state_fn, steps_per_epoch, every_steps=0,
-                 step_offset=0, stop_guard=None):
+    def __init__(self, directory, optimizer, meta_fn, iterator_state_fn, state, every_steps=0, step_offset=0):
         super().__init__()
         self.directory, self.optimizer, self.meta_fn = directory, optimizer, meta_fn
-        self.iterator_state_fn, self.steps_per_epoch, self.every_steps = iterator_state_fn, steps_per_epoch, every_steps
-        self.step_offset, self.stop_guard = step_offset, stop_guard
+        self.iterator_state_fn, self.state, self.every_steps = iterator_state_fn, state, every_steps
+        self.step_offset = step_offset
         self.epoch, self.trained, self.step, self._epoch_start = 0, 0, 0, 0
 
     def _save(self, epoch, step):
-        if self.stop_guard is not None and self.stop_guard.triggered:
+        if self.state.stopped:
             return
         if hasattr(self.model, "jax_state_sync"):
             self.model.jax_state_sync()  # the JAX trainer keeps variables outside the model between epochs
         save_state(self.directory, self.model, self.optimizer, self.meta_fn(epoch, step),
                    self.iterator_state_fn(self.trained))
-        if self.stop_guard is not None:
-            self.stop_guard.last_checkpoint = f"{self.directory} (epoch {epoch + 1}, batch {step})" if step else \
-                f"{self.directory} (end of epoch {epoch})"
+        self.state.last_checkpoint = f"{self.directory} (epoch {epoch + 1}, batch {step})" if step else \
+            f"{self.directory} (end of epoch {epoch})"
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch, self._epoch_start = epoch, self.trained
@@ -272,10 +265,9 @@ class FullStateCheckpoint(keras.callbacks.Callback):
 
     def save_now(self):
         """Checkpoint the position after the last trained batch, unless the epoch's loss is not finite."""
-        if self.stop_guard is not None:
-            loss = running_loss(self.model)
-            if loss is not None and not math.isfinite(loss):
-                self.stop_guard.stop("Loss is NaN or Inf")
+        loss = running_loss(self.model)
+        if loss is not None and not math.isfinite(loss) and not self.state.stopped:
+            self.state.stop(self.model, "Loss is NaN or Inf", self.epoch, self.step)
         self._save(self.epoch, self.step)
 
     def on_epoch_end(self, epoch, logs=None):
@@ -297,26 +289,18 @@ class RestoreEpochMetrics(keras.callbacks.Callback):
             self.directory = None
 
 
-class GracefulStop(keras.callbacks.Callback):
-    """SIGINT / SIGTERM while training: finish the batch, write a full-state checkpoint, stop the run cleanly.
+class CatchStopSignals:
+    """While a run trains, SIGINT / SIGTERM only set ``state.signal``; ``StopOnSignal`` acts on it between batches.
 
-    Use as a context manager around the whole run (the handlers stay installed between ``fit`` calls); the
-    signal only sets ``requested``. Once the current batch is done (at the next batch's start), ``checkpoint``
-    (the stage's ``FullStateCheckpoint``) writes the position and ``stop_guard`` is triggered, so that nothing
-    records what follows; a signal during an epoch's last batch stops after the epoch-end checkpoint instead.
-
-    On several hosts a signal may reach them at different batches, and all must stop at the same one (the
-    checkpoint is collective): the hosts compare their requests every ``sync_every`` batches and at epoch ends,
-    and all stop when any host was signalled.
+    A context manager around the whole run (the handlers stay installed between ``fit`` calls); the previous
+    handlers come back at its end. Handlers can only be installed from the main thread; elsewhere it does nothing.
     """
 
-    def __init__(self, stop_guard, sync_every=20):
-        super().__init__()
-        self.stop_guard, self.checkpoint, self.sync_every = stop_guard, None, sync_every
-        self.requested, self.previous = None, {}
+    def __init__(self, state):
+        self.state, self.previous = state, {}
 
     def _request(self, signum, frame):
-        self.requested = signal.Signals(signum).name
+        self.state.signal = signal.Signals(signum).name
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
@@ -329,32 +313,93 @@ class GracefulStop(keras.callbacks.Callback):
             signal.signal(signum, handler)
         self.previous = {}
 
-    def _stop(self, saved):
-        self.stop_guard.triggered = True
-        self.model.stop_training = True
-        print(f"\n>>>> {self.requested}: stopped after this batch; checkpoint {saved}, "
-              "continue with --resume / train(..., resume=True)")
+
+class StopOnSignal(keras.callbacks.Callback):
+    """A stop signal (``state.signal``): finish the batch, write a full-state checkpoint, stop the run cleanly.
+
+    Once the current batch is done (at the next batch's start), ``checkpoint`` (the stage's
+    ``FullStateCheckpoint``) writes the position and the run stops, so that nothing records what follows; a
+    signal during an epoch's last batch stops after the epoch-end checkpoint instead.
+
+    On several hosts a signal may reach them at different batches, and all must stop at the same one (the
+    checkpoint is collective): the hosts compare their requests every ``sync_every`` batches and at epoch ends,
+    and all stop when any host was signalled.
+    """
+
+    def __init__(self, state, checkpoint, sync_every=20):
+        super().__init__()
+        self.state, self.checkpoint, self.sync_every = state, checkpoint, sync_every
 
     def _agreed(self, batch=None):
         """The request every host acts on: this host's own on one host; on several, any host's, compared at batch
         multiples of ``sync_every`` and at epoch ends (``batch`` None)."""
         if process_count() == 1:
-            return self.requested
+            return self.state.signal
         if batch is not None and batch % self.sync_every:
             return None
-        return next((name for name in gather_objects(self.requested) if name), None)
+        return next((name for name in gather_objects(self.state.signal) if name), None)
 
     def on_train_batch_begin(self, batch, logs=None):
         """Checkpoint the batches done so far and stop; the step Keras runs after this hook is not recorded."""
         requested = self._agreed(batch)
-        if requested and not self.stop_guard.triggered:
-            self.requested = requested
+        if requested and not self.state.stopped:
+            self.state.signal = requested
             if batch:  # at batch 0 the epoch-end checkpoint already holds this position
                 self.checkpoint.save_now()
-            self._stop(self.checkpoint.directory)
+            self.state.stop_for_signal(self.model, self.checkpoint.directory)
 
     def on_epoch_end(self, epoch, logs=None):
         requested = self._agreed()
-        if requested and not self.stop_guard.triggered:  # the epoch-end checkpoint was just written
-            self.requested = requested
-            self._stop(self.checkpoint.directory)
+        if requested and not self.state.stopped:  # the epoch-end checkpoint was just written
+            self.state.signal = requested
+            self.state.stop_for_signal(self.model, self.checkpoint.directory)
+
+
+class OneRun(keras.callbacks.Callback):
+    """The user's callbacks (and TensorBoard) seeing one run across the stages' ``fit`` calls: ``on_train_begin``
+    at the first stage only and ``on_train_end`` once, from ``end_run``, so a ``CSVLogger`` gets a row for every
+    epoch of every stage and TensorBoard one event stream with global steps."""
+
+    def __init__(self, callbacks):
+        super().__init__()
+        self.callbacks = list(callbacks)
+        self.started = False
+        self.async_safe = all(getattr(callback, "async_safe", False) for callback in self.callbacks)
+
+    def set_model(self, model):
+        super().set_model(model)
+        for callback in self.callbacks:
+            callback.set_model(model)
+
+    def set_params(self, params):
+        super().set_params(params)
+        for callback in self.callbacks:
+            callback.set_params(params)
+
+    def on_train_begin(self, logs=None):
+        if not self.started:
+            self.started = True
+            self._each("on_train_begin", logs)
+
+    def on_train_end(self, logs=None):
+        """Called by each ``fit``; the run's end is ``end_run``."""
+
+    def end_run(self, logs=None):
+        if self.started:
+            self._each("on_train_end", logs)
+
+    def _each(self, hook, *args):
+        for callback in self.callbacks:
+            getattr(callback, hook)(*args)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._each("on_epoch_begin", epoch, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._each("on_epoch_end", epoch, logs)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._each("on_train_batch_begin", batch, logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._each("on_train_batch_end", batch, logs)

@@ -1,7 +1,9 @@
-"""Training runs described by a file: ``[train]`` holds ``Train``'s keywords, ``[[stage]]`` the schedule.
+"""One run configuration: ``TrainConfig``, built the same way from ``Train(...)`` keywords, a TOML/JSON file and
+``keras-insightface train`` flags, validated when built, saved beside the run with its defaults filled in.
 
-A TOML (or JSON) file, overridable with dotted ``key=value`` assignments, so a run is reproducible from what is
-saved next to its checkpoints (``<name>_config.json``, the resolved config)::
+The options are grouped in sections (``data``, ``model``, ``head``, ``augment``, ``optimizer``, ``run``); each
+option's name is its ``Train`` keyword, its key in the file's ``[train]`` table and (with ``-`` for ``_``) its
+flag, so the three cannot drift apart. ``[[stage]]`` tables are the stage dicts, the loss given by name::
 
     [train]
     data_path = "datasets/faces_emore"
@@ -15,26 +17,342 @@ saved next to its checkpoints (``<name>_config.json``, the resolved config)::
     loss_config = {scale = 16}
     epoch = 5
 
-    [[stage]]
-    loss = "ArcfaceLoss"
-    epoch = 40
-
-    keras-insightface train r50.toml --set train.batch_size=256 --set stage.1.epoch=20
+    keras-insightface train r50.toml --batch-size 256 --set stage.1.epoch=20
 
 Example:
-    >>> config = apply_overrides({"train": {"batch_size": 512}, "stage": [{"epoch": 5}]},
-    ...                          ["train.batch_size=256", "stage.0.epoch=3", 'train.basic_model="r100"'])
-    >>> config["train"], config["stage"]
-    ({'batch_size': 256, 'basic_model': 'r100'}, [{'epoch': 3}])
+    >>> config = TrainConfig.from_kwargs(data_path="faces", save_path="r50.keras", batch_size=256)
+    >>> config.data.batch_size, config.optimizer.lr_base, config.train_kwargs()["basic_model"]
+    (256, 0.1, 'r50')
+    >>> TrainConfig.from_kwargs(data_path="faces", save_path="r50.keras", batch_size="big")
+    Traceback (most recent call last):
+    ...
+    ValueError: batch_size: expected an integer, received 'big'
+    >>> apply_overrides({"train": {"batch_size": 512}, "stage": [{"epoch": 5}]},
+    ...                 ["train.batch_size=256", "stage.0.epoch=3", 'train.basic_model="r100"'])
+    {'train': {'batch_size': 256, 'basic_model': 'r100'}, 'stage': [{'epoch': 3}]}
 """
 
 import copy
-import inspect
+import dataclasses
 import json
 import os
 import tomllib
 
 from keras_insightface.errors import DataError
+
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+SCHEDULE_KINDS = ("cosine", "cosine_restarts", "exponential", "step", "polynomial")
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _int(key, value):
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not _is_int(value):
+        raise ValueError(f"{key}: expected an integer, received {value!r}")
+    return value
+
+
+def _float(key, value):
+    if not _is_number(value):
+        raise ValueError(f"{key}: expected a number, received {value!r}")
+    return float(value)
+
+
+def _bool(key, value):
+    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+        return value.lower() in ("true", "1")
+    if not isinstance(value, bool) and value not in (0, 1):
+        raise ValueError(f"{key}: expected true or false, received {value!r}")
+    return bool(value)
+
+
+def _text(key, value):
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{key}: expected a non-empty string, received {value!r}")
+    return value
+
+
+def _optional(check):
+    def optional(key, value):
+        return None if value is None else check(key, value)
+
+    return optional
+
+
+def _texts(key, value):
+    if isinstance(value, (str, os.PathLike)):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"{key}: expected a list of paths, received {value!r}")
+    return [_text(key, item) for item in value]
+
+
+def _choice(*choices):
+    def choice(key, value):
+        if value not in choices:
+            raise ValueError(f"{key}: expected one of {', '.join(map(str, choices))}, received {value!r}")
+        return value
+
+    return choice
+
+
+def _decay_steps(key, value):
+    """An epoch count, or a list of epochs (also ``"10,20"`` from a flag)."""
+    if isinstance(value, str):
+        try:
+            value = [int(part) for part in value.split(",") if part.strip()]
+        except ValueError:
+            raise ValueError(f"{key}: expected an epoch count or a list of epochs, received {value!r}") from None
+    if isinstance(value, (list, tuple)):
+        return [_int(key, item) for item in value]
+    return _int(key, value)
+
+
+def _model_spec(key, value):
+    """A name or model file, or a Keras model object (Python only)."""
+    return value if hasattr(value, "layers") else _text(key, value)
+
+
+def _augment(key, value):
+    """A layer (Python), or a table of ``FaceAugment`` keywords (file, flag)."""
+    if value is None or isinstance(value, dict) or callable(value):
+        return value
+    raise ValueError(f"{key}: expected a table of FaceAugment options or a layer, received {value!r}")
+
+
+def _distribution(key, value):
+    """``"auto"``, ``None`` (``"none"`` in a file or flag) or a ``keras.distribution.Distribution``."""
+    if value in ("none", "None"):
+        return None
+    if value is None or value == "auto" or hasattr(value, "scope"):
+        return value
+    raise ValueError(f"{key}: expected 'auto', 'none' or a keras.distribution.Distribution, received {value!r}")
+
+
+def option(default, check, help, flags=(), required=False):
+    """A config field: its default, its check ``(key, value) -> value``, its help and extra CLI flags."""
+    metadata = {"check": check, "help": help, "flags": tuple(flags), "required": required}
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+class _Section:
+    """Checks (and normalises) every field when built; errors name the key and the value received."""
+
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value is None and field.metadata["required"]:
+                raise ValueError(f"{field.name}: required (a {field.metadata['help'].split(':')[0]})")
+            setattr(self, field.name, field.metadata["check"](field.name, value))
+
+
+@dataclasses.dataclass
+class DataConfig(_Section):
+    """Where the images come from and how they are batched."""
+
+    data_path: str = option(None, _optional(_text), "training data: a train.rec folder, class-folder root, "
+                            "path<TAB>label list file or npz list (distill-data / drop-topk)", ("--data",), True)
+    batch_size: int = option(128, _int, "images per step and data-parallel device (the seed's batch_size)")
+    num_workers: int = option(None, _optional(_int), "decode processes (default: cores - 1)")
+    image_per_class: int = option(0, _int, "> 1: keep identities with that many images and batch whole identity "
+                                  "groups of that size (triplet losses)")
+    strict_data: bool = option(False, _bool, "stop at the first unreadable image instead of replacing it")
+    jpeg_quality_level: float = option(0, _float, "L > 0 re-compresses images in the loader at JPEG quality 80 +- 5L")
+
+    def __post_init__(self):
+        super().__post_init__()
+        for key in ("batch_size", "image_per_class"):
+            if getattr(self, key) < (1 if key == "batch_size" else 0):
+                raise ValueError(f"{key}: must be {'positive' if key == 'batch_size' else '>= 0'}, "
+                                 f"received {getattr(self, key)}")
+
+
+@dataclasses.dataclass
+class ModelConfig(_Section):
+    """The embedding model and where its weights start from."""
+
+    basic_model: str = option("r50", _model_spec, "a buildin_models name, a .keras / seed .h5 file to fine-tune, or "
+                              "(Python) a keras.Model", ("--model",))
+    emb_shape: int = option(512, _int, "embedding size of a built basic model")
+    output_layer: str = option("GDC", _choice("GDC", "E", "GAP", "F"), "embedding head of a built basic model")
+    model: str = option(None, _optional(_model_spec), "a full model (.keras / seed .h5): its basic model and its "
+                        "classifier (when it fits the classes) continue", ("--full-model",))
+    pretrained: str = option(None, _optional(_text), "a .keras / .h5 whose weights load into the basic model by "
+                             "layer name and shape")
+    mixed_precision: str = option("float32", _choice(*PRECISIONS), "dtype policy of the run")
+
+
+@dataclasses.dataclass
+class HeadConfig(_Section):
+    """The classifier and the teacher."""
+
+    partial_fc_sample_rate: float = option(1.0, _float, "< 1: Partial FC scores that fraction of the classes per step")
+    output_weight_decay: float = option(1, _float, "weight decay of the classifier kernel: 0 none, >= 1 that many "
+                                        "times weight_decay, in (0, 1) that value")
+    teacher_model_interf: str = option(None, _optional(_model_spec), "a .keras / .h5 teacher run frozen inside the "
+                                       "step, distilled into the student (stage key distill)", ("--teacher",))
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0 < self.partial_fc_sample_rate <= 1:
+            raise ValueError(f"partial_fc_sample_rate: must be in (0, 1], received {self.partial_fc_sample_rate}")
+        if self.output_weight_decay < 0:
+            raise ValueError(f"output_weight_decay must be >= 0, received {self.output_weight_decay}")
+
+
+@dataclasses.dataclass
+class AugmentConfig(_Section):
+    """On-device augmentation inside the compiled step."""
+
+    random_status: int = option(0, _int, "the seed's level: 0 flip, 1 + brightness, 2 + contrast and saturation, "
+                                "3 + crop; >= 100 RandAugment with magnitude 5 * random_status / 100")
+    random_cutout_mask_area: float = option(0.0, _float, "probability of the seed's face-mask cutout")
+    augment: dict = option(None, _augment, "FaceAugment options (a table), or (Python) a layer, instead of "
+                           "random_status / random_cutout_mask_area")
+    mixup_alpha: float = option(0, _float, "> 0: mixup inside the step, Beta(alpha, alpha) weights")
+
+
+@dataclasses.dataclass
+class OptimizerConfig(_Section):
+    """The default optimizer and the learning-rate curve over all stages."""
+
+    lr_base: float = option(0.1, _float, "peak learning rate")
+    lr_min: float = option(1e-5, _float, "floor of the learning rate")
+    lr_decay: float = option(0.05, _float, "decay factor of the step, exponential and restart schedules")
+    lr_decay_steps: int = option(0, _decay_steps, "0: one cosine; N > 0: cosine restarts every N epochs "
+                                 "(doubling); a list of epochs: step decay at those")
+    lr_schedule: str = option(None, _optional(_choice(*SCHEDULE_KINDS)), "the schedule by name (default: from "
+                              "lr_decay_steps)")
+    lr_warmup_steps: int = option(0, _int, "warmup epochs (linear from 0)", ("--warmup",))
+    weight_decay: float = option(5e-4, _float, "L2 (sgd) or decoupled (sgdw, adamw) weight decay")
+    momentum: float = option(0.9, _float, "SGD momentum")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0 <= self.lr_min <= self.lr_base:
+            raise ValueError(
+                f"learning rates need 0 <= lr_min <= lr_base, received lr_min={self.lr_min}, lr_base={self.lr_base}"
+            )
+        is_list = isinstance(self.lr_decay_steps, list)
+        kind = self.lr_schedule
+        if kind is not None and ((kind == "step") != is_list or (kind == "cosine_restarts" and
+                                                                  not self.lr_decay_steps > 0)):
+            raise ValueError(f"lr_schedule {kind!r} needs lr_decay_steps as "
+                             f"{'a list of epochs' if kind == 'step' else 'a number of epochs > 0'}, received "
+                             f"{self.lr_decay_steps!r}")
+
+
+@dataclasses.dataclass
+class RunConfig(_Section):
+    """The run's outputs, evaluation, checkpoints and devices."""
+
+    save_path: str = option(None, _optional(_text), "the run's name, e.g. r50_arcface.keras (a folder in it "
+                            "overrides checkpoint_dir)", required=True)
+    checkpoint_dir: str = option("checkpoints", _text, "where the history, basic models and checkpoints go")
+    eval_paths: list = option([], _texts, ".bin verification packs evaluated every eval_freq epochs", ("--eval",))
+    eval_freq: int = option(1, _int, "evaluate every N epochs")
+    eval_every_steps: int = option(0, _int, "also evaluate every N batches (printed)")
+    checkpoint_every_steps: int = option(0, _int, "a full-state checkpoint every N batches besides epoch ends",
+                                         ("--checkpoint-every",))
+    tensorboard_dir: str = option(None, _optional(_text), "write Keras TensorBoard logs there")
+    distribution: str = option("auto", _distribution, "'auto': every device of every host; 'none': the default "
+                               "device only")
+    model_parallel: int = option(1, _int, "> 1: shard the classifier kernel over groups of that many devices")
+    seed: int = option(0, _int, "weight init, data order and augmentation draws")
+    verbose: int = option(1, _int, "Keras's progress bar (0: none)")
+
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "head": HeadConfig, "augment": AugmentConfig,
+            "optimizer": OptimizerConfig, "run": RunConfig}
+
+
+def options():
+    """``{option name: (section name, dataclasses.Field)}`` of every option, in section order."""
+    return {field.name: (section, field) for section, cls in SECTIONS.items() for field in dataclasses.fields(cls)}
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """A whole run: its sections and its stage dicts (``loss`` an object, or a name with ``loss_config``)."""
+
+    data: DataConfig
+    model: ModelConfig
+    head: HeadConfig
+    augment: AugmentConfig
+    optimizer: OptimizerConfig
+    run: RunConfig
+    stages: list = dataclasses.field(default_factory=list)
+
+    @classmethod
+    def from_kwargs(cls, stages=(), **kwargs):
+        """From ``Train`` keywords (flat option names); unknown names are an error that lists the valid ones."""
+        known = options()
+        unknown = sorted(set(kwargs) - set(known))
+        if unknown:
+            raise ValueError(f"unknown options {unknown}; the options are {', '.join(known)}")
+        grouped = {section: {} for section in SECTIONS}
+        for name, value in kwargs.items():
+            grouped[known[name][0]][name] = value
+        return cls(**{section: SECTIONS[section](**values) for section, values in grouped.items()},
+                   stages=list(stages))
+
+    @classmethod
+    def from_dict(cls, config, where="config"):
+        """From a ``{"train": {...}, "stage": [...]}`` dict (a file's content); errors name ``where``."""
+        unknown = set(config) - {"train", "stage"}
+        if unknown or "train" not in config or not config.get("stage"):
+            raise DataError(f"{where}: needs a [train] table and at least one [[stage]]; unknown sections "
+                            f"{sorted(unknown)}")
+        try:
+            return cls.from_kwargs(stages=config["stage"], **config["train"])
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{where}: [train] {error}") from None
+
+    def train_kwargs(self):
+        """The flat ``Train`` keywords, every option included."""
+        return {name: getattr(getattr(self, section), name) for name, (section, _) in options().items()}
+
+    def to_dict(self):
+        """The resolved config as a file holds it (defaults filled in; ``None`` options left out, as TOML has no
+        null); objects that are not plain values (a model, a layer) are named by their type."""
+        train = {}
+        for name, value in self.train_kwargs().items():
+            if value is None:
+                continue
+            train[name] = value if _plain(value) else f"<{type(value).__name__}>"
+        return {"train": train, "stage": [_plain_stage(stage) for stage in self.stages]}
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return all(isinstance(key, str) and _plain(item) for key, item in value.items())
+    if isinstance(value, (list, tuple)):
+        return all(_plain(item) for item in value)
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def _plain_stage(stage):
+    """A stage dict as a file holds it: a loss object becomes its class name and ``loss_config``."""
+    stage = dict(stage)
+    loss = stage.get("loss")
+    if loss is not None and not isinstance(loss, str):
+        from keras_insightface.losses.margin import serialize_margin_loss
+
+        serialized = serialize_margin_loss(loss)
+        stage["loss"], stage["loss_config"] = serialized["class_name"], serialized["config"]
+    return {key: value if _plain(value) else f"<{type(value).__name__}>" for key, value in stage.items()}
 
 
 def load_config(path):
@@ -46,13 +364,11 @@ def load_config(path):
             config = json.load(f) if str(path).endswith(".json") else tomllib.load(f)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as error:
         raise DataError(f"{path}: not a valid config file ({error})") from None
-    unknown = set(config) - {"train", "stage"}
-    if unknown or "train" not in config or not config.get("stage"):
-        raise DataError(f"{path}: needs a [train] table and at least one [[stage]]; unknown sections {sorted(unknown)}")
+    TrainConfig.from_dict(config, str(path))  # checked now: a bad key or value names the file
     return config
 
 
-def _parse_value(text):
+def parse_value(text):
     """A TOML value (number, bool, quoted string, array, inline table); bare words stay strings."""
     try:
         return tomllib.loads(f"v = {text}")["v"]
@@ -72,47 +388,33 @@ def apply_overrides(config, assignments):
         for part in parents:
             node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
         if isinstance(node, list):
-            node[int(last)] = _parse_value(text.strip())
+            node[int(last)] = parse_value(text.strip())
         else:
-            node[last] = _parse_value(text.strip())
+            node[last] = parse_value(text.strip())
     return config
 
 
-def train_kwargs(config, train_cls):
-    """``Train`` keyword arguments from ``[train]``; unknown keys are an error that lists the valid ones."""
-    params = inspect.signature(train_cls.__init__).parameters
-    valid = [name for name in params if name != "self"]
-    unknown = sorted(set(config["train"]) - set(valid))
-    if unknown:
-        raise ValueError(f"unknown [train] keys {unknown}; Train takes {', '.join(valid)}")
-    missing = [name for name in ("data_path", "save_path") if name not in config["train"]]
-    if missing:
-        raise ValueError(f"[train] needs {missing}")
-    return dict(config["train"])
-
-
-def schedule(config):
+def schedule(stages):
     """Stage dicts for ``Train.train``: ``loss`` + ``loss_config`` become a margin loss object."""
     from keras_insightface.losses.margin import get_margin_loss
 
-    stages = []
-    for index, stage in enumerate(config["stage"]):
+    result = []
+    for index, stage in enumerate(stages):
         stage = dict(stage)
         if "epoch" not in stage or ("loss" not in stage and stage.get("type") not in ("triplet", "distill")):
             raise ValueError(f"stage {index} needs 'epoch' and 'loss' (or type 'triplet' / 'distill'), received {stage}")
-        if "loss" not in stage:
-            stages.append(stage)
-            continue
-        loss_config = stage.pop("loss_config", {})
-        spec = {"class_name": stage["loss"], "config": loss_config} if loss_config else stage["loss"]
-        stage["loss"] = get_margin_loss(spec)
-        stages.append(stage)
-    return stages
+        if "loss" in stage and isinstance(stage["loss"], str):
+            loss_config = stage.pop("loss_config", {})
+            spec = {"class_name": stage["loss"], "config": loss_config} if loss_config else stage["loss"]
+            stage["loss"] = get_margin_loss(spec)
+        result.append(stage)
+    return result
 
 
 def save_resolved(config, path):
-    """Write the resolved config as JSON (temp file, then rename)."""
+    """Write the resolved config (a ``TrainConfig`` or its dict) as JSON (temp file, then rename)."""
+    data = config.to_dict() if isinstance(config, TrainConfig) else config
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:
-        json.dump(config, f, indent=1)
+        json.dump(data, f, indent=1)
     os.replace(tmp, path)

@@ -302,3 +302,28 @@ class Lookahead(keras.optimizers.Optimizer):
         config = dict(config)
         optimizer = keras.saving.deserialize_keras_object(config.pop("optimizer"), custom_objects=custom_objects)
         return cls(optimizer, **config)
+
+
+def named_optimizer(name, schedule, momentum=0.9, weight_decay=5e-4, lr_base=0.1, decay_factors=None):
+    """A stage optimizer by name: ``sgd`` (``L2SGD``, coupled L2 ``weight_decay``), ``sgdw`` / ``adamw`` (decoupled
+    decay of ``weight_decay * lr`` per step, as PyTorch's), ``lookahead_<name>`` (``Lookahead`` around it), or a
+    Keras optimizer name; ``schedule`` is its learning rate.
+
+    Example:
+        >>> type(named_optimizer("lookahead_sgdw", 0.1).optimizer).__name__
+        'SGDW'
+    """
+    decay_factors = decay_factors or {}
+    if name.startswith("lookahead_"):
+        inner = named_optimizer(name[len("lookahead_"):], schedule, momentum, weight_decay, lr_base, decay_factors)
+        return Lookahead(inner)
+    if name == "sgd":
+        return L2SGD(schedule, momentum=momentum, l2=weight_decay, decay_factors=decay_factors)
+    if name in ("sgdw", "adamw"):
+        decay = dict(weight_decay=weight_decay * lr_base, lr_base=lr_base, decay_factors=decay_factors)
+        return SGDW(schedule, momentum=momentum, **decay) if name == "sgdw" else AdamW(schedule, **decay)
+    try:
+        return keras.optimizers.get({"class_name": name, "config": {"learning_rate": schedule}})
+    except ValueError:
+        raise ValueError(f"Unknown optimizer {name!r}: use sgd, sgdw, adamw, lookahead_<one of them>, or a "
+                         "Keras optimizer name such as adam") from None

@@ -1,0 +1,229 @@
+"""Training commands: ``train`` (flags, a config file, or ``--resume DIR``) and ``demo``.
+
+The run options are not written here: every option of the run configuration (``training/config.py``) becomes a
+flag (``batch_size`` -> ``--batch-size``, plus the aliases it names, e.g. ``--data``, ``--model``, ``--eval``), so a
+``Train`` keyword, a config file's ``[train]`` key and a flag are one thing. Next to a config file, a flag
+overrides the file's value and the run says so. ``--loss``, ``--scales`` and ``--epochs`` write the stages.
+"""
+
+import argparse
+import glob
+import os
+import time
+
+from keras_insightface.cli.args import float_list, int_list
+from keras_insightface.errors import DataError
+from keras_insightface.training.config import TrainConfig, apply_overrides, load_config, options, parse_value
+
+LOSSES = {"arcface": "ArcfaceLoss", "arcface_simple": "ArcfaceLossSimple", "cosface": "CosFaceLoss"}
+METAVARS = {int: "N", float: "X", bool: "{true,false}", list: "PATH", dict: "TABLE"}
+OPTION = "option:"  # argparse destination prefix of the generated option flags
+STAGE_FLAGS = {"loss": "arcface", "scales": [16, 32, 64], "epochs": [5, 5, 40]}
+TRAIN_PRESET = {"save_path": "keras_insightface.keras"}
+DEMO_PRESET = {
+    "basic_model": "r18_tiny", "emb_shape": 128, "batch_size": 64, "lr_warmup_steps": 1,
+    "save_path": "demo_r18_tiny.keras", "checkpoint_dir": os.path.join("runs", "demo"),
+}
+DEMO_STAGES = {"loss": "arcface", "scales": [16, 32, 64], "epochs": [2, 2, 2]}
+
+
+def build_schedule(loss, scales, epochs):
+    """Config ``[[stage]]`` tables from ``--loss``, ``--scales`` and ``--epochs`` (one stage per scale)."""
+    if len(scales) != len(epochs):
+        raise ValueError(f"--scales and --epochs need the same length, received {scales} and {epochs}")
+    return [{"loss": LOSSES[loss], "loss_config": {"scale": scale}, "epoch": epoch} for scale, epoch in zip(scales, epochs)]
+
+
+def results_table(history, eval_names, stage_epochs=None):
+    """The per-epoch markdown table printed at the end of a run."""
+    stage_of = []
+    for index, count in enumerate(stage_epochs or []):
+        stage_of += [index + 1] * count
+    header = ["epoch", "stage", "lr", "loss", "accuracy"]
+    for name in eval_names:
+        header += [name, f"{name} thresh", f"{name} 10-fold"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for epoch in range(len(history.get("loss", []))):
+        row = [str(epoch + 1), str(stage_of[epoch]) if epoch < len(stage_of) else "-"]
+        accuracy = history.get("accuracy", [])
+        row += [f"{history['lr'][epoch]:.5f}", f"{history['loss'][epoch]:.4f}",
+                f"{accuracy[epoch]:.4f}" if epoch < len(accuracy) else "-"]
+        for name in eval_names:
+            values = [history.get(key, []) for key in (name, name + "_thresh", name + "_kfold")]
+            std = history.get(name + "_kfold_std", [])
+            if epoch < len(values[0]):
+                row += [f"{values[0][epoch]:.4f}", f"{values[1][epoch]:.4f}", f"{values[2][epoch]:.4f} ± {std[epoch]:.4f}"]
+            else:
+                row += ["-", "-", "-"]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def add_option_flags(parser, preset, stage_preset):
+    """One flag per run option (default: ``preset``, else the option's own), and the stage flags."""
+    group = parser.add_argument_group(
+        "run options", "every option of the run config (a config file's [train] keys, Train's keywords); "
+        "next to a config file, a flag overrides the file's value")
+    aliases = {flag for _, field in options().values() for flag in field.metadata["flags"]}
+    for name, (_, field) in options().items():
+        own = f"--{name.replace('_', '-')}"  # unless another option's alias (--model is basic_model's)
+        flags = [own] * (own not in aliases) + list(field.metadata["flags"])
+        default = preset.get(name, field.default_factory() if callable(field.default_factory) else field.default)
+        kwargs = dict(dest=OPTION + name, default=argparse.SUPPRESS, metavar=METAVARS.get(field.type, name.split("_")[-1].upper()),
+                      help=f"{field.metadata['help']} (default: {default!r})")
+        if field.type is list:
+            kwargs["nargs"] = "*"
+        group.add_argument(*flags, **kwargs)
+    stages = parser.add_argument_group("stages", "one stage per scale (without a config file, or to replace its stages)")
+    stages.add_argument("--loss", choices=sorted(LOSSES), default=argparse.SUPPRESS,
+                        help=f"margin loss of every stage (default: {stage_preset['loss']})")
+    stages.add_argument("--scales", type=float_list, default=argparse.SUPPRESS,
+                        help=f"scale per stage, e.g. 16,32,64 (default: {stage_preset['scales']})")
+    stages.add_argument("--epochs", type=int_list, default=argparse.SUPPRESS,
+                        help=f"epochs per stage, e.g. 5,5,40 (default: {stage_preset['epochs']})")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="config override, e.g. train.batch_size=256 or stage.1.epoch=20")
+    parser.set_defaults(preset=preset, stage_preset=stage_preset)
+
+
+def given_options(args):
+    """The options given as flags: text options as typed, others parsed as TOML values (numbers, booleans,
+    arrays, tables)."""
+    known, given = options(), {}
+    for key, raw in vars(args).items():
+        if key.startswith(OPTION):
+            name = key[len(OPTION):]
+            given[name] = raw if known[name][1].type in (str, list) else parse_value(raw)
+    return given
+
+
+def run_config(args, extra=None):
+    """The ``TrainConfig`` of a ``train`` / ``demo`` command line (``extra``: options the command sets itself).
+
+    With a config file (or ``--resume DIR``'s saved config) the file is the base and each given flag overrides
+    it, with a line saying so; without one, the command's preset is.
+    """
+    given = {**given_options(args), **(extra or {})}
+    stage_flags = {key: getattr(args, key) for key in STAGE_FLAGS if hasattr(args, key)}
+    path = resume_config(args.resume) if isinstance(getattr(args, "resume", None), str) else getattr(args, "config", None)
+    if path:
+        config = load_config(path)
+        for name, value in given.items():
+            was = config["train"].get(name, "its default")
+            print(f">>>> {name} = {value!r} from the command line (the config file has {was!r})")
+            config["train"][name] = value
+        if stage_flags:
+            print(f">>>> stages from the command line ({', '.join('--' + key for key in stage_flags)})")
+            config["stage"] = build_schedule(**{**args.stage_preset, **stage_flags})
+    else:
+        if "data_path" not in given:
+            raise DataError("train needs --data (or a config file: keras-insightface train run.toml)")
+        config = {"train": {**args.preset, **given}, "stage": build_schedule(**{**args.stage_preset, **stage_flags})}
+    config = apply_overrides(config, args.set or [])
+    return TrainConfig.from_dict(config, where=path or "command line")
+
+
+def run_training(config, baseline=False, resume=False):
+    """Train per ``config``; write the resolved config, history JSON, best basic model and a PNG plot; print the
+    results table (and, with ``baseline``, the untrained model's accuracy on each pack)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from keras_insightface.evaluation.verification import evaluate_bin
+    from keras_insightface.plot import hist_plot_split
+    from keras_insightface.training.config import save_resolved, schedule
+    from keras_insightface.training.distribute import is_primary
+    from keras_insightface.training.train import Train
+
+    stages = schedule(config.stages)
+    start = time.time()
+    trainer = Train(**config.train_kwargs())
+    if is_primary():
+        save_resolved(config, trainer.prefix + "_config.json")  # what `train --resume DIR` reruns
+        print(f">>>> config: {trainer.prefix}_config.json")
+    print(f">>>> {trainer.source.name}: {len(trainer.source)} images, {trainer.num_classes} identities,"
+          f" {trainer.loader.steps_per_epoch} steps per epoch of {config.data.batch_size}")
+    untrained = {}
+    if baseline:
+        for path in config.run.eval_paths:
+            untrained[path] = evaluate_bin(trainer.basic_model, path, config.data.batch_size)
+    try:
+        history = trainer.train(stages, resume=resume)
+    finally:
+        trainer.close()
+    names = [callback.name for callback in trainer.eval_callbacks]
+    epochs = [int(stage["epoch"]) for stage in stages]
+    plot_path = trainer.prefix + ".png"
+    if history and is_primary():
+        labels = [f"scale {stage['loss'].scale:g}" if hasattr(stage.get("loss"), "scale") else f"stage {i + 1}"
+                  for i, stage in enumerate(stages)]
+        hist_plot_split(trainer.history_path, epochs=epochs, names=labels).savefig(plot_path)
+    print("\n" + results_table(history, names, epochs) + "\n")
+    for path, result in untrained.items():
+        name = os.path.splitext(os.path.basename(path))[0]
+        best = max(history.get(name, [float("nan")]))
+        print(f"{name}: untrained model {result['accuracy']:.4f} (10-fold {result['kfold_mean']:.4f}),"
+              f" best after training {best:.4f}")
+    print(f"history: {trainer.history_path}\nbest basic model: {trainer.best_model_path}\nplot: {plot_path}")
+    print(f"total time {time.time() - start:.0f} s")
+    return history
+
+
+def cmd_demo(args):
+    from keras_insightface.demo.synthetic import generate_dataset
+
+    cache = args.cache_dir or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "keras_insightface", "synthetic"
+    )
+    start = time.time()
+    paths = generate_dataset(cache, seed=args.data_seed)
+    print(f">>>> Generated dataset ready in {cache} ({time.time() - start:.0f} s)")
+    config = run_config(args, extra={"data_path": str(paths["train"]), "eval_paths": [str(paths["val"])]})
+    return run_training(config, baseline=True)
+
+
+def resume_config(target):
+    """The resolved config ``--resume DIR`` continues: ``DIR/<name>_config.json`` (or that file itself)."""
+    if os.path.isfile(target):
+        return target
+    found = sorted(glob.glob(os.path.join(glob.escape(target), "*_config.json")))
+    if len(found) != 1:
+        what = f"{len(found)} run configs ({', '.join(found)})" if found else "no <name>_config.json"
+        raise DataError(f"{target}: {what}; pass the run's config: --resume {target}/<name>_config.json")
+    return found[0]
+
+
+def join_hosts(args):
+    """Start a run of several hosts when the flags or ``KERAS_DISTRIBUTION_*`` environment variables ask for it."""
+    asked = args.coordinator or args.num_processes or os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES")
+    if asked:
+        from keras_insightface.training.distribute import initialize_hosts
+
+        initialize_hosts(args.coordinator, args.num_processes, args.process_id)
+
+
+def cmd_train(args):
+    join_hosts(args)
+    return run_training(run_config(args), resume=bool(args.resume))
+
+
+def add_commands(sub):
+    """Register ``demo`` and ``train`` on ``sub`` (the parser's subparsers)."""
+    demo = sub.add_parser("demo", help="generate the synthetic face dataset, train a small model, evaluate")
+    add_option_flags(demo, DEMO_PRESET, DEMO_STAGES)
+    demo.add_argument("--cache-dir", default=None, help="where the generated dataset is kept")
+    demo.add_argument("--data-seed", type=int, default=0)
+    demo.set_defaults(func=cmd_demo)
+
+    train = sub.add_parser("train", help="train on a .rec folder, class folders or a list file, or from a config file")
+    train.add_argument("config", nargs="?", help="a .toml/.json run config ([train] + [[stage]]); flags override it")
+    train.add_argument("--resume", nargs="?", const=True, default=False, metavar="DIR",
+                       help="continue from the run's latest full-state checkpoint (<checkpoint_dir>/<name>_state); "
+                            "with DIR, the run whose <name>_config.json is there, with no other flags needed")
+    hosts = train.add_argument_group("several hosts", "run the same command on every host")
+    hosts.add_argument("--coordinator", help="HOST:PORT of process 0 (or KERAS_DISTRIBUTION_JOB_ADDRESSES)")
+    hosts.add_argument("--num-processes", type=int, help="hosts in the run (or KERAS_DISTRIBUTION_NUM_PROCESSES)")
+    hosts.add_argument("--process-id", type=int,
+                       help="this host's index, 0 = coordinator (or KERAS_DISTRIBUTION_PROCESS_ID)")
+    add_option_flags(train, TRAIN_PRESET, STAGE_FLAGS)
+    train.set_defaults(func=cmd_train)

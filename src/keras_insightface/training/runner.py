@@ -1,0 +1,224 @@
+"""The stage loop of a run: each stage's ``FaceTask`` compiled and fitted in turn, resume from a full-state
+checkpoint, and the callbacks, which share the run's ``RunState``.
+
+``run_stages(run, schedule, state)`` is what ``Train.train`` does: ``run`` holds the config, the model parts, the
+data and the run's files, ``state`` the history and why the run stopped. A resumed run restores the stage it was
+in (its optimizer and loader position) and continues mid-epoch with the same batches.
+"""
+
+import contextlib
+import dataclasses
+
+import keras
+
+from keras_insightface.errors import DataError
+from keras_insightface.training import callbacks as cbs
+from keras_insightface.training.checkpoint import latest_state_dir, load_meta, restore_model_and_optimizer
+from keras_insightface.training.distribute import is_primary
+from keras_insightface.training.stages import plan_stage
+
+
+@dataclasses.dataclass
+class Run:
+    """What the stage loop works on (``setup.build_run`` makes it from a ``TrainConfig``).
+
+    Attributes:
+        config: the run's ``TrainConfig``.
+        parts: the ``StageParts`` (basic model, heads, optimizer) each stage is built from.
+        source, loader: the training data and its grain loader.
+        distribution: the ``keras.distribution`` the run trains under, or None.
+        prefix: the run's file prefix: ``<prefix>_hist.json``, ``<prefix>_state/``, ``<prefix>_basic_*.keras``.
+        eval_callbacks: the ``eval_callback`` of each verification pack.
+        skipped_images: the ``SkippedImages`` callback the loader's replaced records are reported to.
+        teacher_embeddings: stored teacher embeddings by record (distill-data), or None.
+        replicas: data-parallel devices (the global batch is ``batch_size`` times this).
+        iterator: the loader's iterator (``get_state`` / ``set_state``), opened by the first stage.
+    """
+
+    config: object
+    parts: object
+    source: object
+    loader: object
+    distribution: object
+    prefix: str
+    eval_callbacks: list
+    skipped_images: object
+    teacher_embeddings: object = None
+    replicas: int = 1
+    iterator: object = None
+
+    @property
+    def global_batch_size(self):
+        return self.config.data.batch_size * self.replicas
+
+    @property
+    def steps_per_epoch(self):
+        return self.loader.steps_per_epoch
+
+    @property
+    def verbose(self):
+        return self.config.run.verbose if is_primary() else 0  # one progress bar and report for all hosts
+
+    @property
+    def state_dir(self):
+        return self.prefix + "_state"
+
+    @property
+    def history_path(self):
+        return self.prefix + "_hist.json"
+
+    def scope(self):
+        """The context every model variable of the run is made and trained in: the distribution's scope."""
+        return self.distribution.scope() if self.distribution is not None else contextlib.nullcontext()
+
+
+class TrainBatches:
+    """The loader's batches as ``fit`` data, ``(images, labels)`` or ``((images, teacher embeddings), labels)``,
+    remembering the loader state after each batch fetched, so a checkpoint stores exactly the position of the
+    batches trained on (Keras may read ahead)."""
+
+    KEEP = 16
+
+    def __init__(self, iterator, skipped_images, embeddings=None):
+        self.iterator, self.skipped_images, self.embeddings = iterator, skipped_images, embeddings
+        self.fetched, self.states = 0, {}
+
+    def __iter__(self):
+        for images, labels, skipped, *records in self.iterator:
+            self.fetched += 1
+            if hasattr(self.iterator, "get_state"):
+                self.states[self.fetched] = self.iterator.get_state()
+                self.states.pop(self.fetched - self.KEEP, None)
+            self.skipped_images.record(skipped)
+            yield ((images, self.embeddings[records[0]]) if self.embeddings is not None else images), labels
+
+    def state_after(self, batches):
+        return self.states[batches]
+
+    def rewind(self, batches):
+        """Put the loader back to just after ``batches`` fetched (undo a read-ahead at the end of a ``fit``)."""
+        if self.fetched != batches and batches in self.states:
+            self.iterator.set_state(self.states[batches])
+            self.fetched = batches
+
+
+def resume_point(run, schedule, state):
+    """The checkpoint's counters and folder; errors when there is none or it is of another schedule. The run's
+    history becomes the checkpoint's."""
+    directory = latest_state_dir(run.state_dir)
+    if directory is None:
+        raise DataError(f"{run.state_dir}: no checkpoint to resume from")
+    meta = load_meta(directory)
+    if meta["num_stages"] != len(schedule):
+        raise ValueError(
+            f"{directory}: checkpoint of a {meta['num_stages']}-stage schedule, received {len(schedule)} stages"
+        )
+    stored = meta.get("global_batch", run.global_batch_size)
+    if stored != run.global_batch_size:
+        replicas = run.replicas
+        raise ValueError(
+            f"{directory}: the run was trained with a global batch of {stored}, this one has "
+            f"{run.global_batch_size} ({replicas} data-parallel devices x batch_size "
+            f"{run.global_batch_size // replicas}); resume with batch_size={stored / replicas:g} so every "
+            "step sees the same images"
+        )
+    state.history.clear()
+    state.history.update(meta["history"])
+    return meta, directory
+
+
+def run_stages(run, schedule, state, initial_epoch=0, resume=False, callbacks=()):
+    """Train each stage dict of ``schedule`` in turn from ``initial_epoch``; returns the epoch reached.
+
+    ``resume=True`` continues the same schedule from the latest full-state checkpoint. ``callbacks`` are the
+    user's Keras callbacks: called after the built-in ones, and seeing one run across the stages (``OneRun``).
+    """
+    plans = [plan_stage(index, stage) for index, stage in enumerate(schedule)]
+    meta, resume_dir = resume_point(run, schedule, state) if resume else (None, None)
+    epoch = meta["first_epoch"] if meta is not None else initial_epoch
+    first_epoch, total_epochs = epoch, epoch + sum(plan.epochs for plan in plans)
+    monitors = [callback.name for callback in run.eval_callbacks]
+    saver = cbs.BestBasicModel(run.parts.basic_model, run.prefix, monitors, state)
+    tensorboard = run.config.run.tensorboard_dir
+    user = [*([keras.callbacks.TensorBoard(tensorboard)] if tensorboard and is_primary() else []), *callbacks]
+    one_run = cbs.OneRun(user)
+    with cbs.CatchStopSignals(state), run.scope():
+        for index, (stage, plan) in enumerate(zip(schedule, plans)):
+            end_epoch = epoch + plan.epochs
+            if meta is not None and index < meta["stage"]:
+                epoch = end_epoch  # finished before the checkpoint
+                continue
+            resuming = meta is not None and index == meta["stage"]
+            if resuming:  # the optimizer in the checkpoint was created at this epoch: same schedule offset
+                epoch = meta["optimizer_start_epoch"]
+            run.parts.basic_model.trainable = not plan.bottleneck_only  # bottleneckOnly: train the head(s) only
+            state.stage = index + 1
+            try:
+                run.parts.compile_stage(index, stage, plan, epoch, total_epochs)
+                step_offset = 0
+                if resuming:
+                    restore_model_and_optimizer(resume_dir, run.parts.train_model, run.parts.optimizer)
+                    run.iterator.set_state(meta["iterator"])
+                    epoch, step_offset = meta["epoch"], meta["step"]
+                    meta = None
+                if run.verbose:
+                    what = plan.margin_loss or plan.embedding_loss
+                    frozen = ", backbone frozen" if plan.bottleneck_only else ""
+                    print(f">>>> Stage {index + 1} ({plan.kind}{frozen}): {what}, epochs {epoch + 1}..{end_epoch}, "
+                          f"lr now {current_lr(run.parts.optimizer):.6f}")
+                fit_stage(run, state, saver, one_run, (index, len(schedule), first_epoch), epoch, end_epoch,
+                          step_offset, resume_dir if step_offset else None)
+            finally:
+                run.parts.basic_model.trainable = True
+            if state.stopped:
+                break
+            epoch = end_epoch
+    one_run.end_run()
+    state.best_model_path = saver.saved
+    return epoch
+
+
+def current_lr(optimizer):
+    """The optimizer's learning rate at its current step, as a float."""
+    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+
+def fit_stage(run, state, saver, one_run, position, start, end_epoch, step_offset, metrics_dir):
+    """``fit`` one stage from epoch ``start`` to ``end_epoch``; a resumed epoch (``step_offset`` batches done) is
+    a short first ``fit`` of its remaining batches. ``position`` is ``(stage index, stages, first epoch)``."""
+    stage_index, num_stages, first_epoch = position
+    parts, steps = run.parts, run.steps_per_epoch
+    batches = TrainBatches(run.iterator, run.skipped_images, run.teacher_embeddings)
+
+    def meta_fn(epoch, step):  # the stage whose training model the variables belong to, even when it is done
+        return {
+            "stage": stage_index, "epoch": epoch, "step": step, "num_stages": num_stages, "first_epoch": first_epoch,
+            "optimizer_start_epoch": parts.optimizer_start_epoch, "history": state.history,
+            "global_batch": run.global_batch_size,
+        }
+
+    checkpoint = cbs.FullStateCheckpoint(run.state_dir, parts.optimizer, meta_fn, batches.state_after, state,
+                                         run.config.run.checkpoint_every_steps, step_offset)
+    callbacks = [
+        cbs.RestoreEpochMetrics(metrics_dir),
+        cbs.Throughput(run.global_batch_size),
+        run.skipped_images,
+        cbs.StopOnNaN(state),
+        cbs.LossScaleCollapse(parts.optimizer, state),
+        *run.eval_callbacks,
+        saver,
+        cbs.HistoryJSON(run.history_path, state, lambda: current_lr(parts.optimizer)),
+        checkpoint,
+        cbs.StopOnSignal(state, checkpoint),
+        one_run,
+    ]
+    model = parts.train_model
+    if step_offset:
+        model.fit(iter(batches), epochs=start + 1, initial_epoch=start, steps_per_epoch=steps - step_offset,
+                  callbacks=callbacks, verbose=run.verbose, shuffle=False)
+        batches.rewind(checkpoint.trained)
+        start += 1
+    if start < end_epoch and not state.stopped:
+        model.fit(iter(batches), epochs=end_epoch, initial_epoch=start, steps_per_epoch=steps,
+                  callbacks=callbacks, verbose=run.verbose, shuffle=False)
+        batches.rewind(checkpoint.trained)

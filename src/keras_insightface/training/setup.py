@@ -1,0 +1,127 @@
+"""``build_run(config)``: everything a run needs before its first stage, from a ``TrainConfig``: devices, the data
+source and loader, the basic model (built, loaded or continued), the classifier, augmentation, teacher and
+mixup (``StageParts``), the evaluation callbacks and the run's file prefix."""
+
+import contextlib
+import functools
+import os
+
+from keras_insightface.data.augment import FaceAugment, Mixup
+from keras_insightface.data.loader import describe_record, make_loader
+from keras_insightface.data.sources import open_source
+from keras_insightface.errors import DataError
+from keras_insightface.evaluation.verification import eval_callback
+from keras_insightface.heads.norm_dense import NormDense
+from keras_insightface.heads.partial_fc import PartialFC
+from keras_insightface.saving import copy_weights_by_name, load_model, split_full_model
+from keras_insightface.training import callbacks as cbs
+from keras_insightface.training.distribute import data_parallel_size, is_primary, process_count, resolve_distribution
+from keras_insightface.training.model_setup import (
+    continue_classifier, dtype_policy, load_basic_model, load_teacher, output_decay_factors,
+)
+from keras_insightface.training.runner import Run
+from keras_insightface.training.schedules import schedule_kind
+from keras_insightface.training.stage_parts import StageParts
+
+
+def check_files(config):
+    """Fail before any work when an evaluation pack is missing or TensorBoard cannot be written."""
+    missing = [path for path in config.run.eval_paths if not os.path.isfile(path)]
+    if missing:
+        raise DataError(f"{missing[0]}: eval .bin file does not exist")
+    if config.run.tensorboard_dir is not None:
+        try:
+            import tensorboard  # noqa: F401
+            import tensorflow  # noqa: F401 - Keras's TensorBoard callback writes through tf.summary
+        except ImportError:
+            raise ImportError("tensorboard_dir needs TensorFlow and TensorBoard for writing summaries: "
+                              "pip install keras_insightface[compat]") from None
+
+
+def run_prefix(config):
+    """``<dir>/<name>``: the folder of ``save_path`` (else ``checkpoint_dir``, created) and its stem."""
+    directory, filename = os.path.split(config.run.save_path)
+    os.makedirs(directory or config.run.checkpoint_dir, exist_ok=True)
+    return os.path.join(directory or config.run.checkpoint_dir, os.path.splitext(filename)[0])
+
+
+def build_parts(config, basic_model, num_classes, steps_per_epoch, teacher_dim, distributed):
+    """The ``StageParts`` of the run: the classifier (a full model's when it fits), augmentation, teacher, mixup,
+    and the schedule and optimizer settings. Call inside the distribution's scope and the dtype policy."""
+    data, model, head_config, augment, optimizer = (config.data, config.model, config.head, config.augment,
+                                                    config.optimizer)
+    seed = config.run.seed
+    classifier = None
+    if model.model is not None:  # a full model (basic model + classifier): continue from both
+        full = load_model(model.model) if isinstance(model.model, str) else model.model
+        basic_model, classifier = split_full_model(full, model.model if isinstance(model.model, str) else "model")
+    basic_model = load_basic_model(basic_model, model.output_layer, model.emb_shape, distributed)
+    if model.pretrained is not None:
+        copied, skipped = copy_weights_by_name(load_model(model.pretrained), basic_model, model.pretrained)
+        print(f">>>> Pretrained {model.pretrained}: {len(copied)} layers loaded, {len(skipped)} kept as built"
+              + (f" ({', '.join(skipped[:5])}{', ...' if len(skipped) > 5 else ''})" if skipped else ""))
+    if head_config.partial_fc_sample_rate < 1:
+        head = PartialFC(num_classes, head_config.partial_fc_sample_rate, seed=seed, name="partial_fc")
+    else:
+        head = NormDense(num_classes, name="norm_dense")
+    head, dense_head = continue_classifier(classifier, head, basic_model, num_classes)
+    layer = augment.augment
+    if layer is None or isinstance(layer, dict):
+        options = dict(random_status=augment.random_status, random_cutout_mask_area=augment.random_cutout_mask_area,
+                       seed=seed, name="augment")
+        layer = FaceAugment(**{**options, **(layer or {})})
+    teacher = head_config.teacher_model_interf
+    if teacher is not None and teacher_dim is not None:
+        raise ValueError("the dataset already holds teacher embeddings (distill-data); drop teacher_model_interf")
+    return StageParts(
+        basic_model, head, layer, num_classes, data.image_per_class,
+        load_teacher(teacher, distributed) if teacher is not None else None, teacher_dim,
+        Mixup(augment.mixup_alpha, seed=seed, name="mixup") if augment.mixup_alpha > 0 else None,
+        schedule_settings=dict(
+            kind=schedule_kind(optimizer.lr_schedule, optimizer.lr_decay_steps), lr_base=optimizer.lr_base,
+            lr_min=optimizer.lr_min, lr_decay=optimizer.lr_decay, lr_decay_steps=optimizer.lr_decay_steps,
+            warmup_epochs=optimizer.lr_warmup_steps, steps_per_epoch=steps_per_epoch,
+        ),
+        optimizer_settings=dict(momentum=optimizer.momentum, weight_decay=optimizer.weight_decay,
+                                lr_base=optimizer.lr_base,
+                                decay_factors=output_decay_factors(head_config.output_weight_decay,
+                                                                   optimizer.weight_decay)),
+        mixed_precision=model.mixed_precision, dense_head=dense_head,
+    )
+
+
+def build_run(config):
+    """The ``Run`` of ``config`` (a ``TrainConfig``): see the module docstring."""
+    import keras
+
+    check_files(config)
+    distribution = resolve_distribution(config.run.distribution, config.run.model_parallel)
+    replicas = data_parallel_size(distribution)
+    global_batch_size = config.data.batch_size * replicas
+    data = config.data
+    source = open_source(data.data_path, image_per_class=data.image_per_class, strict=data.strict_data)
+    # teacher embeddings (an npz from distill-data) stay in this process; batches say which records they hold
+    teacher_embeddings = getattr(source, "embeddings", None)
+    if teacher_embeddings is not None:
+        source.embeddings = None
+    loader = make_loader(
+        source, global_batch_size // process_count(), seed=config.run.seed, num_workers=data.num_workers,
+        image_per_class=data.image_per_class, strict=data.strict_data, jpeg_quality_level=data.jpeg_quality_level,
+        with_records=teacher_embeddings is not None,
+    )
+    prefix = run_prefix(config)
+    keras.utils.set_random_seed(config.run.seed)  # weight init and augmentation draws repeat for a given seed
+    scope = distribution.scope() if distribution is not None else contextlib.nullcontext()
+    with dtype_policy(config.model.mixed_precision), scope:
+        parts = build_parts(config, config.model.basic_model, loader.num_classes, loader.steps_per_epoch,
+                            None if teacher_embeddings is None else int(teacher_embeddings.shape[-1]),
+                            distribution is not None)
+    # evaluation batches are split over every device of every host, like the training batches (KerasEmbedder)
+    eval_callbacks = [
+        eval_callback(parts.basic_model, path, global_batch_size, eval_freq=config.run.eval_freq,
+                      eval_every_steps=config.run.eval_every_steps, verbose=is_primary())
+        for path in config.run.eval_paths
+    ]
+    return Run(config, parts, source, loader, distribution, prefix, eval_callbacks,
+               cbs.SkippedImages(functools.partial(describe_record, source)), teacher_embeddings, replicas)
+

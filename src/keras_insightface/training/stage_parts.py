@@ -1,0 +1,171 @@
+"""``StageParts``: the parts of a run's model that carry from stage to stage, and each stage's ``FaceTask`` and
+optimizer made from them.
+
+Carried across stages: the cosine classifier's kernel (re-shaped when a stage asks for sub-centers or the norm
+column), a plain ``Dense`` classifier for softmax stages, the margin's running statistics (same kind of margin),
+the center-loss centers, the distillation projection, and the optimizer with its momentum and schedule position
+(unless a stage names another optimizer or trains other variables).
+"""
+
+import keras
+
+from keras_insightface.heads.margin import MarginHead
+from keras_insightface.heads.norm_dense import NormDense
+from keras_insightface.heads.partial_fc import PartialFC
+from keras_insightface.losses.center import CenterLoss
+from keras_insightface.losses.distillation import DistillCosineLoss, projection_for
+from keras_insightface.training.optimizers import named_optimizer
+from keras_insightface.training.schedules import run_schedule
+from keras_insightface.training.stages import triplet_loss
+from keras_insightface.training.task import FaceTask
+
+
+class StageParts:
+    """The model parts of a run and the per-stage training model built from them.
+
+    Args:
+        basic_model: the embedding model being trained.
+        head: the run's classifier: ``NormDense`` or ``PartialFC``.
+        augment: the on-device augmentation layer.
+        num_classes: identities of the dataset.
+        image_per_class: > 1 when batches hold identity groups (needed by triplet terms).
+        teacher: a frozen in-step teacher model, or None.
+        teacher_dim: the size of stored teacher embeddings (distill-data), or None.
+        mixup: a ``Mixup`` layer, or None.
+        schedule_settings: keywords of ``schedules.run_schedule`` but the epochs (``kind``, ``lr_base``,
+            ``lr_min``, ``lr_decay``, ``lr_decay_steps``, ``warmup_epochs``, ``steps_per_epoch``).
+        optimizer_settings: keywords of ``named_optimizer`` (``momentum``, ``weight_decay``, ``lr_base``,
+            ``decay_factors``).
+        mixed_precision: the run's dtype policy name; ``mixed_float16`` wraps optimizers in loss scaling.
+        dense_head: a plain ``Dense`` classifier continued from a full model (softmax stages), or None.
+    """
+
+    def __init__(self, basic_model, head, augment, num_classes, image_per_class=0, teacher=None, teacher_dim=None,
+                 mixup=None, schedule_settings=None, optimizer_settings=None, mixed_precision="float32", dense_head=None):
+        self.basic_model, self.head, self.augment, self.num_classes = basic_model, head, augment, num_classes
+        self.image_per_class, self.teacher, self.teacher_dim, self.mixup = image_per_class, teacher, teacher_dim, mixup
+        self.schedule_settings, self.optimizer_settings = dict(schedule_settings or {}), dict(optimizer_settings or {})
+        self.mixed_precision, self.dense_head = mixed_precision, dense_head
+        self.center_loss = self.margin_head = self.distill_projection = None
+        self.optimizer = self.train_model = None
+        self.optimizer_start_epoch = 0  # the epoch the optimizer (its schedule's step 0) was created at
+        self._signature, self._optimizer_spec = None, "sgd"
+
+    def stage_head(self, margin_loss, top_k=1):
+        """The classifier for a stage: the same kernel, with the norm column when the loss reads norms and
+        ``top_k`` sub-centers per class (weights kept when the kernel shape stays); a ``Dense`` classifier
+        (kept across its stages) for plain softmax."""
+        if isinstance(self.head, PartialFC):
+            if margin_loss.needs_norm or margin_loss.plain_head or top_k > 1:
+                raise ValueError(f"{type(margin_loss).__name__} (lossTopK {top_k}) is not available with PartialFC")
+            return self.head
+        if margin_loss.plain_head:
+            if self.dense_head is None:
+                self.dense_head = keras.layers.Dense(self.num_classes, dtype="float32", name="dense_softmax")
+            return self.dense_head
+        if self.head.append_norm == margin_loss.needs_norm and self.head.loss_top_k == top_k:
+            return self.head
+        head = NormDense(self.num_classes, loss_top_k=top_k, append_norm=margin_loss.needs_norm, name="norm_dense")
+        head.build(self.basic_model.output_shape)
+        if self.head.built and self.head.kernel.shape == head.kernel.shape:
+            for new, old in zip(head.weights, self.head.weights):  # device to device, also when split across hosts
+                new.assign(old.value)
+        return head
+
+    def carry_margin_state(self, margin_head):
+        """A stage with the same kind of margin loss continues its running statistics (t, norm mean/std, scale)."""
+        previous, self.margin_head = self.margin_head, margin_head
+        if previous is not None and type(previous.loss) is type(margin_head.loss):
+            for name, variable in margin_head.state_variables.items():
+                variable.assign(previous.state_variables[name])
+
+    def stage_terms(self, index, stage, plan):
+        """``(weights, embedding_loss)`` of a stage: its main term (weight ``lossWeight``) plus the weighted extra
+        terms it asks for; distillation is on (weight ``distill``, default 1) whenever the run has a teacher."""
+        main = {"arcface": "crossentropy", "softmax": "crossentropy", "triplet": "embedding", "distill": "distill"}
+        weights = {main[plan.kind]: plan.loss_weight}
+        embedding_loss = plan.embedding_loss if plan.kind == "triplet" else None
+        if stage.get("centerloss"):
+            if self.center_loss is None:
+                self.center_loss = CenterLoss(self.num_classes, name="center_loss")
+            weights["centerloss"] = float(stage["centerloss"])
+        if stage.get("triplet"):
+            embedding_loss, weights["embedding"] = triplet_loss(stage, index), float(stage["triplet"])
+        if "embedding" in weights and self.image_per_class < 2:
+            raise ValueError(f"Stage {index}: triplet losses need batches of identity groups: set image_per_class "
+                             ">= 2 (e.g. 4) so every sample has positives in its batch")
+        has_teacher = self.teacher_dim is not None or self.teacher is not None
+        if (plan.kind == "distill" or "distill" in stage) and not has_teacher:
+            raise ValueError(f"Stage {index}: distillation needs teacher embeddings: a data_path npz from "
+                             "keras-insightface distill-data, or Train(teacher_model_interf=...)")
+        if has_teacher and plan.kind != "distill" and float(stage.get("distill", 1.0)):
+            weights["distill"] = float(stage.get("distill", 1.0))
+        return weights, embedding_loss
+
+    def distill_parts(self, plan, weights):
+        """``FaceTask``'s ``distill`` argument for a stage that distils, else None."""
+        if "distill" not in weights:
+            return None
+        teacher_dim = self.teacher_dim if self.teacher is None else int(self.teacher.output_shape[-1])
+        if self.distill_projection is None:  # kept across stages, trained with the student
+            self.distill_projection = projection_for(int(self.basic_model.output_shape[-1]), teacher_dim)
+        distance = plan.embedding_loss if plan.kind == "distill" else DistillCosineLoss()
+        return (self.teacher if self.teacher is not None else teacher_dim), distance, self.distill_projection
+
+    def compile_stage(self, index, stage, plan, epoch, total_epochs):
+        """Build and compile the stage's ``FaceTask`` at run epoch ``epoch`` of ``total_epochs``; the optimizer
+        follows from its trainable variables."""
+        head = margin_head = None
+        if plan.margin_loss is not None:
+            head = self.stage_head(plan.margin_loss, plan.top_k)
+            if not plan.margin_loss.plain_head:
+                self.head = head  # the cosine classifier's kernel carries over to later margin stages
+            margin_head = MarginHead(plan.margin_loss, name="margin")
+        weights, embedding_loss = self.stage_terms(index, stage, plan)
+        mixup = self.mixup if margin_head is not None else None
+        if mixup is not None and (plan.margin_loss.initial_state() or plan.margin_loss.needs_norm):
+            raise ValueError(f"Stage {index}: mixup_alpha needs a margin loss without running statistics or norms, "
+                             f"received {plan.margin_loss}")
+        self.train_model = FaceTask(
+            self.basic_model, self.augment, head=head, margin_head=margin_head, weights=weights,
+            embedding_loss=embedding_loss, center_loss=self.center_loss if "centerloss" in weights else None,
+            distill=self.distill_parts(plan, weights), mixup=mixup,
+        )
+        if margin_head is not None:
+            self.carry_margin_state(margin_head)
+        signature = [(v.path, tuple(v.shape)) for v in self.train_model.trainable_variables]
+        self.optimizer = self.stage_optimizer(stage, signature, epoch, total_epochs)
+        self.train_model.compile(optimizer=self.optimizer, jit_compile=True)
+        return self.train_model
+
+    def stage_optimizer(self, stage, signature, epoch, total_epochs):
+        """The stage's optimizer; the previous one (momentum, schedule position) carries over unless the stage
+        names another or trains other variables (``signature``: the trainable variables' paths and shapes, e.g.
+        plain softmax <-> cosine head, sub-centers, a frozen backbone): then the default optimizer starts afresh
+        at the current schedule position: a named one (``"sgdw"``, ...) by its name, a user's optimizer object from
+        its config."""
+        optimizer = stage.get("optimizer")
+        same_variables = signature == self._signature
+        self._signature = signature
+        if optimizer is None and self.optimizer is not None and same_variables:
+            return self.optimizer
+        if optimizer is None and self.optimizer is not None:
+            if isinstance(self._optimizer_spec, str):
+                optimizer = self._optimizer_spec
+            else:
+                inner = getattr(self.optimizer, "inner_optimizer", self.optimizer)
+                optimizer = type(inner).from_config(inner.get_config())
+        else:
+            self._optimizer_spec = optimizer if optimizer is not None else "sgd"
+        schedule = self.schedule_at(epoch, total_epochs)
+        if optimizer is None or isinstance(optimizer, str):
+            optimizer = named_optimizer((optimizer or "sgd").lower(), schedule, **self.optimizer_settings)
+        is_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+        if self.mixed_precision == "mixed_float16" and not is_scaled:
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)  # fp16 gradients underflow without it
+        return optimizer
+
+    def schedule_at(self, epoch, total_epochs):
+        """The schedule of an optimizer created at ``epoch``: its step 0 is that epoch of the run's one curve."""
+        self.optimizer_start_epoch = epoch
+        return run_schedule(**self.schedule_settings, start_epoch=epoch, total_epochs=total_epochs)

@@ -1,0 +1,158 @@
+"""``FaceTask``: the Keras model a stage trains, fed ``(images, labels)``; its ``compute_loss`` holds the stage's
+whole loss in one place.
+
+``call`` runs what depends on the images only: on-device augmentation (and mixup), the basic model, and the
+teacher of an in-step distillation. ``compute_loss`` takes the labels and the embeddings and adds up the stage's
+terms, each weighted as the stage dict says:
+
+- ``crossentropy`` (margin stages): classifier (``NormDense`` / ``PartialFC`` / a plain ``Dense``) -> margin
+  (``MarginHead``) -> sparse softmax cross-entropy against the labels the classifier used (Partial FC renumbers
+  them into its sample), plus the margin's own extra term (MagFace); with mixup, weighted between both labels;
+- ``centerloss``: ``CenterLoss`` on the embeddings (its centers move inside the step);
+- ``embedding``: an in-batch triplet loss on the embeddings;
+- ``distill``: the distance between the teacher's embeddings and the (projected) student's.
+
+Each term is the batch mean of its per-sample values times its weight, summed in the order of the names, as
+Keras's compiled losses would. The metrics: ``loss``, the classifier's top-1 ``accuracy`` and each term's
+unweighted ``<term>_loss``.
+
+Example:
+    >>> import numpy as np, keras
+    >>> from keras_insightface.heads.norm_dense import NormDense
+    >>> from keras_insightface.heads.margin import MarginHead
+    >>> from keras_insightface.losses.margin import ArcfaceLoss
+    >>> from keras_insightface.data.augment import FaceAugment
+    >>> basic = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Rescaling(1 / 128, -1),
+    ...                           keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(16)], name="tiny")
+    >>> task = FaceTask(basic, FaceAugment(random_status=0), head=NormDense(4),
+    ...                 margin_head=MarginHead(ArcfaceLoss(scale=16)))
+    >>> task.compile(optimizer="sgd")
+    >>> images, labels = np.zeros((8, 32, 32, 3), "uint8"), np.arange(8) % 4
+    >>> sorted(task.fit(images, labels, batch_size=8, epochs=1, verbose=0).history)
+    ['accuracy', 'crossentropy_loss', 'loss']
+"""
+
+import keras
+from keras import ops
+
+from keras_insightface.heads.partial_fc import PartialFC
+from keras_insightface.losses.cross_entropy import MarginCrossEntropy
+
+MAIN_TERMS = ("crossentropy", "embedding", "distill")
+
+
+def batch_mean(values):
+    """The mean of per-sample ``values`` as Keras reduces a loss (sum over batch size), in float32."""
+    values = ops.cast(values, "float32")
+    return ops.divide_no_nan(ops.sum(values), ops.cast(ops.size(values), "float32"))
+
+
+class FaceTask(keras.Model):
+    """A stage's training model: ``images`` (uint8 NHWC) or ``(images, teacher embeddings)`` -> outputs; trained
+    with ``fit(images, labels)``.
+
+    Args:
+        basic_model: the embedding model (normalises inside), trained in place.
+        augment: a layer ``uint8 images -> float32 0..255`` that augments when training (``FaceAugment``).
+        head: the classifier: ``NormDense`` (cosines; with the ``-||x||`` column when the margin reads norms),
+            ``PartialFC`` (cosines of a class sample and the labels in it) or a ``Dense`` (plain softmax).
+        margin_head: a ``MarginHead`` turning the classifier's cosines into logits (None: no classifier).
+        weights: term name -> weight (``crossentropy``, ``centerloss``, ``embedding``, ``distill``).
+        embedding_loss: the ``embedding`` term's Keras loss ``(labels, embeddings)`` (a ``TripletLoss``).
+        center_loss: a ``CenterLoss`` layer for the ``centerloss`` term.
+        distill: ``(teacher, distance, projection)``: ``teacher`` a frozen embedding model run on the augmented
+            images, or the size D of stored teacher embeddings given as the second input; ``distance`` a
+            distillation loss whose ``call(teacher, student)`` is per sample; ``projection`` maps the student
+            embedding to the teacher's size (or None).
+        mixup: a ``Mixup`` layer mixing the augmented images; the cross-entropy is then weighted between both
+            labels (margins without running statistics only).
+    """
+
+    def __init__(self, basic_model, augment, head=None, margin_head=None, weights=None, embedding_loss=None,
+                 center_loss=None, distill=None, mixup=None, **kwargs):
+        kwargs.setdefault("name", basic_model.name + "_train")
+        super().__init__(**kwargs)
+        self.basic_model, self.augment, self.head, self.margin_head = basic_model, augment, head, margin_head
+        self.weights_by_term = dict(weights or {"crossentropy": 1.0})
+        self.embedding_loss, self.center_loss, self.mixup = embedding_loss, center_loss, mixup
+        self.teacher, self.distance, self.projection = distill if distill is not None else (None, None, None)
+        self.stored_teacher = isinstance(self.teacher, int)
+        if self.stored_teacher:
+            self.teacher_dim, self.teacher = self.teacher, None
+        label_smoothing = margin_head.loss.label_smoothing if margin_head is not None else 0.0
+        self.cross_entropy = MarginCrossEntropy(label_smoothing)
+        self.accuracy_tracker = keras.metrics.Mean(name="accuracy") if margin_head is not None else None
+        present = {"centerloss": center_loss, "crossentropy": margin_head, "distill": self.distance,
+                   "embedding": embedding_loss}
+        self.term_trackers = {name: keras.metrics.Mean(name=f"{name}_loss") for name in sorted(present)
+                              if present[name] is not None}
+        self._build_heads(basic_model.output_shape)
+
+    def _build_heads(self, embedding_shape):
+        """Create the variables of the layers that only ``compute_loss`` calls (``fit`` builds what ``call`` uses)."""
+        dims = embedding_shape[-1]
+        if self.head is not None and not self.head.built:
+            self.head.build(embedding_shape if not isinstance(self.head, PartialFC) else [embedding_shape, (None,)])
+        if self.margin_head is not None and not self.margin_head.built:
+            classes = getattr(self.head, "units", None)
+            self.margin_head.build([(None, classes), (None,)])
+        if self.center_loss is not None and not self.center_loss.built:
+            self.center_loss.build([embedding_shape, (None,)])
+        if self.projection is not None and not self.projection.built:
+            self.projection.build((None, dims))
+
+    def call(self, inputs, training=None):
+        images, teacher = (inputs[0], inputs[1]) if isinstance(inputs, (list, tuple)) else (inputs, None)
+        augmented = self.augment(images, training=training)
+        outputs = {}
+        if self.mixup is not None:
+            augmented, outputs["mix_weight"], outputs["partner"] = self.mixup(augmented, training=training)
+        outputs["embedding"] = self.basic_model(augmented, training=training)
+        if self.distance is not None:
+            outputs["teacher"] = teacher if self.stored_teacher else self.teacher(augmented, training=False)
+        return outputs
+
+    def _classifier_terms(self, embedding, labels, outputs, training):
+        """``(cross-entropy per sample, margin extra per sample or None)``; updates the accuracy."""
+        if isinstance(self.head, PartialFC):
+            cos, head_labels = self.head([embedding, labels])
+        else:
+            cos, head_labels = self.head(embedding), labels
+        logits, extra = self.margin_head.logits_and_extra(cos, head_labels, training=training)
+        cross_entropy = self.cross_entropy.call(head_labels, logits)
+        if self.mixup is not None:
+            weight = outputs["mix_weight"]
+            partner_labels = ops.take(head_labels, ops.cast(outputs["partner"], "int32"), axis=0)
+            partner_logits, _ = self.margin_head.logits_and_extra(cos, partner_labels, training=training)
+            partner = self.cross_entropy.call(partner_labels, partner_logits)
+            cross_entropy = weight * cross_entropy + (1.0 - weight) * partner
+        scores = cos[:, :-1] if getattr(self.head, "append_norm", False) else cos
+        predicted = ops.argmax(scores, axis=-1)
+        correct = ops.equal(predicted, ops.cast(ops.reshape(head_labels, (-1,)), predicted.dtype))
+        self.accuracy_tracker.update_state(ops.cast(correct, "float32"))
+        return cross_entropy, extra
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The stage's whole loss from the labels ``y`` and the outputs of ``call``; see the module docstring."""
+        labels, embedding = y, y_pred["embedding"]
+        terms, extra = {}, None
+        if self.margin_head is not None:
+            terms["crossentropy"], extra = self._classifier_terms(embedding, labels, y_pred, training)
+        if self.center_loss is not None:
+            terms["centerloss"] = self.center_loss([embedding, labels], training=training)
+        if self.embedding_loss is not None:
+            terms["embedding"] = self.embedding_loss(labels, embedding)
+        if self.distance is not None:
+            student = self.projection(embedding) if self.projection is not None else embedding
+            terms["distill"] = self.distance.call(y_pred["teacher"], student)
+        means = {name: batch_mean(terms[name]) for name in sorted(terms)}
+        for name, value in means.items():
+            self.term_trackers[name].update_state(value)
+        total = sum(value * self.weights_by_term[name] for name, value in means.items())
+        additional = [batch_mean(extra)] if extra is not None else []
+        additional += [ops.sum(ops.cast(loss, "float32")) for loss in self.losses]  # regularizers, add_loss
+        return ops.sum(ops.stack([total, *additional])) if additional else total
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        """The accuracy was updated in ``compute_loss`` (where the classifier's cosines are); report everything."""
+        return self.get_metrics_result()

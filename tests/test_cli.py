@@ -7,7 +7,7 @@ import pytest
 from keras_insightface.cli import main
 from keras_insightface.cli.train import results_table
 from keras_insightface.data.binpack import write_bin
-from keras_insightface.data.recordio import write_insightface_rec
+from keras_insightface.data.insightface_rec import write_insightface_rec
 from tests.conftest import class_images
 
 

@@ -28,6 +28,7 @@ REGISTERING_MODULES = (
     "keras_insightface.training.optimizers",
     "keras_insightface.training.schedules",
     "keras_insightface.data.augment",
+    "keras_insightface.data.mixup",
     "keras_insightface.seed_h5",
 )
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance, ImageOps
 
-from keras_insightface.data.augment import FaceAugment, apply_op, mixup, show_batch_sample
+from keras_insightface.data.augment import FaceAugment, apply_op, show_batch_sample
+from keras_insightface.data.mixup import mixup
 
 
 def np_(x):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import simplejpeg
 
-from keras_insightface.data import convert, recordio
+from keras_insightface.data import convert, insightface_rec
 from keras_insightface.data.binpack import load_bin
 from keras_insightface.errors import DataError
 
@@ -33,8 +33,8 @@ def test_folders_rec_folders_round_trip(tmp_path, capsys):
     (src / "1" / "extra.png").write_bytes(png)
     assert convert.folders_to_rec(src, tmp_path / "rec") == 10
     assert "writing" in capsys.readouterr().err
-    assert recordio.read_property(tmp_path / "rec") == (3, 24, 24)
-    ds = recordio.InsightfaceRec(tmp_path / "rec")
+    assert insightface_rec.read_property(tmp_path / "rec") == (3, 24, 24)
+    ds = insightface_rec.InsightfaceRec(tmp_path / "rec")
     assert len(ds) == 10 and ds.num_classes == 3 and ds.labels.tolist() == [0] * 3 + [1] * 3 + [2] * 4
     assert convert.rec_to_folders(tmp_path / "rec", tmp_path / "back") == 10
     assert _class_tree(tmp_path / "back") == _class_tree(src)
@@ -51,7 +51,7 @@ def test_non_jpeg_first_image_gives_default_size(tmp_path):
     (tmp_path / "src" / "0" / "a.png").write_bytes(b"\x89PNG fake")
     (tmp_path / "src" / "0" / "b.jpg").write_bytes(_jpeg(1))
     convert.folders_to_rec(tmp_path / "src", tmp_path / "rec", num_classes=2)
-    assert recordio.read_property(tmp_path / "rec") == (2, 112, 112)
+    assert insightface_rec.read_property(tmp_path / "rec") == (2, 112, 112)
 
 
 def test_make_bin_loads_back(tmp_path):

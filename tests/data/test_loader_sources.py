@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from keras_insightface.data.loader import make_loader
-from keras_insightface.data.recordio import write_insightface_rec
+from keras_insightface.data.insightface_rec import write_insightface_rec
 from keras_insightface.data.sources import folder_source, list_source, open_source
 from keras_insightface.errors import DataError
 from tests.conftest import class_images, jpeg

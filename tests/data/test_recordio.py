@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import simplejpeg
 
-from keras_insightface.data import recordio
+from keras_insightface.data import insightface_rec, recordio
 from keras_insightface.errors import DataError
 
 MAGIC_BYTES = struct.pack("<I", recordio.MAGIC)
@@ -76,9 +76,9 @@ def _samples(num_classes, per_class, seed=0):
 
 def test_insightface_layout_round_trip(tmp_path):
     samples = _samples(num_classes=4, per_class=3)
-    recordio.write_insightface_rec(tmp_path, samples, num_classes=4)
-    assert recordio.read_property(tmp_path / "property") == (4, 112, 112)
-    ds = recordio.InsightfaceRec(tmp_path)
+    insightface_rec.write_insightface_rec(tmp_path, samples, num_classes=4)
+    assert insightface_rec.read_property(tmp_path / "property") == (4, 112, 112)
+    ds = insightface_rec.InsightfaceRec(tmp_path)
     assert ds.has_header and ds.num_images == len(ds) == 12 and ds.num_classes == 4
     got = sorted(ds[i] for i in range(len(ds)))
     assert got == sorted(samples)
@@ -92,7 +92,7 @@ def test_insightface_layout_round_trip(tmp_path):
     for c in range(4):
         _, (start, end), _, _, _ = recordio.unpack(ds.reader.read(13 + c))
         assert all(ds[int(k) - 1][1] == c for k in range(int(start), int(end)))
-    same = recordio.InsightfaceRec(tmp_path / "train.rec")
+    same = insightface_rec.InsightfaceRec(tmp_path / "train.rec")
     assert same[0] == ds[0]
     clone = pickle.loads(pickle.dumps(ds))
     assert clone[5] == ds[5]
@@ -100,7 +100,7 @@ def test_insightface_layout_round_trip(tmp_path):
 
 def test_write_rejects_out_of_range_labels(tmp_path):
     with pytest.raises(DataError, match="label 3"):
-        recordio.write_insightface_rec(tmp_path, [(_jpeg(0), 3)], num_classes=3)
+        insightface_rec.write_insightface_rec(tmp_path, [(_jpeg(0), 3)], num_classes=3)
 
 
 def test_rec_without_header_record(tmp_path):
@@ -108,7 +108,7 @@ def test_rec_without_header_record(tmp_path):
     with recordio.RecordWriter(tmp_path / "train.rec", tmp_path / "train.idx") as writer:
         for key, (jpeg, label) in enumerate(samples):
             writer.write(key, recordio.pack_header(label) + jpeg)
-    ds = recordio.InsightfaceRec(tmp_path)
+    ds = insightface_rec.InsightfaceRec(tmp_path)
     assert not ds.has_header and len(ds) == 6 and ds.num_classes == 3
     assert [ds[i] for i in range(6)] == samples
     np.testing.assert_array_equal(ds.labels, [label for _, label in samples])
@@ -118,20 +118,20 @@ def test_label_arrays_and_out_of_range_labels(tmp_path):
     with recordio.RecordWriter(tmp_path / "train.rec", tmp_path / "train.idx") as writer:
         writer.write(0, recordio.pack_header([1, 0.5]) + _jpeg(0))
         writer.write(1, recordio.pack_header([5, 0.5]) + _jpeg(1))
-    recordio.write_property(tmp_path / "property", 2, 112, 112)
+    insightface_rec.write_property(tmp_path / "property", 2, 112, 112)
     with pytest.raises(DataError, match="train.rec.*label 5"):
-        recordio.InsightfaceRec(tmp_path)
-    recordio.write_property(tmp_path / "property", 6, 112, 112)
-    ds = recordio.InsightfaceRec(tmp_path)
+        insightface_rec.InsightfaceRec(tmp_path)
+    insightface_rec.write_property(tmp_path / "property", 6, 112, 112)
+    ds = insightface_rec.InsightfaceRec(tmp_path)
     assert ds[0][1] == 1 and ds.labels.tolist() == [1, 5]
 
 
 def test_missing_files_and_corrupt_magic(tmp_path):
     with pytest.raises(DataError, match="train.rec"):
-        recordio.InsightfaceRec(tmp_path)
+        insightface_rec.InsightfaceRec(tmp_path)
     with pytest.raises(DataError, match="missing.rec"):
         recordio.RecordReader(tmp_path / "missing.rec", tmp_path / "missing.idx")
-    recordio.write_insightface_rec(tmp_path, _samples(2, 2), num_classes=2)
+    insightface_rec.write_insightface_rec(tmp_path, _samples(2, 2), num_classes=2)
     reader = recordio.RecordReader(tmp_path / "train.rec")
     with pytest.raises(DataError, match="key 99"):
         reader.read(99)
@@ -152,8 +152,8 @@ def test_missing_files_and_corrupt_magic(tmp_path):
 
 def _written(tmp_path, num_classes=3, per_class=2):
     samples = _samples(num_classes, per_class)
-    recordio.write_insightface_rec(tmp_path, samples, num_classes=num_classes)
-    original = recordio.InsightfaceRec(tmp_path)
+    insightface_rec.write_insightface_rec(tmp_path, samples, num_classes=num_classes)
+    original = insightface_rec.InsightfaceRec(tmp_path)
     return [original[i] for i in range(len(original))], (tmp_path / "train.idx").read_text()
 
 
@@ -161,7 +161,7 @@ def test_missing_idx_is_rebuilt_and_reads_match(tmp_path):
     images, idx_text = _written(tmp_path)
     (tmp_path / "train.idx").unlink()
     with pytest.warns(UserWarning, match="train.idx: index file missing; rebuilding"):
-        ds = recordio.InsightfaceRec(tmp_path)
+        ds = insightface_rec.InsightfaceRec(tmp_path)
     assert (tmp_path / "train.idx").read_text() == idx_text
     assert [ds[i] for i in range(len(ds))] == images
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
@@ -174,7 +174,7 @@ def test_stale_idx_is_detected_and_rebuilt(tmp_path):
     size = (tmp_path / "train.rec").stat().st_size
     (tmp_path / "train.idx").write_text(idx_text.replace("\t0\n", f"\t{size + 64}\n", 1))
     with pytest.warns(UserWarning, match=f"past the end of the {size}-byte record file"):
-        ds = recordio.InsightfaceRec(tmp_path)
+        ds = insightface_rec.InsightfaceRec(tmp_path)
     assert [ds[i] for i in range(len(ds))] == images
     assert (tmp_path / "train.idx").read_text() == idx_text
     lines = idx_text.splitlines()
@@ -214,7 +214,7 @@ def test_truncated_rec_names_the_offset(tmp_path):
         reader.read(6)
     reader.close()
     with pytest.warns(UserWarning), pytest.raises(DataError, match=rf"train.rec: truncated record at offset {last_image}"):
-        recordio.InsightfaceRec(tmp_path)
+        insightface_rec.InsightfaceRec(tmp_path)
     (tmp_path / "train.idx").unlink()
     with pytest.raises(DataError, match=rf"train.rec: truncated record at offset {last_image}"):
         recordio.rebuild_index(rec)
@@ -227,30 +227,30 @@ def test_float32_header_warning(tmp_path):
         writer.write(1, recordio.pack_header(0, id=1) + _jpeg(0))
     with pytest.warns(UserWarning, match=r"train.rec: key 0: .*2\*\*24"):
         with pytest.raises(DataError, match="header says there are 16777217 images but the index holds only 2"):
-            recordio.InsightfaceRec(tmp_path)
+            insightface_rec.InsightfaceRec(tmp_path)
 
 
 def test_streamed_samples_and_cheap_pickles(tmp_path):
     samples = sorted(_samples(3, 2), key=lambda sample: -sample[1])
-    recordio.write_insightface_rec(tmp_path / "a", iter(samples), num_classes=4, image_size=(16, 8))
-    assert recordio.read_property(tmp_path / "a") == (4, 16, 8)
-    ds = recordio.InsightfaceRec(tmp_path / "a")
+    insightface_rec.write_insightface_rec(tmp_path / "a", iter(samples), num_classes=4, image_size=(16, 8))
+    assert insightface_rec.read_property(tmp_path / "a") == (4, 16, 8)
+    ds = insightface_rec.InsightfaceRec(tmp_path / "a")
     assert [ds[i] for i in range(len(ds))] == samples and ds.num_classes == 4
     _, (start, end), _, _, _ = recordio.unpack(ds.reader.read(7 + 3))
     assert start == end
     assert len(pickle.dumps(ds)) < 1000
     with pytest.raises(DataError, match="sample 2 has label 0 again after other labels"):
-        recordio.write_insightface_rec(tmp_path / "b", iter([(b"x", 0), (b"y", 1), (b"z", 0)]), num_classes=2)
+        insightface_rec.write_insightface_rec(tmp_path / "b", iter([(b"x", 0), (b"y", 1), (b"z", 0)]), num_classes=2)
     with pytest.raises(DataError, match="sample 1 has label 5, expected 0..1"):
-        recordio.write_insightface_rec(tmp_path / "b", iter([(b"x", 0), (b"y", 5)]), num_classes=2)
+        insightface_rec.write_insightface_rec(tmp_path / "b", iter([(b"x", 0), (b"y", 5)]), num_classes=2)
 
 
 def test_property_errors(tmp_path):
     (tmp_path / "property").write_text("10,112\n")
     with pytest.raises(DataError, match="property"):
-        recordio.read_property(tmp_path)
+        insightface_rec.read_property(tmp_path)
     with pytest.raises(DataError, match="property file missing"):
-        recordio.read_property(tmp_path / "sub")
+        insightface_rec.read_property(tmp_path / "sub")
 
 
 def test_labels_from_split_headers_and_long_label_arrays(tmp_path):
@@ -260,6 +260,6 @@ def test_labels_from_split_headers_and_long_label_arrays(tmp_path):
         writer.write(1, recordio.pack_header([0] + [0.25] * 80) + jpegs[1])
         writer.write(2, recordio.pack_header([2] + [0.25] * 80, id2=recordio.MAGIC) + jpegs[2])
     assert 1 in _cflags(tmp_path / "train.rec")
-    ds = recordio.InsightfaceRec(tmp_path)
+    ds = insightface_rec.InsightfaceRec(tmp_path)
     assert ds.labels.tolist() == [1, 0, 2] and ds.num_classes == 3
     assert [ds[i] for i in range(3)] == list(zip(jpegs, [1, 0, 2]))

@@ -3,7 +3,7 @@
 import numpy as np
 
 from keras_insightface.data.binpack import decode_bin_images, load_bin
-from keras_insightface.data.recordio import InsightfaceRec
+from keras_insightface.data.insightface_rec import InsightfaceRec
 from keras_insightface.demo.synthetic import generate_dataset, verification_pairs
 
 SMALL = dict(num_identities=6, images_per_identity=3, num_val_identities=4, val_images_per_identity=3, num_pairs=20)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from keras_insightface.cli import main
-from keras_insightface.evaluation import ijb
+from keras_insightface.evaluation import ijb, ijb_meta
 from keras_insightface.errors import DataError
 from keras_insightface.demo.ijb_fixture import make_ijb_fixture
 from keras_insightface.inference.embed import embed_files
@@ -154,17 +154,17 @@ def test_identification_cmc_and_tpir_on_a_hand_made_gallery():
 
 
 def test_meta_readers_on_the_fixture(ijb_root):
-    meta = ijb.read_meta(ijb_root, "ijbc")
+    meta = ijb_meta.read_meta(ijb_root, "ijbc")
     assert len(meta.names) == 72 and meta.landmarks.shape == (72, 5, 2) and meta.face_scores.shape == (72,)
     assert len(np.unique(meta.templates)) == 18 and len(np.unique(meta.medias)) == 36
     assert len(meta.labels) == 6 * 12 and meta.labels.sum() == 12  # every gallery x probe template
-    assert ijb.read_meta(ijb_root / "IJBC", "IJBC").names.tolist() == meta.names.tolist()  # the subset folder
-    galleries = ijb.read_identification_meta(ijb_root, "IJBC")
+    assert ijb_meta.read_meta(ijb_root / "IJBC", "IJBC").names.tolist() == meta.names.tolist()  # the subset folder
+    galleries = ijb_meta.read_identification_meta(ijb_root, "IJBC")
     assert sorted(galleries) == ["G1", "G2", "probe"]
     assert galleries["G1"][0].tolist() == [1, 7, 13] and galleries["G1"][1].tolist() == [100, 102, 104]
     assert len(galleries["probe"][0]) == 12
     with pytest.raises(DataError, match="IJBB/meta"):
-        ijb.read_meta(ijb_root, "IJBB")
+        ijb_meta.read_meta(ijb_root, "IJBB")
 
 
 @pytest.mark.parametrize(
@@ -185,12 +185,12 @@ def test_a_malformed_meta_line_names_file_and_line(ijb_root, tmp_path, file, lin
     lines[line - 1] = bad
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(DataError, match=message):
-        ijb.read_meta(tmp_path, "IJBC")
-        ijb.read_identification_meta(tmp_path, "IJBC")
+        ijb_meta.read_meta(tmp_path, "IJBC")
+        ijb_meta.read_identification_meta(tmp_path, "IJBC")
 
 
 def test_end_to_end_same_identity_templates_score_higher(ijb_root):
-    meta = ijb.read_meta(ijb_root, "IJBC")
+    meta = ijb_meta.read_meta(ijb_root, "IJBC")
     embeddings, flips = embed_files(_projection_embedder(), meta.image_paths(), meta.landmarks, batch_size=16,
                                     desc=None)
     assert embeddings.shape == flips.shape == (72, 32)
@@ -198,7 +198,7 @@ def test_end_to_end_same_identity_templates_score_higher(ijb_root):
     for mode, pair_scores in scores.items():
         assert pair_scores[meta.labels].mean() > pair_scores[~meta.labels].mean() + 0.1, mode
         assert ijb.roc_auc(pair_scores, meta.labels) > 0.9, mode
-    results = ijb.identification_run(meta, ijb.read_identification_meta(ijb_root, "IJBC"), embeddings, flips)
+    results = ijb.identification_run(meta, ijb_meta.read_identification_meta(ijb_root, "IJBC"), embeddings, flips)
     assert results["mean"]["mated"] == 12 and results["mean"]["cmc"][0] >= 0.75
 
 

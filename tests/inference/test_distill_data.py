@@ -9,7 +9,7 @@ from keras_insightface.cli import main
 from keras_insightface.data.decode import decode_image
 from keras_insightface.inference.distill_data import distill_data
 from keras_insightface.inference.embedders import open_model
-from keras_insightface.data.recordio import write_insightface_rec
+from keras_insightface.data.insightface_rec import write_insightface_rec
 from keras_insightface.data.sources import open_source
 from keras_insightface.errors import DataError
 from tests.conftest import class_images

@@ -3,7 +3,7 @@
 import pytest
 
 from keras_insightface.data.binpack import write_bin
-from keras_insightface.data.recordio import write_insightface_rec
+from keras_insightface.data.insightface_rec import write_insightface_rec
 from tests.conftest import class_images
 
 

@@ -6,7 +6,7 @@ import simplejpeg
 
 from keras_insightface.cli import main
 from keras_insightface.training.drop_topk import class_subcenters, drop_topk, drop_topk_data, load_kernel, subcenter_cosines
-from keras_insightface.data.recordio import write_insightface_rec
+from keras_insightface.data.insightface_rec import write_insightface_rec
 from keras_insightface.data.sources import open_source
 from keras_insightface.errors import DataError
 

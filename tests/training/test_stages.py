@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from keras_insightface import ArcfaceLoss, Train
-from keras_insightface.data.recordio import InsightfaceRec
+from keras_insightface.data.insightface_rec import InsightfaceRec
 from keras_insightface.losses.distillation import DistillEuclideanLoss
 from keras_insightface.training.stages import plan_stage
 
@@ -157,7 +157,7 @@ def test_full_model_pretrained_weights_and_output_weight_decay(tiny_data, tmp_pa
 def test_mixup_cross_entropy_against_numpy():
     """FaceTask's loss with mixup: each sample's cross-entropy weighted between its label's and its partner's
     label's margin logits (the classifier here passes the cosines through)."""
-    from keras_insightface.data.augment import Mixup
+    from keras_insightface.data.mixup import Mixup
     from keras_insightface.heads.margin import MarginHead
     from keras_insightface.losses.margin import CosFaceLoss
     from keras_insightface.training.task import FaceTask

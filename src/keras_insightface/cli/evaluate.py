@@ -26,7 +26,7 @@ def cmd_eval(args):
 
 def cmd_ijb(args):
     """IJB-B/C 1:1 verification (TAR at FAR table, ROC plot) and optionally 1:N identification, or plot-only."""
-    from keras_insightface.evaluation import ijb
+    from keras_insightface.evaluation import ijb, ijb_meta
 
     if args.plot_only:
         rocs, curves = ijb.load_scores(args.plot_only)
@@ -44,8 +44,8 @@ def cmd_ijb(args):
     modes = ijb.ALL_MODES if args.modes.strip().lower() == "all" else [m.strip().upper() for m in args.modes.split(",")]
     for mode in modes:
         ijb.parse_mode(mode)
-    meta = ijb.read_meta(args.data_dir, args.subset)
-    galleries = ijb.read_identification_meta(args.data_dir, args.subset) if args.identification else None
+    meta = ijb_meta.read_meta(args.data_dir, args.subset)
+    galleries = ijb_meta.read_identification_meta(args.data_dir, args.subset) if args.identification else None
     if cached:
         embeddings, flips = ijb.load_embeddings(args.embeddings, meta.names)
     else:

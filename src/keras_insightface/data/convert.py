@@ -14,7 +14,7 @@ from pathlib import Path
 import simplejpeg
 
 from keras_insightface.data.binpack import build_bin
-from keras_insightface.data.recordio import InsightfaceRec, write_insightface_rec
+from keras_insightface.data.insightface_rec import InsightfaceRec, write_insightface_rec
 from keras_insightface.data.sources import open_source
 from keras_insightface.errors import DataError
 from keras_insightface.data.progress import progress_bar

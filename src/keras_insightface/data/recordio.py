@@ -1,4 +1,5 @@
-"""MXNet RecordIO (``.rec`` + ``.idx``) read and written with numpy only, in the insightface layout.
+"""MXNet RecordIO (``.rec`` + ``.idx``) read and written with numpy only; ``insightface_rec.py`` holds the insightface
+dataset layout on top of it (header record, class ranges, ``property``).
 
 A ``.rec`` file is a sequence of records: magic ``0xCED7230A``, a uint32 ``lrec`` (3-bit continuation
 flag, 29-bit length), the payload and zero padding to 4 bytes. Payloads holding the magic at an aligned
@@ -10,13 +11,17 @@ not fit the ``.rec`` it is rebuilt by one sequential scan (``rebuild_index``), k
 order as im2rec and insightface number them.
 
 Example:
-    >>> from keras_insightface.data.recordio import InsightfaceRec
-    >>> ds = InsightfaceRec("datasets/faces_emore")    # doctest: +SKIP
-    >>> jpeg_bytes, label = ds[0]                       # doctest: +SKIP
+    >>> path = getfixture("tmp_path") / "x.rec"
+    >>> with RecordWriter(path, path.with_suffix(".idx")) as writer:
+    ...     writer.write(0, pack_header(3.0) + b"jpeg bytes")
+    >>> reader = RecordReader(path)
+    >>> flag, label, _, _, payload = unpack(reader.read(0))
+    >>> label, payload
+    (3.0, b'jpeg bytes')
+    >>> reader.close()
 """
 
 import contextlib
-import functools
 import hashlib
 import io
 import os
@@ -34,27 +39,27 @@ from keras_insightface.data.progress import progress_bar
 MAGIC = 0xCED7230A
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
 _LENGTH_MASK = (1 << 29) - 1
-_RECORD_HEADER = struct.Struct("<II")
-_IR_HEADER = struct.Struct("<IfQQ")
-_FLOAT32_EXACT = 1 << 24
+RECORD_HEADER = struct.Struct("<II")
+IR_HEADER = struct.Struct("<IfQQ")
+FLOAT32_EXACT = 1 << 24
 
 
 def pack_header(label, id=0, id2=0):
     """Return IRHeader bytes: a scalar label gives flag 0, a sequence gives flag=len plus float32 labels."""
     if np.ndim(label) == 0:
-        return _IR_HEADER.pack(0, float(label), int(id), int(id2))
+        return IR_HEADER.pack(0, float(label), int(id), int(id2))
     values = np.asarray(label, dtype="<f4").ravel()
     if values.size == 0:
         raise DataError("pack_header: an array label must hold at least one value")
-    return _IR_HEADER.pack(values.size, 0.0, int(id), int(id2)) + values.tobytes()
+    return IR_HEADER.pack(values.size, 0.0, int(id), int(id2)) + values.tobytes()
 
 
 def unpack(record):
     """Split a record payload into ``(flag, label, id, id2, payload)``; label is a float or float32 array."""
-    if len(record) < _IR_HEADER.size:
-        raise DataError(f"IRHeader: record of {len(record)} bytes is shorter than {_IR_HEADER.size}")
-    flag, label, id_, id2 = _IR_HEADER.unpack_from(record)
-    start = _IR_HEADER.size
+    if len(record) < IR_HEADER.size:
+        raise DataError(f"IRHeader: record of {len(record)} bytes is shorter than {IR_HEADER.size}")
+    flag, label, id_, id2 = IR_HEADER.unpack_from(record)
+    start = IR_HEADER.size
     if flag == 0:
         return flag, float(label), id_, id2, bytes(record[start:])
     end = start + 4 * flag
@@ -83,7 +88,7 @@ def _padding(length):
 
 def _part_size(length):
     """Bytes one part takes in the file: header, data and padding to 4 bytes."""
-    return _RECORD_HEADER.size + length + (-length % 4)
+    return RECORD_HEADER.size + length + (-length % 4)
 
 
 class RecordWriter:
@@ -117,7 +122,7 @@ class RecordWriter:
                 cflag = 3
             else:
                 cflag = 2
-            self._rec.write(_RECORD_HEADER.pack(MAGIC, (cflag << 29) | len(part)))
+            self._rec.write(RECORD_HEADER.pack(MAGIC, (cflag << 29) | len(part)))
             self._rec.write(part)
             self._rec.write(_padding(len(part)))
         self._idx.write(f"{key}\t{offset}\n")
@@ -166,10 +171,10 @@ def _scan_offsets(rec_path):
     offsets, pos, record_start, shown = [], 0, None, 0
     with open(rec_path, "rb") as f, progress_bar(size, f"indexing {rec_path}") as advance:
         while pos < size:
-            head = f.read(_RECORD_HEADER.size)
-            if len(head) < _RECORD_HEADER.size:
+            head = f.read(RECORD_HEADER.size)
+            if len(head) < RECORD_HEADER.size:
                 raise DataError(f"{rec_path}: truncated record header at offset {pos} (the file ends at byte {size})")
-            magic, lrec = _RECORD_HEADER.unpack(head)
+            magic, lrec = RECORD_HEADER.unpack(head)
             if magic != MAGIC:
                 raise DataError(f"{rec_path}: offset {pos}: bad magic 0x{magic:08x}, expected 0x{MAGIC:08x}")
             cflag, end = lrec >> 29, pos + _part_size(lrec & _LENGTH_MASK)
@@ -368,10 +373,10 @@ class RecordReader:
 
     def _part_header(self, key, offset):
         """Check the part header at offset: returns (cflag, length)."""
-        head = self._pread(_RECORD_HEADER.size, offset)
-        if len(head) < _RECORD_HEADER.size:
+        head = self._pread(RECORD_HEADER.size, offset)
+        if len(head) < RECORD_HEADER.size:
             raise DataError(f"{self.rec_path}: key {key} at offset {offset}: truncated record header")
-        magic, lrec = _RECORD_HEADER.unpack(head)
+        magic, lrec = RECORD_HEADER.unpack(head)
         if magic != MAGIC:
             raise DataError(
                 f"{self.rec_path}: key {key} at offset {offset}: bad magic 0x{magic:08x}, expected 0x{MAGIC:08x}"
@@ -380,7 +385,7 @@ class RecordReader:
 
     def _part_data(self, key, offset, size):
         """Read ``size`` bytes of the part data at offset."""
-        data = self._pread(size, offset + _RECORD_HEADER.size)
+        data = self._pread(size, offset + RECORD_HEADER.size)
         if len(data) < size:
             raise DataError(
                 f"{self.rec_path}: key {key} at offset {offset}: truncated record "
@@ -441,261 +446,3 @@ class RecordReader:
 
     def __setstate__(self, state):
         self.__init__(state["rec_path"], state["idx_path"])
-
-
-def read_property(path):
-    """Read ``num_classes,height,width`` from a ``property`` file (or a folder holding one)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "property"
-    try:
-        text = path.read_text(encoding="ascii").strip()
-    except FileNotFoundError:
-        raise DataError(f"{path}: property file missing") from None
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: property file is not ASCII text") from None
-    fields = [f.strip() for f in text.split(",")]
-    if len(fields) != 3 or not all(f.isdigit() for f in fields):
-        raise DataError(f"{path}: property is {text!r}, expected 'num_classes,height,width'")
-    num_classes, height, width = (int(f) for f in fields)
-    return num_classes, height, width
-
-
-def write_property(path, num_classes, h, w):
-    """Write ``num_classes,height,width`` to a ``property`` file (or into a folder)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "property"
-    path.write_text(f"{int(num_classes)},{int(h)},{int(w)}\n", encoding="ascii")
-
-
-def _label_error(rec_path, index, label, num_classes):
-    return DataError(f"{rec_path}: sample {index} has label {label}, expected 0..{num_classes - 1}")
-
-
-def _by_label(samples, rec_path, num_classes):
-    """A sequence's samples grouped by label (stable), read one at a time; labels are checked up front."""
-    labels = getattr(samples, "labels", None)
-    labels = np.array([int(label) for _, label in samples] if labels is None else labels, dtype=np.int64)
-    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
-    if bad.size:
-        raise _label_error(rec_path, int(bad[0]), int(labels[bad[0]]), num_classes)
-    if labels.size + 1 + num_classes > _FLOAT32_EXACT:
-        raise DataError(f"{rec_path}: {labels.size} images + {num_classes} classes exceed float32-exact header keys")
-    for i in np.argsort(labels, kind="stable").tolist():
-        data, label = samples[i]
-        if int(label) != labels[i]:
-            raise DataError(f"{rec_path}: sample {i} has label {label} but the sample labels say {labels[i]}")
-        yield data, label
-
-
-def write_insightface_rec(out_dir, samples, num_classes, image_size=(112, 112), progress=False):
-    """Write ``train.rec``/``train.idx``/``property`` in the insightface layout (header, images, identities).
-
-    ``samples`` yields ``(image_bytes, label)``; bytes are stored as given (JPEG, PNG: no re-encoding). A
-    sequence (``len`` and indexing: a list, a source) is written grouped by label through random access, one
-    image in memory at a time, its labels taken from its ``labels`` array when it has one. Any other iterable
-    is streamed in its own order and must hold each class in one contiguous run. ``progress`` shows a
-    progress line on stderr.
-
-    Example:
-        >>> write_insightface_rec("out", [(jpeg_bytes, 0), (jpeg_bytes, 1)], num_classes=2)  # doctest: +SKIP
-    """
-    out_dir = Path(out_dir)
-    rec_path = out_dir / "train.rec"
-    num_classes = int(num_classes)
-    if hasattr(samples, "__len__") and hasattr(samples, "__getitem__"):
-        total, items = len(samples), _by_label(samples, rec_path, num_classes)
-    else:
-        total, items = None, iter(samples)
-    starts = np.zeros(num_classes, dtype=np.int64)
-    counts = np.zeros(num_classes, dtype=np.int64)
-    key, previous = 1, None
-    out_dir.mkdir(parents=True, exist_ok=True)
-    bar = progress_bar(total, f"writing {rec_path}") if progress else contextlib.nullcontext(lambda n=1: None)
-    with RecordWriter(rec_path, out_dir / "train.idx") as writer, bar as advance:
-        writer.write(0, pack_header([0, 0]))  # placeholder of the same size, patched once the counts are known
-        for data, label in items:
-            label = int(label)
-            if not 0 <= label < num_classes:
-                raise _label_error(rec_path, key - 1, label, num_classes)
-            if label != previous:
-                if counts[label]:
-                    raise DataError(
-                        f"{rec_path}: sample {key - 1} has label {label} again after other labels; "
-                        "a streamed iterable must hold each class in one contiguous run"
-                    )
-                starts[label], previous = key, label
-            if key + 1 + num_classes > _FLOAT32_EXACT:
-                raise DataError(f"{rec_path}: {key} images + {num_classes} classes exceed float32-exact header keys")
-            writer.write(key, pack_header(float(label), id=key) + bytes(data))
-            counts[label] += 1
-            key += 1
-            advance()
-        num_images = key - 1
-        empty = counts == 0
-        starts[empty] = (1 + np.cumsum(counts) - counts)[empty]
-        for c in range(num_classes):
-            writer.write(num_images + 1 + c, pack_header([starts[c], starts[c] + counts[c]]))
-    with open(rec_path, "r+b") as f:
-        f.seek(_RECORD_HEADER.size)
-        f.write(pack_header([num_images + 1, num_images + 1 + num_classes]))
-    write_property(out_dir / "property", num_classes, image_size[0], image_size[1])
-
-
-def _class_of(label, where):
-    """Integer class from a scalar label or the first element of a label array."""
-    value = float(label) if np.ndim(label) == 0 else float(label[0])
-    if not value.is_integer():
-        raise DataError(f"{where}: label {value} is not an integer class id")
-    return int(value)
-
-
-class InsightfaceRec:
-    """An insightface ``train.rec`` as a sequence of ``(jpeg_bytes, label)``; also reads header-less files.
-
-    Pickles as paths and sizes only (it is sent to grain workers); the key and label arrays are not copied.
-
-    Example:
-        >>> ds = InsightfaceRec("datasets/faces_emore")    # doctest: +SKIP
-        >>> len(ds), ds.num_classes                         # doctest: +SKIP
-        (5822653, 85742)
-    """
-
-    def __init__(self, rec_dir_or_rec_path):
-        path = Path(rec_dir_or_rec_path)
-        if path.is_dir():
-            rec_path = path / "train.rec"
-            if not rec_path.is_file():
-                raise DataError(f"{path}: folder has no train.rec")
-        elif path.is_file():
-            rec_path = path
-        else:
-            raise DataError(f"{path}: no such record file or folder")
-        self.rec_path = self.name = str(rec_path)
-        self.reader = RecordReader(rec_path, rec_path.with_suffix(".idx"))
-        property_path = rec_path.parent / "property"
-        self.property = read_property(property_path) if property_path.is_file() else None
-        header = self._header()
-        if header is None:
-            self._image_keys = self.reader.sorted_keys
-            self.has_header = False
-            header_classes = None
-        else:
-            first_identity, end_identity = header
-            self._image_keys = np.arange(1, first_identity, dtype=np.int64)
-            self.has_header = True
-            header_classes = end_identity - first_identity
-            indexed = np.isin(self._image_keys, self.reader.sorted_keys)
-            if not indexed.all():
-                key = int(self._image_keys[np.argmin(indexed)])
-                raise DataError(
-                    f"{self.rec_path}: header says images are keys 1..{first_identity - 1} "
-                    f"but key {key} is not in the index"
-                )
-        self.num_images = int(self._image_keys.size)
-        if self.property is not None and header_classes is not None and self.property[0] != header_classes:
-            raise DataError(
-                f"{property_path}: num_classes {self.property[0]} "
-                f"but the header record holds {header_classes} identities"
-            )
-        if header_classes is not None:
-            self.num_classes = header_classes
-            return
-        labels = self._read_labels()
-        if self.property is not None:
-            self.num_classes = self.property[0]
-        else:
-            self.num_classes = int(labels.max()) + 1 if labels.size else 0
-        self._check_range(labels)
-        self.__dict__["labels"] = labels
-
-    def _header(self):
-        """Return (first identity key, end key) from record 0, or None when there is no header record."""
-        if 0 not in self.reader:
-            return None
-        flag, label, _, _, payload = self._unpack(0, self.reader.read(0))
-        if flag != 2 or payload:
-            return None
-        first, end = (_class_of(v, f"{self.rec_path}: key 0") for v in label)
-        if end > _FLOAT32_EXACT:
-            warnings.warn(
-                f"{self.rec_path}: key 0: header labels [{first}, {end}] pass 2**24, where float32 labels lose "
-                "exactness: image and identity keys past 2**24 may be wrong",
-                stacklevel=3,
-            )
-        if first < 1 or end < first:
-            raise DataError(f"{self.rec_path}: key 0: header labels [{first}, {end}] are not a valid layout")
-        if first > len(self.reader):
-            raise DataError(
-                f"{self.rec_path}: key 0: header says there are {first - 1} images "
-                f"but the index holds only {len(self.reader)} records"
-            )
-        return first, end
-
-    def _unpack(self, key, record):
-        try:
-            return unpack(record)
-        except DataError as error:
-            raise DataError(f"{self.rec_path}: key {key}: {error}") from None
-
-    def _read_labels(self):
-        """Class of every image, from the record headers only (the image bytes are not read)."""
-        out = np.empty(self.num_images, dtype=np.int64)
-        for i, key in enumerate(self._image_keys.tolist()):
-            head = self.reader.read_head(key, _IR_HEADER.size)
-            flag = _IR_HEADER.unpack(head)[0] if len(head) == _IR_HEADER.size else 0
-            if flag > 0:
-                head = self.reader.read_head(key, _IR_HEADER.size + 4 * flag)
-            _, label, _, _, _ = self._unpack(key, head)
-            out[i] = _class_of(label, f"{self.rec_path}: key {key}")
-        return out
-
-    @functools.cached_property
-    def labels(self):
-        """Labels of all images (np.int64, in image order), read once from the record headers."""
-        labels = self._read_labels()
-        self._check_range(labels)
-        return labels
-
-    def _check_range(self, labels):
-        bad = np.flatnonzero((labels < 0) | (labels >= self.num_classes))
-        if bad.size:
-            i = int(bad[0])
-            raise DataError(
-                f"{self.rec_path}: image {i} (key {int(self._image_keys[i])}) has label {int(labels[i])}, "
-                f"expected 0..{self.num_classes - 1}"
-            )
-
-    def _check_labels(self):
-        self._check_range(self.labels)
-
-    def __len__(self):
-        return self.num_images
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state.pop("labels", None)
-        state.pop("_image_keys")
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        if self.has_header:
-            self._image_keys = np.arange(1, self.num_images + 1, dtype=np.int64)
-        else:
-            self._image_keys = self.reader.sorted_keys
-
-    def __getitem__(self, i):
-        """Return ``(jpeg_bytes, label)`` of image ``i`` (record key ``i + 1`` with a header)."""
-        i = int(i)
-        if i < 0:
-            i += self.num_images
-        if not 0 <= i < self.num_images:
-            raise IndexError(f"{self.rec_path}: image index {i} out of range 0..{self.num_images - 1}")
-        key = int(self._image_keys[i])
-        _, label, _, _, payload = self._unpack(key, self.reader.read(key))
-        label = _class_of(label, f"{self.rec_path}: key {key}")
-        if not 0 <= label < self.num_classes:
-            raise DataError(f"{self.rec_path}: key {key} has label {label}, expected 0..{self.num_classes - 1}")
-        return payload, label

@@ -240,7 +240,7 @@ def _rec_label_map(npz_path, record_labels, labels, num_classes):
 
 def _npz_rec_source(npz_path, data, labels, embeddings):
     """An npz naming a ``.rec`` (``rec_path``, relative to the npz folder), optionally a subset ``image_indices``."""
-    from keras_insightface.data.recordio import InsightfaceRec
+    from keras_insightface.data.insightface_rec import InsightfaceRec
 
     rec_path = Path(os.path.normpath(npz_path.parent / str(data["rec_path"])))
     try:
@@ -313,7 +313,7 @@ def open_source(path, image_per_class=0, strict=False):
 
     ``strict`` turns skippable problems (non-image files in class folders) into errors.
     """
-    from keras_insightface.data.recordio import InsightfaceRec
+    from keras_insightface.data.insightface_rec import InsightfaceRec
 
     path = Path(path)
     if not path.exists():

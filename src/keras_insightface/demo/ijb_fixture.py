@@ -8,7 +8,7 @@ that transform, so ``align.norm_crop`` recovers the face. The 1:1 pairs are ever
 (label 1 for the same identity), as IJB's protocol pairs them; the 1:N probe CSV lists every probe template.
 
 Example:
-    >>> from keras_insightface.evaluation.ijb import read_meta
+    >>> from keras_insightface.evaluation.ijb_meta import read_meta
     >>> root = make_ijb_fixture(getfixture("tmp_path"), identities=2, probe_templates=1, media=1, images=2)
     >>> meta = read_meta(root, "IJBC")
     >>> len(meta.names), len(np.unique(meta.templates)), meta.labels.astype(int).tolist()
@@ -21,7 +21,7 @@ import numpy as np
 import simplejpeg
 
 from keras_insightface.inference.align import ARCFACE_TEMPLATE, warp_affine
-from keras_insightface.evaluation.ijb import GALLERIES, SUBSETS
+from keras_insightface.evaluation.ijb_meta import GALLERIES, SUBSETS
 
 
 def placement(rng, canvas):

@@ -21,7 +21,7 @@ import numpy as np
 import simplejpeg
 
 from keras_insightface.data.binpack import write_bin
-from keras_insightface.data.recordio import write_insightface_rec
+from keras_insightface.data.insightface_rec import write_insightface_rec
 from keras_insightface.demo.synthetic_faces import render_faces, sample_identities
 
 VAL_NAME = "synthetic_val.bin"

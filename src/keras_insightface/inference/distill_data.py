@@ -9,7 +9,7 @@ seed ``.h5``, ONNX, TorchScript, a callable).
 
 Example:
     >>> import numpy as np, simplejpeg
-    >>> from keras_insightface.data.recordio import write_insightface_rec
+    >>> from keras_insightface.data.insightface_rec import write_insightface_rec
     >>> from keras_insightface.data.sources import open_source
     >>> tmp = getfixture("tmp_path")
     >>> faces = [(simplejpeg.encode_jpeg(np.full((112, 112, 3), v, "uint8")), v // 100) for v in (50, 150)]

@@ -6,8 +6,9 @@ import contextlib
 import functools
 import os
 
-from keras_insightface.data.augment import FaceAugment, Mixup
+from keras_insightface.data.augment import FaceAugment
 from keras_insightface.data.loader import describe_record, make_loader
+from keras_insightface.data.mixup import Mixup
 from keras_insightface.data.sources import open_source
 from keras_insightface.errors import DataError
 from keras_insightface.evaluation.verification import eval_callback

@@ -13,8 +13,8 @@ terms, each weighted as the stage dict says:
 - ``distill``: the distance between the teacher's embeddings and the (projected) student's.
 
 Each term is the batch mean of its per-sample values times its weight, summed in the order of the names, as
-Keras's compiled losses would. The metrics: ``loss``, the classifier's top-1 ``accuracy`` and each term's
-unweighted ``<term>_loss``.
+Keras's compiled losses would. The metrics: ``loss``, the classifier's top-1 ``accuracy`` and, when a stage
+has several terms, each term's unweighted ``<term>_loss``.
 
 Example:
     >>> import numpy as np, keras
@@ -29,7 +29,7 @@ Example:
     >>> task.compile(optimizer="sgd")
     >>> images, labels = np.zeros((8, 32, 32, 3), "uint8"), np.arange(8) % 4
     >>> sorted(task.fit(images, labels, batch_size=8, epochs=1, verbose=0).history)
-    ['accuracy', 'crossentropy_loss', 'loss']
+    ['accuracy', 'loss']
 """
 
 import keras
@@ -84,8 +84,9 @@ class FaceTask(keras.Model):
         self.accuracy_tracker = keras.metrics.Mean(name="accuracy") if margin_head is not None else None
         present = {"centerloss": center_loss, "crossentropy": margin_head, "distill": self.distance,
                    "embedding": embedding_loss}
-        self.term_trackers = {name: keras.metrics.Mean(name=f"{name}_loss") for name in sorted(present)
-                              if present[name] is not None}
+        terms = sorted(name for name, part in present.items() if part is not None)
+        several = len(terms) > 1  # one term is the loss itself
+        self.term_trackers = {name: keras.metrics.Mean(name=f"{name}_loss") for name in terms if several}
         self._build_heads(basic_model.output_shape)
 
     def _build_heads(self, embedding_shape):
@@ -146,8 +147,8 @@ class FaceTask(keras.Model):
             student = self.projection(embedding) if self.projection is not None else embedding
             terms["distill"] = self.distance.call(y_pred["teacher"], student)
         means = {name: batch_mean(terms[name]) for name in sorted(terms)}
-        for name, value in means.items():
-            self.term_trackers[name].update_state(value)
+        for name, tracker in self.term_trackers.items():
+            tracker.update_state(means[name])
         total = sum(value * self.weights_by_term[name] for name, value in means.items())
         additional = [batch_mean(extra)] if extra is not None else []
         additional += [ops.sum(ops.cast(loss, "float32")) for loss in self.losses]  # regularizers, add_loss

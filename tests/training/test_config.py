@@ -94,6 +94,11 @@ def test_values_are_checked_with_the_key_and_the_value():
         TrainConfig.from_kwargs(data_path="faces")
     with pytest.raises(DataError, match="needs a \\[train\\] table and at least one \\[\\[stage\\]\\]"):
         TrainConfig.from_dict({"train": base}, "run.toml")
+    with pytest.raises(ValueError, match=r"run.toml: \[\[stage\]\] Stage 1: unknown keys \['epochs'\]"):
+        TrainConfig.from_dict({"train": base, "stage": [{"loss": "ArcfaceLoss", "epoch": 1}, {"epochs": 2}]},
+                              "run.toml")
+    with pytest.raises(ValueError, match=r"run.toml: \[\[stage\]\] Unknown margin loss|run.toml: \[\[stage\]\] .*Arcface"):
+        TrainConfig.from_dict({"train": base, "stage": [{"loss": "Arcface", "epoch": 1}]}, "run.toml")
     with pytest.raises(ValueError, match="run.toml: \\[train\\] batch_size: expected an integer, received 1.5"):
         TrainConfig.from_dict({"train": {**base, "batch_size": 1.5}, "stage": [{"epoch": 1}]}, "run.toml")
 

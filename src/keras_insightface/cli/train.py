@@ -13,7 +13,9 @@ import time
 
 from keras_insightface.cli.args import float_list, int_list
 from keras_insightface.errors import DataError
-from keras_insightface.training.config import TrainConfig, apply_overrides, load_config, options, parse_value
+from keras_insightface.training.config import (
+    TrainConfig, apply_overrides, default_of, load_config, options, parse_value,
+)
 
 LOSSES = {"arcface": "ArcfaceLoss", "arcface_simple": "ArcfaceLossSimple", "cosface": "CosFaceLoss"}
 METAVARS = {int: "N", float: "X", bool: "{true,false}", list: "PATH", dict: "TABLE"}
@@ -68,8 +70,9 @@ def add_option_flags(parser, preset, stage_preset):
     for name, (_, field) in options().items():
         own = f"--{name.replace('_', '-')}"  # unless another option's alias (--model is basic_model's)
         flags = [own] * (own not in aliases) + list(field.metadata["flags"])
-        default = preset.get(name, field.default_factory() if callable(field.default_factory) else field.default)
-        kwargs = dict(dest=OPTION + name, default=argparse.SUPPRESS, metavar=METAVARS.get(field.type, name.split("_")[-1].upper()),
+        default = preset.get(name, default_of(field))
+        metavar = METAVARS.get(field.type, name.split("_")[-1].upper())
+        kwargs = dict(dest=OPTION + name, default=argparse.SUPPRESS, metavar=metavar,
                       help=f"{field.metadata['help']} (default: {default!r})")
         if field.type is list:
             kwargs["nargs"] = "*"

@@ -11,10 +11,10 @@ Example:
     >>> Image.fromarray(np.full((112, 112, 3), 7, "uint8")).save(path)
     >>> read_image(path).shape, int(read_image(path)[0, 0, 0])
     ((112, 112, 3), 7)
-    >>> load_face(path, (112, 96))
+    >>> load_face(path, (112, 96))  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    keras_insightface.errors.DataError: ...face.bmp: image is 112x112, the model takes aligned 96x112 face crops; align it first (keras-insightface align) or pass a face detector
+    keras_insightface.errors.DataError: ...face.bmp: image is 112x112, the model takes aligned 96x112 face crops; ...
 """
 
 import os

@@ -278,6 +278,11 @@ SECTIONS = {"data": DataConfig, "model": ModelConfig, "head": HeadConfig, "augme
             "optimizer": OptimizerConfig, "run": RunConfig}
 
 
+def default_of(field):
+    """The default value of an option's field (a fresh copy for lists and tables)."""
+    return field.default_factory() if callable(field.default_factory) else field.default
+
+
 def options():
     """``{option name: (section name, dataclasses.Field)}`` of every option, in section order."""
     return {field.name: (section, field) for section, cls in SECTIONS.items() for field in dataclasses.fields(cls)}
@@ -316,9 +321,17 @@ class TrainConfig:
             raise DataError(f"{where}: needs a [train] table and at least one [[stage]]; unknown sections "
                             f"{sorted(unknown)}")
         try:
-            return cls.from_kwargs(stages=config["stage"], **config["train"])
+            built = cls.from_kwargs(stages=config["stage"], **config["train"])
         except (TypeError, ValueError) as error:
             raise ValueError(f"{where}: [train] {error}") from None
+        from keras_insightface.training.stages import plan_stage
+
+        try:
+            for index, stage in enumerate(schedule(built.stages)):
+                plan_stage(index, stage)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{where}: [[stage]] {error}") from None
+        return built
 
     def train_kwargs(self):
         """The flat ``Train`` keywords, every option included."""
@@ -395,14 +408,13 @@ def apply_overrides(config, assignments):
 
 
 def schedule(stages):
-    """Stage dicts for ``Train.train``: ``loss`` + ``loss_config`` become a margin loss object."""
+    """Stage dicts for ``Train.train``: ``loss`` + ``loss_config`` become a margin loss object (the stage keys are
+    checked by ``stages.plan_stage``)."""
     from keras_insightface.losses.margin import get_margin_loss
 
     result = []
-    for index, stage in enumerate(stages):
+    for stage in stages:
         stage = dict(stage)
-        if "epoch" not in stage or ("loss" not in stage and stage.get("type") not in ("triplet", "distill")):
-            raise ValueError(f"stage {index} needs 'epoch' and 'loss' (or type 'triplet' / 'distill'), received {stage}")
         if "loss" in stage and isinstance(stage["loss"], str):
             loss_config = stage.pop("loss_config", {})
             spec = {"class_name": stage["loss"], "config": loss_config} if loss_config else stage["loss"]

@@ -19,7 +19,7 @@ import atexit
 import inspect
 import weakref
 
-from keras_insightface.training.config import TrainConfig, options
+from keras_insightface.training.config import TrainConfig, default_of, options
 from keras_insightface.training.run_state import RunState
 from keras_insightface.training.runner import run_stages
 from keras_insightface.training.setup import build_run
@@ -94,12 +94,12 @@ class Train:
 def _signature():
     """``Train(data_path, save_path, eval_paths=(), *, <every other option with its default>)`` for ``help()``."""
     parameters = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-    parameters += [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in ("data_path", "save_path")]
+    parameters += [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+                   for name in ("data_path", "save_path")]
     parameters.append(inspect.Parameter("eval_paths", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=()))
     for name, (_, field) in options().items():
         if name not in ("data_path", "save_path", "eval_paths"):
-            default = field.default_factory() if callable(field.default_factory) else field.default
-            parameters.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default))
+            parameters.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default_of(field)))
     return inspect.Signature(parameters)
 
 

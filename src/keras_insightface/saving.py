@@ -1,8 +1,9 @@
 """One loader for every model file the project meets: our ``.keras`` files and the seed system's ``.h5``.
 
 ``keras.saving.load_model`` only finds custom layers whose modules were imported; this loader imports every
-module that registers one (ViT blocks, MHSA, stochastic depth, heads, seed ops) first, so a ``.keras`` file
-loads whatever backbone it holds.
+module of the model layers that registers one (ViT blocks, MHSA, stochastic depth, heads, augmentation, seed
+ops) first, so a ``.keras`` file loads whatever backbone it holds. Models load without their training
+configuration (``compile=False``): the project's optimizers and schedules belong to the training layer.
 
 Example:
     >>> import keras_insightface as kif
@@ -25,8 +26,6 @@ REGISTERING_MODULES = (
     "keras_insightface.heads.norm_dense",
     "keras_insightface.heads.margin",
     "keras_insightface.losses.cross_entropy",
-    "keras_insightface.training.optimizers",
-    "keras_insightface.training.schedules",
     "keras_insightface.data.augment",
     "keras_insightface.data.mixup",
     "keras_insightface.seed_h5",

@@ -14,6 +14,7 @@ Example:
     (None, 32)
 """
 
+import contextlib
 import importlib
 import os
 
@@ -51,6 +52,24 @@ def load_model(path, compile=False):
         return keras.saving.load_model(path, compile=compile)
     except (ValueError, OSError, KeyError) as error:
         raise DataError(f"{path}: could not load the model: {error}") from error
+
+
+def save_model(model, path):
+    """``model.save(path)`` through a temporary file beside ``path`` and a rename: a failed write (a full disk)
+    leaves the previous file at ``path`` intact and raises a ``DataError`` naming it."""
+    path = os.fspath(path)
+    directory, name = os.path.split(path)
+    tmp = os.path.join(directory, f".{name}.tmp{os.getpid()}.keras")
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except OSError as error:
+        raise DataError(f"{path}: cannot save the model ({error.strerror or error}); the previous file is kept") \
+            from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+    return path
 
 
 def copy_weights_by_name(source, target, where="pretrained"):

@@ -124,3 +124,28 @@ def test_iresnet_se_max_pool_and_activation_options():
     assert {"r101", "se_r50"} <= set(list_backbones())
     with pytest.raises(ValueError, match="activation must be prelu, relu or swish"):
         get_backbone("r18")(inputs, activation="gelu")
+
+
+def test_save_model_keeps_the_previous_file_when_the_write_fails(tmp_path, monkeypatch):
+    """A full disk mid-save: the previous model stays loadable under its name, no temporary file is left, and the
+    error names the file."""
+    import errno
+
+    from keras_insightface.errors import DataError
+    from keras_insightface.saving import load_model, save_model
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    path = tmp_path / "best.keras"
+    save_model(model, path)
+    before = path.read_bytes()
+
+    def full_disk(target, *args, **kwargs):
+        with open(target, "wb") as f:
+            f.write(b"PK\x03\x04 half a zip")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(model, "save", full_disk)
+    with pytest.raises(DataError, match="best.keras: cannot save the model \\(No space left on device\\)"):
+        save_model(model, path)
+    assert path.read_bytes() == before and load_model(path).output_shape == (None, 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.keras"]

@@ -328,6 +328,19 @@ epoch = 1
     # --resume DIR finds the run's resolved config there: no other flags needed
     assert main(["train", "--resume", str(tmp_path)]) == 0
     assert json.loads((tmp_path / "from_config_hist.json").read_text()) == history
+    # a copied run resumes in the copy and writes there, never into the folder its config was first written in
+    import shutil
+
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for path in tmp_path.glob("from_config*"):
+        (shutil.copytree if path.is_dir() else shutil.copy2)(path, copy / path.name)
+    before = {path.name: path.stat().st_mtime_ns for path in tmp_path.glob("from_config*")}
+    capsys.readouterr()
+    assert main(["train", "--resume", str(copy)]) == 0
+    assert f"resuming the run in {copy}" in capsys.readouterr().out
+    assert json.loads((copy / "from_config_config.json").read_text())["train"]["checkpoint_dir"] == str(copy)
+    assert {path.name: path.stat().st_mtime_ns for path in tmp_path.glob("from_config*")} == before
     (tmp_path / "other_config.json").write_text("{}")
     assert main(["train", "--resume", str(tmp_path)]) == 2
     assert "2 run configs" in capsys.readouterr().err

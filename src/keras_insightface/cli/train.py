@@ -111,6 +111,13 @@ def run_config(args, extra=None):
     path = resume_config(args.resume) if isinstance(getattr(args, "resume", None), str) else getattr(args, "config", None)
     if path:
         config = load_config(path)
+        if isinstance(getattr(args, "resume", None), str):  # the run in DIR, wherever it was first written
+            run_dir = os.path.dirname(os.path.abspath(path))
+            stored = config["train"].get("checkpoint_dir")
+            if stored is None or os.path.abspath(stored) != run_dir:
+                print(f">>>> resuming the run in {run_dir} (its config named checkpoint_dir {stored!r})")
+            config["train"]["checkpoint_dir"] = run_dir
+            config["train"]["save_path"] = os.path.basename(config["train"]["save_path"])
         for name, value in given.items():
             was = config["train"].get(name, "its default")
             print(f">>>> {name} = {value!r} from the command line (the config file has {was!r})")

@@ -26,10 +26,10 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import simplejpeg
 
-from keras_insightface.errors import DataError
+from keras_insightface.data.decode import decode_image, is_jpeg
 from keras_insightface.data.progress import progress_bar
+from keras_insightface.errors import DataError
 
 _NUMPY_TOP = frozenset({"ndarray", "dtype"})
 _MULTIARRAY_MODULES = frozenset({"numpy.core.multiarray", "numpy._core.multiarray"})
@@ -144,10 +144,7 @@ def decode_bin_images(images, path=""):
     where = f"{path}: " if path else ""
     out = None
     for i, data in enumerate(images):
-        try:
-            image = simplejpeg.decode_jpeg(bytes(data), colorspace="RGB")
-        except Exception as error:
-            raise DataError(f"{where}image {i} is not a decodable JPEG ({error})") from None
+        image = decode_image(data, None, where=f"{where}image {i}")
         if out is None:
             out = np.empty((len(images),) + image.shape, dtype=np.uint8)
         elif image.shape != out.shape[1:]:
@@ -324,7 +321,7 @@ def build_bin(source, out_path, num_pairs, seed=0, embeddings=None, hardest=Fals
             if int(label) != labels[i]:
                 raise DataError(f"{where}: label {label} differs from the source labels ({labels[i]})")
             data = bytes(data)
-            if not simplejpeg.is_jpeg(data):
+            if not is_jpeg(data):
                 raise DataError(f"{where}: not a JPEG; .bin packs hold JPEG bytes")
             images[i] = data
             advance()

@@ -14,6 +14,7 @@ from pathlib import Path
 import simplejpeg
 
 from keras_insightface.data.binpack import build_bin
+from keras_insightface.data.decode import is_jpeg
 from keras_insightface.data.insightface_rec import InsightfaceRec, write_insightface_rec
 from keras_insightface.data.sources import open_source
 from keras_insightface.errors import DataError
@@ -59,7 +60,7 @@ def _image_size(source):
     if not len(source):
         return DEFAULT_IMAGE_SIZE
     data = bytes(source[0][0])
-    if not simplejpeg.is_jpeg(data):
+    if not is_jpeg(data):
         return DEFAULT_IMAGE_SIZE
     try:
         height, width, _, _ = simplejpeg.decode_jpeg_header(data)

@@ -1,4 +1,16 @@
-"""Decode encoded face images to uint8 RGB arrays: the one decoder of every reader (loader workers, tools)."""
+"""Decode encoded face images to uint8 RGB arrays: the one decoder of every reader (loader workers, tools).
+
+JPEG is recognised by its start-of-image marker (``FF D8 FF``), not by ``simplejpeg.is_jpeg``, which rejects
+valid JPEGs with bytes after their end marker (camera files; records stored in RecordIO parts). The image size is
+read from the header before anything is decoded: an image of the wrong size, or above ``max_pixels``, is refused
+without allocating its pixels.
+
+Example:
+    >>> import numpy as np, simplejpeg
+    >>> data = simplejpeg.encode_jpeg(np.zeros((112, 112, 3), "uint8")) + b"trailing bytes"
+    >>> is_jpeg(data), simplejpeg.is_jpeg(data), decode_image(data).shape
+    (True, False, (112, 112, 3))
+"""
 
 import io
 
@@ -7,36 +19,57 @@ import simplejpeg
 
 from keras_insightface.errors import DataError
 
+JPEG_SOI = b"\xff\xd8\xff"
+MAX_PIXELS = 64_000_000  # 8000 x 8000: larger images are refused before decoding (a JPEG bomb costs GBs)
 
-def _decode_other(data, where):
+
+def is_jpeg(data):
+    """Whether ``data`` starts like a JPEG (the SOI marker and the first segment's marker byte)."""
+    return bytes(data[:3]) == JPEG_SOI
+
+
+def _check_size(height, width, image_size, max_pixels, where):
+    if image_size is not None and (height, width) != tuple(image_size):
+        raise DataError(f"{where}: image is {width}x{height}, expected aligned {image_size[1]}x{image_size[0]} faces")
+    if height * width > max_pixels:
+        raise DataError(f"{where}: image is {width}x{height} = {height * width} pixels, above the limit of "
+                        f"{max_pixels} (max_pixels); refused before decoding")
+
+
+def _decode_jpeg(data, image_size, max_pixels, where):
+    try:
+        height, width = simplejpeg.decode_jpeg_header(data)[:2]
+    except ValueError as error:
+        raise DataError(f"{where}: cannot decode image (unreadable JPEG header: {error})") from None
+    _check_size(height, width, image_size, max_pixels, where)
+    return simplejpeg.decode_jpeg(data, colorspace="RGB")
+
+
+def _decode_other(data, image_size, max_pixels, where):
     """PNG, BMP (and any other format Pillow reads) -> uint8 RGB; palettes, grey and alpha are converted."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data))  # reads the header only
     except UnidentifiedImageError:
         raise DataError(f"{where}: cannot decode image (not a JPEG, PNG or BMP image)") from None
     with image:
+        _check_size(image.height, image.width, image_size, max_pixels, where)
         return np.asarray(image.convert("RGB"))
 
 
-def decode_image(data, image_size=(112, 112), where="image"):
+def decode_image(data, image_size=(112, 112), where="image", max_pixels=MAX_PIXELS):
     """JPEG (simplejpeg) or PNG/BMP (Pillow) bytes -> uint8 (H, W, 3) RGB; ``where`` names the record in errors.
 
-    ``image_size`` ``(height, width)`` is the size the image must have (aligned faces); ``None`` takes any size.
+    ``image_size`` ``(height, width)`` is the size the image must have (aligned faces); ``None`` takes any size up
+    to ``max_pixels``. Sizes are checked from the header, before decoding.
     """
     data = bytes(data)
+    decode = _decode_jpeg if is_jpeg(data) else _decode_other
     try:
-        if simplejpeg.is_jpeg(data):
-            image = simplejpeg.decode_jpeg(data, colorspace="RGB")
-        else:
-            image = _decode_other(data, where)
+        image = decode(data, image_size, max_pixels, where)
     except DataError:
         raise
     except Exception as error:  # decoders raise ValueError, OSError, SyntaxError... all mean "corrupt"
         raise DataError(f"{where}: cannot decode image ({type(error).__name__}: {error})") from None
-    if image_size is not None and image.shape[:2] != tuple(image_size):
-        raise DataError(
-            f"{where}: image is {image.shape[1]}x{image.shape[0]}, expected aligned {image_size[1]}x{image_size[0]} faces"
-        )
     return np.ascontiguousarray(image)

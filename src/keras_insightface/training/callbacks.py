@@ -12,6 +12,7 @@ import time
 import keras
 import numpy as np
 
+from keras_insightface.saving import save_model
 from keras_insightface.training.checkpoint import restore_metrics, save_state
 from keras_insightface.training.distribute import gather_objects, is_primary, process_count
 
@@ -174,7 +175,7 @@ class BestBasicModel(keras.callbacks.Callback):
         write = is_primary()
         self.latest = f"{self.prefix}_basic_stage_{self.state.stage}_latest.keras"
         if write:
-            self.basic_model.save(self.latest)
+            save_model(self.basic_model, self.latest)
         for name in self.monitors:
             value = logs.get(name)
             if value is None or _to_float(value) <= self.best[name]:
@@ -184,7 +185,7 @@ class BestBasicModel(keras.callbacks.Callback):
             self.files[name] = path
             if not write:
                 continue
-            self.basic_model.save(path)
+            save_model(self.basic_model, path)
             for old in glob.glob(self._pattern(name)):
                 if old != path:
                     os.remove(old)

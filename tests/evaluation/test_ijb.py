@@ -244,5 +244,11 @@ def test_cli_errors_are_one_line(ijb_root, tmp_path, capsys):
     assert "no IJBC/meta folder" in capsys.readouterr().err
     assert main(["ijb", "--plot-only", str(tmp_path / "none.npz")]) == 2
     assert "none.npz: score file does not exist" in capsys.readouterr().err
+    (tmp_path / "notes.npz").write_text("not an npz")
+    np.save(tmp_path / "array.npy", np.zeros(3))
+    for name in ("notes.npz", "array.npy"):  # no traceback, and no advice to allow pickle
+        assert main(["ijb", "--plot-only", str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err
+        assert f"{name}: not a score file written by ijb --save-scores" in err and "allow_pickle=True" not in err
     assert main(["ijb", "-d", str(ijb_root), "--embeddings", "x.npz", "-m", "m.keras", "--modes", "N1"]) == 2
     assert "mode 'N1'" in capsys.readouterr().err

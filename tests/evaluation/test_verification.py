@@ -172,6 +172,8 @@ def test_eval_command_on_an_onnx_model(tmp_path, capsys, channels_first):
     pack = _toy_pack(tmp_path / "toy.bin")
     weights = np.random.default_rng(6).normal(size=(48, 16)).astype("float32")
     _onnx_embedder(tmp_path / "m.onnx", weights, channels_first)
+    assert main(["eval", "-m", str(tmp_path / "m.onnx"), "-t", str(pack), "-b", "0"]) == 2
+    assert "batch_size must be positive, received 0" in capsys.readouterr().err
     assert main(["eval", "-m", str(tmp_path / "m.onnx"), "-t", str(pack), "-b", "5"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0] == "| set | accuracy | threshold | 10-fold | VAL@FAR=1e-3 | FAR | XNorm |"

@@ -103,6 +103,17 @@ def test_values_are_checked_with_the_key_and_the_value():
         TrainConfig.from_dict({"train": {**base, "batch_size": 1.5}, "stage": [{"epoch": 1}]}, "run.toml")
 
 
+def test_overrides_and_stage_typos_are_clear_errors():
+    config = {"train": {"data_path": "faces", "save_path": "r50.keras"}, "stage": [{"loss": "ArcfaceLoss", "epoch": 1}]}
+    with pytest.raises(ValueError, match=r"override 'stage.5.epoch=3': no such entry in the config .*stage.0.epoch=3"):
+        apply_overrides(config, ["stage.5.epoch=3"])
+    with pytest.raises(ValueError, match="override 'train.batch_size.x=3': no such entry"):
+        apply_overrides(config, ["train.batch_size=8", "train.batch_size.x=3"])
+    typo = apply_overrides(config, ["stage.0.loss_config={scal = 16}"])
+    with pytest.raises(ValueError, match=r"run.toml: \[\[stage\]\] .*scal"):
+        TrainConfig.from_dict(typo, "run.toml")
+
+
 def test_the_resolved_config_has_every_default_and_reads_back(tmp_path):
     config = TrainConfig.from_kwargs(data_path="faces", save_path="r50.keras", lr_decay_steps=[3, 6],
                                      stages=[{"loss": "ArcfaceLoss", "loss_config": {"scale": 16}, "epoch": 5}])

@@ -120,6 +120,11 @@ def test_nan_loss_stops_without_saving(tiny_data, tmp_path, capsys):
     assert history == {}
     assert not glob.glob(str(tmp_path / "*.keras")) and trainer.best_model_path is None
     assert "Loss is NaN or Inf at epoch 1, batch 4: training stops" in capsys.readouterr().out
+    assert trainer.stop_reason == "Loss is NaN or Inf"
+    from keras_insightface.cli.train import EXIT_DIVERGED, EXIT_INTERRUPTED, exit_code
+
+    assert exit_code(trainer.stop_reason) == EXIT_DIVERGED == 3 and exit_code("SIGTERM") == EXIT_INTERRUPTED == 4
+    assert exit_code(None) == 0
 
 
 def test_injected_nan_names_the_step_and_the_last_good_checkpoint(tiny_data, tmp_path, capsys):

@@ -24,6 +24,9 @@ Examples:
     keras-insightface export r50_basic.keras --format onnx      # also tflite (--fp16), savedmodel; verified
     keras-insightface plot checkpoints/r50_hist.json checkpoints/r100_hist.json --epochs 5,5,40 -o r50_r100.png --choose
     keras-insightface eval-folder -m r50_basic.keras datasets/my_faces --fprs 1e-4,1e-3,1e-2
+
+Exit codes: 0 done; 2 bad input (the message names the file, record or option); train / demo: 3 stopped on a
+NaN loss or a collapsed float16 loss scale, 4 stopped by SIGTERM / SIGINT after writing a checkpoint (resume it).
 """
 
 import argparse
@@ -46,10 +49,10 @@ def make_parser():
 def main(argv=None):
     args = make_parser().parse_args(argv)
     try:
-        args.func(args)
+        code = args.func(args)
     except (DataError, ValueError) as error:
         if args.traceback:
             raise
         print(f"keras-insightface {args.command}: error: {error}", file=sys.stderr)
         return 2
-    return 0
+    return code if isinstance(code, int) else 0

@@ -20,6 +20,8 @@ from keras_insightface.training.config import (
 LOSSES = {"arcface": "ArcfaceLoss", "arcface_simple": "ArcfaceLossSimple", "cosface": "CosFaceLoss"}
 METAVARS = {int: "N", float: "X", bool: "{true,false}", list: "PATH", dict: "TABLE"}
 OPTION = "option:"  # argparse destination prefix of the generated option flags
+EXIT_DIVERGED = 3  # the run stopped on a NaN loss or a collapsed loss scale
+EXIT_INTERRUPTED = 4  # the run stopped on SIGTERM / SIGINT after a checkpoint: resume it
 STAGE_FLAGS = {"loss": "arcface", "scales": [16, 32, 64], "epochs": [5, 5, 40]}
 TRAIN_PRESET = {"save_path": "keras_insightface.keras"}
 DEMO_PRESET = {
@@ -135,7 +137,7 @@ def run_config(args, extra=None):
 
 def run_training(config, baseline=False, resume=False):
     """Train per ``config``; write the resolved config, history JSON, best basic model and a PNG plot; print the
-    results table (and, with ``baseline``, the untrained model's accuracy on each pack)."""
+    results table (and, with ``baseline``, the untrained model's accuracy on each pack). Returns the exit code."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -176,7 +178,16 @@ def run_training(config, baseline=False, resume=False):
               f" best after training {best:.4f}")
     print(f"history: {trainer.history_path}\nbest basic model: {trainer.best_model_path}\nplot: {plot_path}")
     print(f"total time {time.time() - start:.0f} s")
-    return history
+    return exit_code(trainer.stop_reason)
+
+
+def exit_code(stop_reason):
+    """0 for a finished run, ``EXIT_INTERRUPTED`` after a stop signal, ``EXIT_DIVERGED`` after a NaN stop."""
+    if stop_reason is None:
+        return 0
+    code = EXIT_INTERRUPTED if stop_reason in ("SIGTERM", "SIGINT") else EXIT_DIVERGED
+    print(f">>>> the run stopped early ({stop_reason}): exit code {code}")
+    return code
 
 
 def cmd_demo(args):

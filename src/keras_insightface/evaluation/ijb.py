@@ -395,7 +395,13 @@ def load_scores(paths):
         if not os.path.isfile(path):
             raise DataError(f"{path}: score file does not exist")
         stem = Path(path).stem
-        with np.load(path) as data:
+        try:
+            data = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as error:
+            raise DataError(f"{path}: not a score file written by ijb --save-scores ({error})") from None
+        if not hasattr(data, "files"):
+            raise DataError(f"{path}: not a score file written by ijb --save-scores (a .npy array, not an .npz)")
+        with data:
             if "scores" not in data and "id_names" not in data:
                 raise DataError(f"{path}: not an IJB score file (no 'scores' nor 'id_names')")
             if "scores" in data:

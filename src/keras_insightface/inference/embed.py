@@ -29,6 +29,11 @@ def l2_normalize(x, axis=-1):
     return x / np.maximum(np.linalg.norm(x, axis=axis, keepdims=True), 1e-12)
 
 
+def check_batch_size(batch_size, desc=None):
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise DataError(f"{desc or 'embedding'}: batch_size must be positive, received {batch_size}")
+
+
 def embed_batches(model, batches, batch_size, flip=False, desc=None, total=None):
     """Yield, for each uint8 NHWC batch of ``batches`` (at most ``batch_size`` images), the list of its float32
     views: ``[embeddings]``, plus ``[mirrored-image embeddings]`` with ``flip``.
@@ -38,8 +43,7 @@ def embed_batches(model, batches, batch_size, flip=False, desc=None, total=None)
     ``DataError`` naming ``desc``.
     """
     embedder = open_model(model)
-    if batch_size < 1:
-        raise DataError(f"{desc or 'embedding'}: batch_size must be positive, received {batch_size}")
+    check_batch_size(batch_size, desc)
     done, start = 0, time.monotonic()
 
     def run(images):
@@ -65,6 +69,7 @@ def embed_batches(model, batches, batch_size, flip=False, desc=None, total=None)
 
 def embed_views(model, images, batch_size=64, flip=True):
     """Un-normalised embeddings of uint8 NHWC ``images``: ``[image views]``, plus ``[mirrored views]`` with ``flip``."""
+    check_batch_size(batch_size)
     batches = (images[start : start + batch_size] for start in range(0, len(images), batch_size))
     parts = list(embed_batches(model, batches, batch_size, flip))
     if not parts:
@@ -124,8 +129,7 @@ def embed_files(model, image_paths, landmarks, batch_size=64, flip=True, align=N
     total = len(image_paths)
     if len(landmarks) != total:
         raise DataError(f"{desc or 'embedding'}: {total} images but {len(landmarks)} landmark sets")
-    if batch_size < 1:
-        raise DataError(f"{desc or 'embedding'}: batch_size must be positive, received {batch_size}")
+    check_batch_size(batch_size, desc)
     if not total:
         raise DataError(f"{desc or 'embedding'}: no images")
 

@@ -93,8 +93,13 @@ def latest_state_dir(directory):
 
 
 def _read_state(directory):
-    with open(os.path.join(directory, STATE_FILE)) as f:
-        return json.load(f)
+    path = os.path.join(directory, STATE_FILE)
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DataError(f"{path}: unreadable checkpoint state ({error}); resume from another checkpoint or "
+                        "start the run again") from None
 
 
 def load_meta(directory):

@@ -398,12 +398,18 @@ def apply_overrides(config, assignments):
             raise ValueError(f"override {assignment!r} is not key=value")
         *parents, last = key.strip().split(".")
         node = config
-        for part in parents:
-            node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
-        if isinstance(node, list):
-            node[int(last)] = parse_value(text.strip())
-        else:
-            node[last] = parse_value(text.strip())
+        try:
+            for part in parents:
+                node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+            if isinstance(node, list):
+                node[int(last)] = parse_value(text.strip())
+            elif isinstance(node, dict):
+                node[last] = parse_value(text.strip())
+            else:
+                raise TypeError(f"{type(node).__name__} has no keys")
+        except (IndexError, ValueError, TypeError, AttributeError) as error:
+            raise ValueError(f"override {assignment!r}: no such entry in the config ({error}); list items are "
+                             "counted from 0, e.g. stage.0.epoch=3") from None
     return config
 
 

@@ -60,7 +60,7 @@ class Train:
         self.basic_model, self.num_classes = self.parts.basic_model, self.loader.num_classes
         self.global_batch_size, self.eval_callbacks = self.run.global_batch_size, self.run.eval_callbacks
         self.prefix, self.history_path = self.run.prefix, self.run.history_path
-        self.history, self.initial_epoch, self.best_model_path = {}, 0, None
+        self.history, self.initial_epoch, self.best_model_path, self.stop_reason = {}, 0, None, None
 
     def scope(self):
         """The context every model variable of the run is made and trained in: the distribution's scope."""
@@ -71,7 +71,8 @@ class Train:
 
         ``resume=True`` continues the same schedule from the latest full-state checkpoint in ``<name>_state/``:
         the same batches, augmentation draws and updates as if the run had not stopped. ``callbacks`` are extra
-        Keras callbacks, called after the built-in ones, that see one run across the stages.
+        Keras callbacks, called after the built-in ones, that see one run across the stages. ``stop_reason`` says
+        afterwards why the run stopped early (a NaN loss, a collapsed loss scale, ``SIGTERM``), or is None.
         """
         if isinstance(train_schedule, dict):
             train_schedule = [train_schedule]
@@ -81,7 +82,7 @@ class Train:
         state = RunState(history=self.history)
         start = self.initial_epoch if initial_epoch is None else initial_epoch
         self.initial_epoch = run_stages(self.run, train_schedule, state, start, resume, callbacks)
-        self.best_model_path = state.best_model_path
+        self.best_model_path, self.stop_reason = state.best_model_path, state.stop_reason
         return self.history
 
     def close(self):

@@ -416,6 +416,16 @@ def test_sigkill_mid_epoch_then_resume_reproduces_the_run(tiny_data, tmp_path, w
     assert history["r"] == history["full"]  # epoch losses, accuracy, lr: the resumed run's epoch 2 is whole
 
 
+def test_a_single_class_dataset_is_an_error(tmp_path):
+    from tests.conftest import class_images
+
+    for index, (image, label) in enumerate(class_images(1, 4)):
+        (tmp_path / "faces" / str(label)).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "faces" / str(label) / f"{index}.jpg").write_bytes(image)
+    with pytest.raises(DataError, match="faces: 1 class; face recognition training needs at least 2 identities"):
+        Train(str(tmp_path / "faces"), "one.keras", checkpoint_dir=str(tmp_path), num_workers=0, verbose=0)
+
+
 def test_resume_without_a_checkpoint_is_an_error(tiny_data, tmp_path):
     trainer = _train(tiny_data, tmp_path, eval_paths=[])
     try:

@@ -101,6 +101,9 @@ def build_run(config):
     global_batch_size = config.data.batch_size * replicas
     data = config.data
     source = open_source(data.data_path, image_per_class=data.image_per_class, strict=data.strict_data)
+    if source.num_classes < 2:  # one class trains to loss 0 and accuracy 1 and learns nothing
+        raise DataError(f"{data.data_path}: {source.num_classes} class; face recognition training needs at least 2 "
+                        "identities (check the labels, or image_per_class filtering)")
     # teacher embeddings (an npz from distill-data) stay in this process; batches say which records they hold
     teacher_embeddings = getattr(source, "embeddings", None)
     if teacher_embeddings is not None:

@@ -34,6 +34,10 @@ def test_corrupt_jpeg_is_named(tmp_path, capsys):
     (tmp_path / "0").mkdir()
     (tmp_path / "0" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     err = _error_line(capsys, ["train", "--data", str(tmp_path), "--batch-size", "1"])
+    assert "1 class; face recognition training needs at least 2 identities" in err
+    (tmp_path / "1").mkdir()
+    (tmp_path / "1" / "fine.jpg").write_bytes(class_images(1, 1)[0][0])
+    err = _error_line(capsys, ["train", "--data", str(tmp_path), "--batch-size", "1", "--strict-data", "true"])
     assert "0/broken.jpg: cannot decode image" in err
 
 

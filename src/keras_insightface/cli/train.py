@@ -110,10 +110,11 @@ def run_config(args, extra=None):
     """
     given = {**given_options(args), **(extra or {})}
     stage_flags = {key: getattr(args, key) for key in STAGE_FLAGS if hasattr(args, key)}
-    path = resume_config(args.resume) if isinstance(getattr(args, "resume", None), str) else getattr(args, "config", None)
+    resume_dir = getattr(args, "resume", None) if isinstance(getattr(args, "resume", None), str) else None
+    path = resume_config(resume_dir) if resume_dir else getattr(args, "config", None)
     if path:
         config = load_config(path)
-        if isinstance(getattr(args, "resume", None), str):  # the run in DIR, wherever it was first written
+        if resume_dir:  # the run in DIR, wherever it was first written
             run_dir = os.path.dirname(os.path.abspath(path))
             stored = config["train"].get("checkpoint_dir")
             if stored is None or os.path.abspath(stored) != run_dir:

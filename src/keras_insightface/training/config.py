@@ -253,6 +253,21 @@ class OptimizerConfig(_Section):
                              f"{'a list of epochs' if kind == 'step' else 'a number of epochs > 0'}, received "
                              f"{self.lr_decay_steps!r}")
 
+    @property
+    def schedule_kind(self):
+        """The schedule name: ``lr_schedule``, or as the seed reads ``lr_decay_steps`` (a list of epochs: step
+        decay, N > 0: cosine with restarts, 0: one cosine).
+
+        Example:
+            >>> [OptimizerConfig(lr_decay_steps=steps).schedule_kind for steps in ([10, 20], 8, 0)]
+            ['step', 'cosine_restarts', 'cosine']
+        """
+        if self.lr_schedule is not None:
+            return self.lr_schedule
+        if isinstance(self.lr_decay_steps, list):
+            return "step"
+        return "cosine_restarts" if self.lr_decay_steps > 0 else "cosine"
+
 
 @dataclasses.dataclass
 class RunConfig(_Section):
@@ -369,7 +384,8 @@ def _plain_stage(stage):
 
 
 def load_config(path):
-    """The config dict of a ``.toml`` or ``.json`` file; a clear error for a missing or malformed file."""
+    """The config dict of a ``.toml`` or ``.json`` file; a clear error for a missing or malformed file (its keys
+    and values are checked when ``TrainConfig.from_dict`` builds the run from it, after any overrides)."""
     if not os.path.isfile(path):
         raise DataError(f"{path}: config file does not exist")
     try:
@@ -377,7 +393,6 @@ def load_config(path):
             config = json.load(f) if str(path).endswith(".json") else tomllib.load(f)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as error:
         raise DataError(f"{path}: not a valid config file ({error})") from None
-    TrainConfig.from_dict(config, str(path))  # checked now: a bad key or value names the file
     return config
 
 

@@ -239,32 +239,11 @@ def get_schedule(name, **kwargs):
     return SCHEDULES[key](**kwargs)
 
 
-def schedule_kind(lr_schedule, lr_decay_steps):
-    """The schedule name of a run: ``lr_schedule`` checked, or as the seed reads ``lr_decay_steps`` (a list of
-    epochs: step decay, N > 0: cosine with restarts, 0: one cosine).
-
-    Example:
-        >>> schedule_kind(None, [10, 20]), schedule_kind(None, 8), schedule_kind("polynomial", 0)
-        ('step', 'cosine_restarts', 'polynomial')
-    """
-    if lr_schedule is None:
-        if isinstance(lr_decay_steps, (list, tuple)):
-            return "step"
-        return "cosine_restarts" if lr_decay_steps > 0 else "cosine"
-    if lr_schedule not in SCHEDULES:
-        raise ValueError(f"lr_schedule must be one of {tuple(SCHEDULES)}, received {lr_schedule!r}")
-    is_list = isinstance(lr_decay_steps, (list, tuple))
-    if (lr_schedule == "step") != is_list or (lr_schedule == "cosine_restarts" and not lr_decay_steps > 0):
-        raise ValueError(f"lr_schedule {lr_schedule!r} needs lr_decay_steps as "
-                         f"{'a list of epochs' if lr_schedule == 'step' else 'a number of epochs > 0'}, received "
-                         f"{lr_decay_steps!r}")
-    return lr_schedule
-
-
 def run_schedule(kind, lr_base, lr_min, lr_decay, lr_decay_steps, warmup_epochs, steps_per_epoch, start_epoch,
                  total_epochs):
     """The schedule of an optimizer created at ``start_epoch`` of a run of ``total_epochs``: the run's one curve
-    (``kind`` from ``schedule_kind``), continued from that epoch; epochs are ``steps_per_epoch`` steps.
+    (``kind`` from ``OptimizerConfig.schedule_kind``), continued from that epoch; epochs are ``steps_per_epoch``
+    steps.
 
     Example:
         >>> schedule = run_schedule("cosine", 0.1, 0.0, 0.05, 0, 0, steps_per_epoch=10, start_epoch=5, total_epochs=10)

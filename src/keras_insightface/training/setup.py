@@ -21,7 +21,6 @@ from keras_insightface.training.model_setup import (
     continue_classifier, dtype_policy, load_basic_model, load_teacher, output_decay_factors,
 )
 from keras_insightface.training.runner import Run
-from keras_insightface.training.schedules import schedule_kind
 from keras_insightface.training.stage_parts import StageParts
 
 
@@ -46,13 +45,12 @@ def run_prefix(config):
     return os.path.join(directory or config.run.checkpoint_dir, os.path.splitext(filename)[0])
 
 
-def build_parts(config, basic_model, num_classes, steps_per_epoch, teacher_dim, distributed):
+def build_parts(config, num_classes, steps_per_epoch, teacher_dim, distributed):
     """The ``StageParts`` of the run: the classifier (a full model's when it fits), augmentation, teacher, mixup,
     and the schedule and optimizer settings. Call inside the distribution's scope and the dtype policy."""
     data, model, head_config, augment, optimizer = (config.data, config.model, config.head, config.augment,
                                                     config.optimizer)
-    seed = config.run.seed
-    classifier = None
+    seed, basic_model, classifier = config.run.seed, model.basic_model, None
     if model.model is not None:  # a full model (basic model + classifier): continue from both
         full = load_model(model.model) if isinstance(model.model, str) else model.model
         basic_model, classifier = split_full_model(full, model.model if isinstance(model.model, str) else "model")
@@ -79,7 +77,7 @@ def build_parts(config, basic_model, num_classes, steps_per_epoch, teacher_dim, 
         load_teacher(teacher, distributed) if teacher is not None else None, teacher_dim,
         Mixup(augment.mixup_alpha, seed=seed, name="mixup") if augment.mixup_alpha > 0 else None,
         schedule_settings=dict(
-            kind=schedule_kind(optimizer.lr_schedule, optimizer.lr_decay_steps), lr_base=optimizer.lr_base,
+            kind=optimizer.schedule_kind, lr_base=optimizer.lr_base,
             lr_min=optimizer.lr_min, lr_decay=optimizer.lr_decay, lr_decay_steps=optimizer.lr_decay_steps,
             warmup_epochs=optimizer.lr_warmup_steps, steps_per_epoch=steps_per_epoch,
         ),
@@ -117,7 +115,7 @@ def build_run(config):
     keras.utils.set_random_seed(config.run.seed)  # weight init and augmentation draws repeat for a given seed
     scope = distribution.scope() if distribution is not None else contextlib.nullcontext()
     with dtype_policy(config.model.mixed_precision), scope:
-        parts = build_parts(config, config.model.basic_model, loader.num_classes, loader.steps_per_epoch,
+        parts = build_parts(config, loader.num_classes, loader.steps_per_epoch,
                             None if teacher_embeddings is None else int(teacher_embeddings.shape[-1]),
                             distribution is not None)
     # evaluation batches are split over every device of every host, like the training batches (KerasEmbedder)

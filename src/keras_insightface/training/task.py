@@ -38,9 +38,6 @@ from keras import ops
 from keras_insightface.heads.partial_fc import PartialFC
 from keras_insightface.losses.cross_entropy import MarginCrossEntropy
 
-MAIN_TERMS = ("crossentropy", "embedding", "distill")
-
-
 def batch_mean(values):
     """The mean of per-sample ``values`` as Keras reduces a loss (sum over batch size), in float32."""
     values = ops.cast(values, "float32")

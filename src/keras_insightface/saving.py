@@ -14,10 +14,10 @@ Example:
     (None, 32)
 """
 
-import contextlib
 import importlib
 import os
 
+from keras_insightface.atomic import atomic_path
 from keras_insightface.errors import DataError
 
 REGISTERING_MODULES = (
@@ -57,19 +57,9 @@ def load_model(path, compile=False):
 def save_model(model, path):
     """``model.save(path)`` through a temporary file beside ``path`` and a rename: a failed write (a full disk)
     leaves the previous file at ``path`` intact and raises a ``DataError`` naming it."""
-    path = os.fspath(path)
-    directory, name = os.path.split(path)
-    tmp = os.path.join(directory, f".{name}.tmp{os.getpid()}.keras")
-    try:
+    with atomic_path(path, "save the model") as tmp:
         model.save(tmp)
-        os.replace(tmp, path)
-    except OSError as error:
-        raise DataError(f"{path}: cannot save the model ({error.strerror or error}); the previous file is kept") \
-            from None
-    finally:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-    return path
+    return os.fspath(path)
 
 
 def copy_weights_by_name(source, target, where="pretrained"):

@@ -1,5 +1,7 @@
 """Converters: class folders <-> insightface RecordIO round trips, and new verification packs."""
 
+import io
+
 import numpy as np
 import pytest
 import simplejpeg
@@ -12,6 +14,15 @@ from keras_insightface.errors import DataError
 def _jpeg(seed, size=16):
     rng = np.random.default_rng(seed)
     return simplejpeg.encode_jpeg(np.ascontiguousarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)))
+
+
+def _png(size=24):
+    """A real PNG written by Pillow (not by this project)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((size, size, 3), 90, np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def _class_tree(root):
@@ -29,7 +40,7 @@ def _folders(root, per_class=(3, 2, 4), size=16):
 
 def test_folders_rec_folders_round_trip(tmp_path, capsys):
     src = _folders(tmp_path / "src", size=24)
-    png = b"\x89PNG\r\n\x1a\n not decoded, stored as is"
+    png = _png()
     (src / "1" / "extra.png").write_bytes(png)
     assert convert.folders_to_rec(src, tmp_path / "rec") == 10
     assert "writing" in capsys.readouterr().err
@@ -48,10 +59,19 @@ def test_folders_rec_folders_round_trip(tmp_path, capsys):
 
 def test_non_jpeg_first_image_gives_default_size(tmp_path):
     (tmp_path / "src" / "0").mkdir(parents=True)
-    (tmp_path / "src" / "0" / "a.png").write_bytes(b"\x89PNG fake")
+    (tmp_path / "src" / "0" / "a.png").write_bytes(_png(40))
     (tmp_path / "src" / "0" / "b.jpg").write_bytes(_jpeg(1))
     convert.folders_to_rec(tmp_path / "src", tmp_path / "rec", num_classes=2)
     assert insightface_rec.read_property(tmp_path / "rec") == (2, 112, 112)
+
+
+def test_folders2rec_refuses_a_file_that_is_not_an_image(tmp_path):
+    """A planted or stray non-image under an image name stops the packing, named; no partial dataset is left."""
+    src = _folders(tmp_path / "src")
+    (src / "1" / "notes.jpg").write_bytes(b"password=hunter2\n")
+    with pytest.raises(DataError, match=r"1/notes.jpg: not a readable JPEG, PNG or BMP image"):
+        convert.folders_to_rec(src, tmp_path / "rec")
+    assert sorted(p.name for p in (tmp_path / "rec").iterdir()) == []
 
 
 def test_make_bin_loads_back(tmp_path):

@@ -169,7 +169,7 @@ def test_rec_sources_store_rec_path_and_check_labels(tmp_path):
     write_insightface_rec(tmp_path / "rec", class_images(3, 3, seed=5), 3)
     out = distill_data(tmp_path / "rec", teacher, tmp_path / "out" / "d.npz", batch_size=4, num_workers=0)
     with np.load(out) as stored:
-        assert set(stored.files) == {"rec_path", "image_classes", "embeddings"}
+        assert set(stored.files) == {"rec_path", "image_classes", "embeddings", "signature"}
         assert str(stored["rec_path"]) == "../rec/train.rec"
         arrays = dict(stored)
     source = open_source(out)

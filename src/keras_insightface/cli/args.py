@@ -19,6 +19,20 @@ def add_embedding_args(parser):
     parser.add_argument("--num-workers", type=int, default=None, help="decode threads (default: cores - 1)")
     parser.add_argument("--input-mean", type=auto_or_float, default="auto", help=".onnx/.pt: (x - mean) / std")
     parser.add_argument("--input-std", type=auto_or_float, default="auto", help=".onnx/.pt: (x - mean) / std")
+    add_outside_arg(parser)
+
+
+def add_outside_arg(parser):
+    """``--allow-outside-paths``: list/npz entries may name images outside the list's folder."""
+    parser.add_argument("--allow-outside-paths", action="store_true",
+                        help="let a list file or npz list name images outside its folder (e.g. absolute paths)")
+
+
+def dataset(args, name="data"):
+    """The dataset named by ``args.<name>``, opened with ``--allow-outside-paths``."""
+    from keras_insightface.data.sources import open_source
+
+    return open_source(getattr(args, name), allow_outside=args.allow_outside_paths)
 
 
 def detector(args):

@@ -3,7 +3,8 @@
 import os
 from pathlib import Path
 
-from keras_insightface.cli.args import add_embedding_args, float_list, int_list
+from keras_insightface.atomic import savefig_atomic
+from keras_insightface.cli.args import add_embedding_args, dataset, float_list, int_list
 from keras_insightface.errors import DataError
 
 
@@ -78,7 +79,7 @@ def cmd_plot(args):
     fig = hist_plot_split(
         args.histories, epochs=args.epochs, names=args.names, customs=args.customs, skip_epochs=args.skip_epochs
     )
-    fig.savefig(args.out)
+    savefig_atomic(fig, args.out)
     print(f">>>> plot: {len(args.histories)} run(s) -> {args.out}")
     if args.choose:
         choose_accuracy(args.histories, key_pick=args.key_pick)
@@ -89,7 +90,7 @@ def cmd_eval_folder(args):
     from keras_insightface.inference.embedders import open_model
 
     model = open_model(args.model, args.input_mean, args.input_std)
-    result = eval_folder(args.data, model, args.batch_size, args.flip, args.num_workers, args.fprs)
+    result = eval_folder(dataset(args), model, args.batch_size, args.flip, args.num_workers, args.fprs)
     print(f">>>> eval-folder: {result['images']} images, {result['classes']} classes, {result['trials']} top-1 trials")
     print(results_table(result, os.path.splitext(os.path.basename(args.model))[0]))
 

@@ -4,7 +4,9 @@ import glob
 import os
 from pathlib import Path
 
-from keras_insightface.cli.args import add_detector_args, add_embedding_args, detector, prepare
+from keras_insightface.cli.args import (
+    add_detector_args, add_embedding_args, add_outside_arg, dataset, detector, prepare,
+)
 from keras_insightface.errors import DataError
 
 
@@ -30,9 +32,9 @@ def cmd_convert(args):
     elif args.kind == "rec2folders":
         convert.rec_to_folders(args.src, args.dst)
     elif args.kind == "folders2rec":
-        convert.folders_to_rec(args.src, args.dst)
+        convert.folders_to_rec(dataset(args, "src"), args.dst)
     else:
-        convert.make_bin(args.src, args.dst, args.pairs, seed=args.seed)
+        convert.make_bin(dataset(args, "src"), args.dst, args.pairs, seed=args.seed)
     print(f">>>> {args.kind}: {args.src} -> {args.dst}")
 
 
@@ -41,7 +43,7 @@ def cmd_distill_data(args):
     from keras_insightface.inference.embedders import open_model
 
     teacher = open_model(args.model, args.input_mean, args.input_std)
-    out = distill_data(args.data, teacher, args.out, args.batch_size, args.flip, args.num_workers)
+    out = distill_data(dataset(args), teacher, args.out, args.batch_size, args.flip, args.num_workers)
     print(f">>>> distill-data: {args.data} embedded by {args.model} -> {out}")
 
 
@@ -51,7 +53,7 @@ def cmd_drop_topk(args):
 
     model = open_model(args.model, args.input_mean, args.input_std)
     drop_topk_data(
-        args.data, model, args.kernel, args.top_k, args.out, args.limit_deg, args.batch_size, args.num_workers
+        dataset(args), model, args.kernel, args.top_k, args.out, args.limit_deg, args.batch_size, args.num_workers
     )
 
 
@@ -155,6 +157,7 @@ def add_commands(sub):
     )
     convert.add_argument("--pairs", type=int, default=3000, help="make-bin: genuine pairs (and as many impostor)")
     convert.add_argument("--seed", type=int, default=0)
+    add_outside_arg(convert)
     convert.set_defaults(func=cmd_convert)
 
     distill = sub.add_parser(

@@ -11,6 +11,7 @@ import glob
 import os
 import time
 
+from keras_insightface.atomic import savefig_atomic
 from keras_insightface.cli.args import float_list, int_list
 from keras_insightface.errors import DataError
 from keras_insightface.training.config import (
@@ -170,7 +171,7 @@ def run_training(config, baseline=False, resume=False):
     if history and is_primary():
         labels = [f"scale {stage['loss'].scale:g}" if hasattr(stage.get("loss"), "scale") else f"stage {i + 1}"
                   for i, stage in enumerate(stages)]
-        hist_plot_split(trainer.history_path, epochs=epochs, names=labels).savefig(plot_path)
+        savefig_atomic(hist_plot_split(trainer.history_path, epochs=epochs, names=labels), plot_path)
     print("\n" + results_table(history, names, epochs) + "\n")
     for path, result in untrained.items():
         name = os.path.splitext(os.path.basename(path))[0]

@@ -20,13 +20,12 @@ Example:
 """
 
 import importlib
-import os
 import pickle
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from keras_insightface.atomic import atomic_path
 from keras_insightface.data.decode import decode_image, is_jpeg
 from keras_insightface.data.progress import progress_bar
 from keras_insightface.errors import DataError
@@ -129,14 +128,8 @@ def write_bin(path, images, issame):
     path = Path(path)
     images, issame = _validate(path, list(images), list(issame))
     payload = (images, [bool(v) for v in issame])
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump(payload, f, protocol=4)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        pickle.dump(payload, f, protocol=4)
 
 
 def decode_bin_images(images, path=""):

@@ -1,6 +1,7 @@
 """Dataset converters behind ``keras-insightface convert``: RecordIO <-> class folders, and new ``.bin`` packs.
 
-Image bytes are copied as they are (no decoding or re-encoding), so a round trip is lossless.
+Image bytes are copied as they are (no re-encoding), so a round trip is lossless; ``folders2rec`` checks each
+image's header first, so a file that is not an image (a stray or planted file) stops the packing, named.
 
 Example:
     >>> from keras_insightface.data.convert import folders_to_rec, make_bin, rec_to_folders
@@ -14,7 +15,7 @@ from pathlib import Path
 import simplejpeg
 
 from keras_insightface.data.binpack import build_bin
-from keras_insightface.data.decode import is_jpeg
+from keras_insightface.data.decode import check_image, is_jpeg
 from keras_insightface.data.insightface_rec import InsightfaceRec, write_insightface_rec
 from keras_insightface.data.sources import open_source
 from keras_insightface.errors import DataError
@@ -70,6 +71,22 @@ def _image_size(source):
     return height, width
 
 
+class _CheckedImages:
+    """``source``'s ``(bytes, label)`` with each image's header checked on access (``decode.check_image``)."""
+
+    def __init__(self, source):
+        self.source, self.labels = source, source.labels
+
+    def __len__(self):
+        return len(self.source)
+
+    def __getitem__(self, index):
+        data, label = self.source[index]
+        where = self.source.describe(index) if hasattr(self.source, "describe") else f"image {index}"
+        check_image(data, where)
+        return data, label
+
+
 def folders_to_rec(src, out_dir, num_classes=None):
     """Pack any ``open_source`` dataset (class folders, list file, ``.rec``) into ``out_dir/train.rec``.
 
@@ -82,7 +99,7 @@ def folders_to_rec(src, out_dir, num_classes=None):
     if (out_dir / "train.rec").exists():
         raise DataError(f"{out_dir / 'train.rec'}: already exists, not overwritten")
     num_classes = source.num_classes if num_classes is None else int(num_classes)
-    write_insightface_rec(out_dir, source, num_classes, image_size=_image_size(source), progress=True)
+    write_insightface_rec(out_dir, _CheckedImages(source), num_classes, image_size=_image_size(source), progress=True)
     return len(source)
 
 

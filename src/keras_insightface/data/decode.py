@@ -2,8 +2,8 @@
 
 JPEG is recognised by its start-of-image marker (``FF D8 FF``), not by ``simplejpeg.is_jpeg``, which rejects
 valid JPEGs with bytes after their end marker (camera files; records stored in RecordIO parts). The image size is
-read from the header before anything is decoded: an image of the wrong size, or above ``max_pixels``, is refused
-without allocating its pixels.
+read from the header before anything is decoded: an image of the wrong size, or above ``max_pixels`` (64M pixels,
+or ``$KERAS_INSIGHTFACE_MAX_PIXELS``), is refused without allocating its pixels.
 
 Example:
     >>> import numpy as np, simplejpeg
@@ -13,6 +13,7 @@ Example:
 """
 
 import io
+import os
 
 import numpy as np
 import simplejpeg
@@ -21,6 +22,17 @@ from keras_insightface.errors import DataError
 
 JPEG_SOI = b"\xff\xd8\xff"
 MAX_PIXELS = 64_000_000  # 8000 x 8000: larger images are refused before decoding (a JPEG bomb costs GBs)
+MAX_PIXELS_VARIABLE = "KERAS_INSIGHTFACE_MAX_PIXELS"  # another limit for every command (raw photos, align)
+
+
+def max_pixels_limit():
+    """The pixel limit: ``$KERAS_INSIGHTFACE_MAX_PIXELS`` when set (a positive integer), else ``MAX_PIXELS``."""
+    text = os.environ.get(MAX_PIXELS_VARIABLE, "").strip()
+    if not text:
+        return MAX_PIXELS
+    if not text.isdigit() or int(text) < 1:
+        raise DataError(f"{MAX_PIXELS_VARIABLE}={text!r}: expected a positive number of pixels, e.g. 64000000")
+    return int(text)
 
 
 def is_jpeg(data):
@@ -33,7 +45,7 @@ def _check_size(height, width, image_size, max_pixels, where):
         raise DataError(f"{where}: image is {width}x{height}, expected aligned {image_size[1]}x{image_size[0]} faces")
     if height * width > max_pixels:
         raise DataError(f"{where}: image is {width}x{height} = {height * width} pixels, above the limit of "
-                        f"{max_pixels} (max_pixels); refused before decoding")
+                        f"{max_pixels} (max_pixels, ${MAX_PIXELS_VARIABLE}); refused before decoding")
 
 
 def _decode_jpeg(data, image_size, max_pixels, where):
@@ -58,13 +70,33 @@ def _decode_other(data, image_size, max_pixels, where):
         return np.asarray(image.convert("RGB"))
 
 
-def decode_image(data, image_size=(112, 112), where="image", max_pixels=MAX_PIXELS):
+def check_image(data, where="image", max_pixels=None):
+    """Raise a ``DataError`` naming ``where`` unless ``data`` starts like a JPEG, PNG or BMP image whose header
+    reads and whose size is within ``max_pixels``; nothing is decoded. Returns ``(height, width)``."""
+    data = bytes(data)
+    max_pixels = max_pixels_limit() if max_pixels is None else max_pixels
+    try:
+        if is_jpeg(data):
+            height, width = simplejpeg.decode_jpeg_header(data)[:2]
+        else:
+            from PIL import Image
+
+            with Image.open(io.BytesIO(data)) as image:
+                height, width = image.height, image.width
+    except Exception as error:  # every header reader's failure means "not an image"
+        raise DataError(f"{where}: not a readable JPEG, PNG or BMP image ({type(error).__name__})") from None
+    _check_size(height, width, None, max_pixels, where)
+    return height, width
+
+
+def decode_image(data, image_size=(112, 112), where="image", max_pixels=None):
     """JPEG (simplejpeg) or PNG/BMP (Pillow) bytes -> uint8 (H, W, 3) RGB; ``where`` names the record in errors.
 
     ``image_size`` ``(height, width)`` is the size the image must have (aligned faces); ``None`` takes any size up
-    to ``max_pixels``. Sizes are checked from the header, before decoding.
+    to ``max_pixels`` (default ``max_pixels_limit()``). Sizes are checked from the header, before decoding.
     """
     data = bytes(data)
+    max_pixels = max_pixels_limit() if max_pixels is None else max_pixels
     decode = _decode_jpeg if is_jpeg(data) else _decode_other
     try:
         image = decode(data, image_size, max_pixels, where)

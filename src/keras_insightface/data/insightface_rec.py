@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_insightface.atomic import atomic_path
 from keras_insightface.data.progress import progress_bar
 from keras_insightface.data.recordio import (
     FLOAT32_EXACT, IR_HEADER, RECORD_HEADER, RecordReader, RecordWriter, pack_header, unpack,
@@ -89,12 +90,21 @@ def write_insightface_rec(out_dir, samples, num_classes, image_size=(112, 112), 
         total, items = len(samples), _by_label(samples, rec_path, num_classes)
     else:
         total, items = None, iter(samples)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as temps:  # written under temporary names, renamed once complete
+        tmp_rec, tmp_idx, tmp_property = (temps.enter_context(atomic_path(out_dir / name, "write the dataset"))
+                                          for name in ("train.rec", "train.idx", "property"))
+        _write_records(tmp_rec, tmp_idx, rec_path, total, items, num_classes, progress)
+        write_property(tmp_property, num_classes, image_size[0], image_size[1])
+
+
+def _write_records(tmp_rec, tmp_idx, rec_path, total, items, num_classes, progress):
+    """The records of ``items`` then the header and identity records, to ``tmp_rec``/``tmp_idx``."""
     starts = np.zeros(num_classes, dtype=np.int64)
     counts = np.zeros(num_classes, dtype=np.int64)
     key, previous = 1, None
-    out_dir.mkdir(parents=True, exist_ok=True)
     bar = progress_bar(total, f"writing {rec_path}") if progress else contextlib.nullcontext(lambda n=1: None)
-    with RecordWriter(rec_path, out_dir / "train.idx") as writer, bar as advance:
+    with RecordWriter(tmp_rec, tmp_idx) as writer, bar as advance:
         writer.write(0, pack_header([0, 0]))  # placeholder of the same size, patched once the counts are known
         for data, label in items:
             label = int(label)
@@ -118,10 +128,9 @@ def write_insightface_rec(out_dir, samples, num_classes, image_size=(112, 112), 
         starts[empty] = (1 + np.cumsum(counts) - counts)[empty]
         for c in range(num_classes):
             writer.write(num_images + 1 + c, pack_header([starts[c], starts[c] + counts[c]]))
-    with open(rec_path, "r+b") as f:
+    with open(tmp_rec, "r+b") as f:
         f.seek(RECORD_HEADER.size)
         f.write(pack_header([num_images + 1, num_images + 1 + num_classes]))
-    write_property(out_dir / "property", num_classes, image_size[0], image_size[1])
 
 
 def _class_of(label, where):

@@ -6,7 +6,7 @@ Example:
     >>> out = getfixture("tmp_path") / "list.npz"
     >>> save_npz(out, image_names=np.asarray(["a/1.jpg"]), image_classes=np.asarray([0]))
     >>> sorted(np.load(out))
-    ['image_classes', 'image_names']
+    ['image_classes', 'image_names', 'signature']
 """
 
 import os
@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_insightface.atomic import atomic_path
+from keras_insightface.data.signing import sign, signed
 from keras_insightface.errors import DataError
 
 
@@ -35,15 +37,29 @@ def npz_list_fields(source, indices, out_dir):
     raise DataError(f"{name}: cannot name its records in an npz list (it has neither paths nor a rec_path)")
 
 
+def _path_entries(arrays):
+    """The path text of an npz list (its ``image_names`` or ``rec_path``), what its signature covers."""
+    if "image_names" in arrays:
+        return "\0".join(np.asarray(arrays["image_names"]).astype(str).tolist())
+    return str(arrays["rec_path"]) if "rec_path" in arrays else None
+
+
+def signed_by_user(arrays):
+    """Whether an npz list's paths were written by this user's ``save_npz`` (``signing``): such a list may name
+    images outside its folder (``distill-data`` beside, not above, the dataset) without ``allow_outside``."""
+    entries = _path_entries(arrays)
+    return entries is not None and "signature" in arrays and signed(str(arrays["signature"]), entries)
+
+
 def save_npz(out_path, **arrays):
-    """Write ``arrays`` to ``out_path`` (must end in ``.npz``) through a temporary file and a rename."""
+    """Write ``arrays`` to ``out_path`` (must end in ``.npz``) through a temporary file and a rename; an npz list's
+    paths are signed with this user's key."""
     out_path = Path(out_path)
     if out_path.suffix != ".npz":
         raise DataError(f"{out_path}: output must be an .npz file")
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.tmp{os.getpid()}.npz")
-    try:
+    entries = _path_entries(arrays)
+    if entries is not None:
+        arrays["signature"] = np.asarray(sign(entries))
+    with atomic_path(out_path) as tmp:
         np.savez(tmp, **arrays)
-        os.replace(tmp, out_path)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -9,9 +9,10 @@
 ``image_per_class`` drops identities with fewer images and renumbers the rest ``0..C-1``.
 Every problem is a ``DataError`` naming the path, raised before training starts.
 
-Scanning a class-folder tree is cached (beside the tree when writable, else in the user cache dir) and the
-cache is rebuilt automatically when the tree changes: its key holds the class names and every class folder's
-mtime, which change whenever a file or class is added, removed or renamed.
+Scanning a class-folder tree is cached (``scan_cache``: signed, its entries checked) and the cache is rebuilt
+automatically when the tree changes: its key holds the class names and every class folder's mtime, which change
+whenever a file or class is added, removed or renamed. Paths inside list files and npz lists must stay inside
+the list's folder unless ``allow_outside`` (``confine``).
 
 Example:
     >>> from keras_insightface.data.sources import open_source
@@ -26,10 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_insightface.data.confine import confined
+from keras_insightface.data.npz_list import signed_by_user
+from keras_insightface.data.scan_cache import load_scan, save_scan
 from keras_insightface.errors import DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
-SCAN_CACHE_NAME = ".keras_insightface_scan.npz"
 
 
 class FileListSource:
@@ -111,38 +114,6 @@ def _tree_key(root, classes):
     return digest.hexdigest()
 
 
-def _scan_cache_paths(root):
-    """Where the scan of ``root`` is cached: beside it when writable, else under the user cache dir."""
-    beside = root / SCAN_CACHE_NAME
-    cache_home = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    elsewhere = cache_home / "keras_insightface" / "scans" / (hashlib.sha1(str(root.resolve()).encode()).hexdigest() + ".npz")
-    return [beside, elsewhere]
-
-
-def _load_scan(root, key):
-    for path in _scan_cache_paths(root):
-        try:
-            with np.load(path, allow_pickle=False) as cached:
-                if str(cached["key"]) == key:
-                    return cached["files"].tolist(), cached["labels"], cached["ignored"].tolist()
-        except (OSError, KeyError, ValueError):
-            continue
-    return None
-
-
-def _save_scan(root, key, files, labels, ignored):
-    for path in _scan_cache_paths(root):
-        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}.npz")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(tmp, key=key, files=np.asarray(files, dtype=str), labels=labels,
-                     ignored=np.asarray(ignored, dtype=str))
-            os.replace(tmp, path)
-            return
-        except OSError:
-            tmp.unlink(missing_ok=True)
-
-
 def folder_source(root, strict=False):
     """``root/<class>/<image>``; classes numbered in numeric order when all names are numbers, else by name.
 
@@ -154,7 +125,7 @@ def folder_source(root, strict=False):
     if not classes:
         raise DataError(f"{root}: no class subfolders (expected root/<class>/*.jpg, a train.rec or a list file)")
     key = _tree_key(root, classes)
-    cached = _load_scan(root, key)
+    cached = load_scan(root, key, classes)
     if cached is None:
         files, labels, ignored = [], [], []
         for label, name in enumerate(classes):
@@ -164,7 +135,7 @@ def folder_source(root, strict=False):
             files += [f"{name}/{n}" for n in images]
             labels += [label] * len(images)
         labels = np.asarray(labels, dtype=np.int64)
-        _save_scan(root, key, files, labels, ignored)
+        save_scan(root, key, files, labels, ignored)
     else:
         files, labels, ignored = cached
     if ignored:
@@ -183,8 +154,8 @@ def _check_listed(list_path, paths):
         raise DataError(f"{list_path}: {len(missing)} listed images are missing, first: {missing[0]}")
 
 
-def list_source(list_path):
-    """A text file of ``path<TAB>label`` lines (also space-separated); relative paths are under its folder."""
+def list_source(list_path, allow_outside=False):
+    """A text file of ``path<TAB>label`` lines (also space-separated); paths are under its folder (``confine``)."""
     list_path = Path(list_path)
     base = list_path.parent
     paths, labels = [], []
@@ -204,7 +175,7 @@ def list_source(list_path):
         label = int(parts[1])
         if label < 0:
             raise DataError(f"{list_path}:{line_no}: negative label {label}")
-        paths.append(base / parts[0].strip())
+        paths.append(confined(base, parts[0].strip(), f"{list_path}:{line_no}", allow_outside))
         labels.append(label)
     if not paths:
         raise DataError(f"{list_path}: list file holds no images")
@@ -238,11 +209,12 @@ def _rec_label_map(npz_path, record_labels, labels, num_classes):
     return label_map
 
 
-def _npz_rec_source(npz_path, data, labels, embeddings):
+def _npz_rec_source(npz_path, data, labels, embeddings, allow_outside):
     """An npz naming a ``.rec`` (``rec_path``, relative to the npz folder), optionally a subset ``image_indices``."""
     from keras_insightface.data.insightface_rec import InsightfaceRec
 
-    rec_path = Path(os.path.normpath(npz_path.parent / str(data["rec_path"])))
+    entry = str(data["rec_path"])
+    rec_path = Path(os.path.normpath(confined(npz_path.parent, entry, f"{npz_path}: rec_path", allow_outside)))
     try:
         rec = InsightfaceRec(rec_path)
     except DataError as error:
@@ -275,7 +247,7 @@ def _npz_rec_source(npz_path, data, labels, embeddings):
     return subset
 
 
-def npz_source(npz_path):
+def npz_source(npz_path, allow_outside=False):
     """An npz list: ``image_classes`` with ``image_names`` (paths, relative to the npz folder; the seed's format)
     or ``rec_path`` (a ``.rec``, relative to the npz folder) and optionally ``image_indices`` (which records),
     and optionally ``embeddings`` (one row per image, for distillation)."""
@@ -292,6 +264,7 @@ def npz_source(npz_path):
     except (TypeError, ValueError) as error:
         raise DataError(f"{npz_path}: image_classes or embeddings are not numbers ({error})") from None
     names = data["image_names"].astype(str) if "image_names" in data else None
+    allow_outside = allow_outside or signed_by_user(data)
     if labels.ndim != 1 or (embeddings is not None and embeddings.ndim != 2):
         raise DataError(f"{npz_path}: image_classes must be 1-D and embeddings 2-D (images, dims)")
     count = len(labels)
@@ -302,18 +275,22 @@ def npz_source(npz_path):
     if labels.min() < 0:
         raise DataError(f"{npz_path}: negative label {labels.min()} in image_classes")
     if names is None:
-        return _npz_rec_source(npz_path, data, labels, embeddings)
-    paths = [npz_path.parent / n for n in names]
+        return _npz_rec_source(npz_path, data, labels, embeddings, allow_outside)
+    paths = [confined(npz_path.parent, n, f"{npz_path}: image_names[{i}]", allow_outside) for i, n in enumerate(names)]
     _check_listed(npz_path, paths)
     return FileListSource(paths, labels, npz_path.stem, embeddings)
 
 
-def open_source(path, image_per_class=0, strict=False):
+def open_source(path, image_per_class=0, strict=False, allow_outside=False):
     """The training source at ``path`` (RecordIO, class folders, list file or npz list).
 
-    ``strict`` turns skippable problems (non-image files in class folders) into errors.
+    ``strict`` turns skippable problems (non-image files in class folders) into errors; ``allow_outside`` lets
+    list and npz entries point outside the list's folder (``confine``). A source object is returned as it is.
     """
     from keras_insightface.data.insightface_rec import InsightfaceRec
+
+    if not isinstance(path, (str, os.PathLike)):
+        return path
 
     path = Path(path)
     if not path.exists():
@@ -323,9 +300,9 @@ def open_source(path, image_per_class=0, strict=False):
     elif path.is_dir():
         source = folder_source(path, strict)
     elif path.suffix == ".npz":
-        source = npz_source(path)
+        source = npz_source(path, allow_outside)
     else:
-        source = list_source(path)
+        source = list_source(path, allow_outside)
     if source.num_classes == 0:
         raise DataError(f"{path}: zero classes")
     return filter_image_per_class(source, image_per_class) if image_per_class > 1 else source

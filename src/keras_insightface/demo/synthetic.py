@@ -14,12 +14,12 @@ Example:
 import functools
 import json
 import multiprocessing
-import os
 from pathlib import Path
 
 import numpy as np
 import simplejpeg
 
+from keras_insightface.atomic import write_bytes_atomic
 from keras_insightface.data.binpack import write_bin
 from keras_insightface.data.insightface_rec import write_insightface_rec
 from keras_insightface.demo.synthetic_faces import render_faces, sample_identities
@@ -106,7 +106,5 @@ def generate_dataset(
     images = [val_images[i] for a, b, _ in pairs for i in (a, b)]
     write_bin(paths["val"], images, [same for _, _, same in pairs])
 
-    tmp = stamp.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(config))
-    os.replace(tmp, stamp)
+    write_bytes_atomic(stamp, json.dumps(config).encode())
     return paths

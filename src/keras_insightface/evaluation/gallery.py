@@ -2,7 +2,8 @@
 
 A gallery is a folder of identities: each sub-folder is one identity (its name; every image under it, at any
 depth, is a face of it), and an image directly inside the folder is an identity named by its file stem (an
-image ``alice.jpg`` beside a folder ``alice/`` adds to that identity). Names starting with ``.`` are skipped.
+image ``alice.jpg`` beside a folder ``alice/`` adds to that identity). Names starting with ``.`` are skipped;
+symlinked identity folders are followed.
 Images are aligned face crops of the model's input size, or raw photos when a ``prepare`` callable (image ->
 aligned crop, e.g. a face detector) is given.
 
@@ -65,8 +66,21 @@ class Match(typing.NamedTuple):
     center_score: float
 
 
-def _visible(path, root):
-    return not any(part.startswith(".") for part in path.relative_to(root).parts)
+def _image_files(root):
+    """Every visible image file under ``root``; symlinked folders are followed (an identity folder linked in
+    from elsewhere is part of the gallery), each real folder once, so a link loop ends."""
+    seen = set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs.clear()
+            continue
+        seen.add(real)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            path = Path(folder) / name
+            if not name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+                yield path
 
 
 def list_gallery(gallery_dir):
@@ -75,10 +89,9 @@ def list_gallery(gallery_dir):
     if not root.is_dir():
         raise DataError(f"{root}: gallery folder does not exist")
     entries = []
-    for path in root.rglob("*"):
-        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() and _visible(path, root):
-            parts = path.relative_to(root).parts
-            entries.append((parts[0] if len(parts) > 1 else path.stem, path))
+    for path in _image_files(root):
+        parts = path.relative_to(root).parts
+        entries.append((parts[0] if len(parts) > 1 else path.stem, path))
     if not entries:
         raise DataError(
             f"{root}: empty gallery: no .jpg/.jpeg/.png faces in it; put each identity's aligned faces in a"

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_insightface.atomic import savefig_atomic
 from keras_insightface.errors import DataError
 
 FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
@@ -432,7 +433,7 @@ def plot_roc(rocs, path, title="ROC on IJB"):
     ax.grid(linestyle="--", linewidth=0.5)
     ax.legend(loc="lower right", fontsize="x-small")
     fig.tight_layout()
-    fig.savefig(path)
+    savefig_atomic(fig, path)
     plt.close(fig)
     return str(path)
 
@@ -454,6 +455,6 @@ def plot_cmc(results, path, title="Identification on IJB"):
         ax.grid(linestyle="--", linewidth=0.5)
         ax.legend(fontsize="x-small")
     fig.tight_layout()
-    fig.savefig(path)
+    savefig_atomic(fig, path)
     plt.close(fig)
     return str(path)

@@ -7,7 +7,8 @@ folder itself):
       ``ijbc_1N_probe_mixed.csv``: a header, then ``TEMPLATE_ID,SUBJECT_ID,...`` per image.
     - ``IJBC/loose_crop/IMAGE``: the images (aligned with ``inference.align.norm_crop`` on the five points).
 
-A malformed line is a ``DataError`` naming the file and the line.
+A malformed line is a ``DataError`` naming the file and the line; an image name outside ``loose_crop/`` (``../``,
+an absolute path) is one too.
 """
 
 import warnings
@@ -17,6 +18,7 @@ from types import MappingProxyType
 
 import numpy as np
 
+from keras_insightface.data.confine import escapes
 from keras_insightface.errors import DataError
 
 SUBSETS = ("IJBB", "IJBC")
@@ -151,6 +153,10 @@ def read_meta(data_dir, subset="IJBC"):
     media_path, points_path = Path(f"{prefix}_face_tid_mid.txt"), Path(f"{prefix}_name_5pts_score.txt")
     pairs_path = Path(f"{prefix}_template_pair_label.txt")
     names, templates, medias = read_template_media(media_path)
+    outside = [i for i, name in enumerate(names.tolist()) if escapes(name)]
+    if outside:
+        raise DataError(f"{media_path}: record {outside[0] + 1} names {names[outside[0]]!r}, outside the image folder "
+                        f"{image_dir}; IJB image names are file names inside loose_crop/")
     point_names, landmarks, scores = read_landmarks_scores(points_path)
     if len(point_names) != len(names):
         raise DataError(f"{points_path}: {len(point_names)} images, but {media_path.name} lists {len(names)}")

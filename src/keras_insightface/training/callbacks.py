@@ -2,7 +2,6 @@
 full-state checkpoints; the ones that read or change the run's progress take its ``RunState``."""
 
 import glob
-import json
 import math
 import os
 import signal
@@ -12,6 +11,7 @@ import time
 import keras
 import numpy as np
 
+from keras_insightface.atomic import write_json_atomic
 from keras_insightface.saving import save_model
 from keras_insightface.training.checkpoint import restore_metrics, save_state
 from keras_insightface.training.distribute import gather_objects, is_primary, process_count
@@ -110,13 +110,6 @@ class LossScaleCollapse(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.check(epoch)
-
-
-def write_json_atomic(path, data):
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
 
 
 class HistoryJSON(keras.callbacks.Callback):

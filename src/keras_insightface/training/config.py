@@ -38,6 +38,7 @@ import json
 import os
 import tomllib
 
+from keras_insightface.atomic import write_json_atomic
 from keras_insightface.errors import DataError
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -169,6 +170,8 @@ class DataConfig(_Section):
     image_per_class: int = option(0, _int, "> 1: keep identities with that many images and batch whole identity "
                                   "groups of that size (triplet losses)")
     strict_data: bool = option(False, _bool, "stop at the first unreadable image instead of replacing it")
+    allow_outside_paths: bool = option(False, _bool, "let a list file or npz list name images outside its own folder "
+                                       "(the seed's absolute-path npz lists); off, such an entry is an error")
     jpeg_quality_level: float = option(0, _float, "L > 0 re-compresses images in the loader at JPEG quality 80 +- 5L")
 
     def __post_init__(self):
@@ -447,7 +450,4 @@ def schedule(stages):
 def save_resolved(config, path):
     """Write the resolved config (a ``TrainConfig`` or its dict) as JSON (temp file, then rename)."""
     data = config.to_dict() if isinstance(config, TrainConfig) else config
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
+    write_json_atomic(path, data)

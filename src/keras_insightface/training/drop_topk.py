@@ -111,11 +111,12 @@ def drop_topk_data(data_path, model, kernel, top_k, out_path, limit_deg=75, batc
     centers = class_subcenters(check_kernel(load_kernel(kernel) if is_path else kernel, top_k, where), top_k)
     num_classes = len(centers)
     source = open_source(data_path)
+    data_name = os.fspath(data_path) if isinstance(data_path, (str, os.PathLike)) else source.name
     if Path(out_path).suffix != ".npz":
         raise DataError(f"{out_path}: output must be an .npz file")
     if source.num_classes != num_classes:
         raise DataError(
-            f"{data_path}: {source.num_classes} classes, but {where} holds {num_classes} "
+            f"{data_name}: {source.num_classes} classes, but {where} holds {num_classes} "
             f"(kernel columns / top_k {top_k}): use the dataset the head was trained on"
         )
     model = open_model(model)
@@ -126,7 +127,7 @@ def drop_topk_data(data_path, model, kernel, top_k, out_path, limit_deg=75, batc
     labels = np.concatenate(labels)
     kept = keep_by_dominant(np.concatenate(cosines), labels, limit_deg)
     if len(kept) == 0:
-        raise DataError(f"{data_path}: no image is within {limit_deg} degrees of its dominant sub-center")
+        raise DataError(f"{data_name}: no image is within {limit_deg} degrees of its dominant sub-center")
     old_classes = np.unique(labels[kept])
     new_labels = np.searchsorted(old_classes, labels[kept])
     save_npz(out_path, **npz_list_fields(source, kept, Path(out_path).parent), image_classes=new_labels)

@@ -98,7 +98,8 @@ def build_run(config):
     replicas = data_parallel_size(distribution)
     global_batch_size = config.data.batch_size * replicas
     data = config.data
-    source = open_source(data.data_path, image_per_class=data.image_per_class, strict=data.strict_data)
+    source = open_source(data.data_path, image_per_class=data.image_per_class, strict=data.strict_data,
+                         allow_outside=data.allow_outside_paths)
     if source.num_classes < 2:  # one class trains to loss 0 and accuracy 1 and learns nothing
         raise DataError(f"{data.data_path}: {source.num_classes} class; face recognition training needs at least 2 "
                         "identities (check the labels, or image_per_class filtering)")

@@ -121,9 +121,17 @@ def test_label_arrays_and_out_of_range_labels(tmp_path):
     insightface_rec.write_property(tmp_path / "property", 2, 112, 112)
     with pytest.raises(DataError, match="train.rec.*label 5"):
         insightface_rec.InsightfaceRec(tmp_path)
-    insightface_rec.write_property(tmp_path / "property", 6, 112, 112)
+    insightface_rec.write_property(tmp_path / "property", 6, 112, 112)  # the class count checked against the labels
+    with pytest.raises(DataError, match=r"2 distinct labels but .*property says 6 classes; 4 classes have no image"):
+        insightface_rec.InsightfaceRec(tmp_path)
+    (tmp_path / "property").unlink()  # no property: a stray label 5 among 1 would make a 6-class head
+    with pytest.raises(DataError, match=r"the largest label is 5, so 6 are counted"):
+        insightface_rec.InsightfaceRec(tmp_path)
+    with recordio.RecordWriter(tmp_path / "train.rec", tmp_path / "train.idx") as writer:
+        writer.write(0, recordio.pack_header([1, 0.5]) + _jpeg(0))
+        writer.write(1, recordio.pack_header([0, 0.5]) + _jpeg(1))
     ds = insightface_rec.InsightfaceRec(tmp_path)
-    assert ds[0][1] == 1 and ds.labels.tolist() == [1, 5]
+    assert ds[0][1] == 1 and ds.labels.tolist() == [1, 0] and ds.num_classes == 2
 
 
 def test_missing_files_and_corrupt_magic(tmp_path):

@@ -28,6 +28,7 @@ SAMPLES = {
     "eval_paths": (["lfw.bin", "agedb_30.bin"], ["lfw.bin", "agedb_30.bin"]), "eval_freq": ("2", 2),
     "eval_every_steps": ("500", 500), "checkpoint_every_steps": ("1000", 1000), "tensorboard_dir": ("tb", "tb"),
     "distribution": ("none", None), "model_parallel": ("4", 4), "seed": ("7", 7), "verbose": ("0", 0),
+    "keep_checkpoints": ("3", 3), "overwrite": ("true", True), "allow_outside_paths": ("true", True),
 }
 
 

@@ -273,7 +273,7 @@ def test_partial_fc_training(tiny_data, tmp_path):
     moved = np.abs(np.asarray(trainer.parts.head.kernel) - before).max(axis=0) > 0
     assert 0 < moved.sum() <= trainer.num_classes  # the sampled classes' columns were trained
     with pytest.raises(ValueError, match="fewer than the batch size"):
-        _train(tiny_data, tmp_path, eval_paths=[], partial_fc_sample_rate=0.25, batch_size=8).train(
+        _train(tiny_data, tmp_path, eval_paths=[], partial_fc_sample_rate=0.25, batch_size=8, overwrite=True).train(
             [{"loss": ArcfaceLoss(scale=16), "epoch": 1}]
         )
 

@@ -27,7 +27,7 @@ STAGE_FLAGS = {"loss": "arcface", "scales": [16, 32, 64], "epochs": [5, 5, 40]}
 TRAIN_PRESET = {"save_path": "keras_insightface.keras"}
 DEMO_PRESET = {
     "basic_model": "r18_tiny", "emb_shape": 128, "batch_size": 64, "lr_warmup_steps": 1,
-    "save_path": "demo_r18_tiny.keras", "checkpoint_dir": os.path.join("runs", "demo"),
+    "save_path": "demo_r18_tiny.keras", "checkpoint_dir": os.path.join("runs", "demo"), "overwrite": True,
 }
 DEMO_STAGES = {"loss": "arcface", "scales": [16, 32, 64], "epochs": [2, 2, 2]}
 
@@ -143,15 +143,27 @@ def run_training(config, baseline=False, resume=False):
     import matplotlib
 
     matplotlib.use("Agg")
-    from keras_insightface.evaluation.verification import evaluate_bin
-    from keras_insightface.plot import hist_plot_split
-    from keras_insightface.training.config import save_resolved, schedule
-    from keras_insightface.training.distribute import is_primary
+    from keras_insightface.training.config import schedule
+    from keras_insightface.training.runner import claim_run, release_run
     from keras_insightface.training.train import Train
 
     stages = schedule(config.stages)
     start = time.time()
     trainer = Train(**config.train_kwargs())
+    claim_run(trainer.run, resume)  # before anything is written: the lock, and no new run over an old one
+    try:
+        return _train_and_report(config, trainer, stages, baseline, resume, start)
+    finally:
+        release_run(trainer.run)
+        trainer.close()
+
+
+def _train_and_report(config, trainer, stages, baseline, resume, start):
+    from keras_insightface.evaluation.verification import evaluate_bin
+    from keras_insightface.plot import hist_plot_split
+    from keras_insightface.training.config import save_resolved
+    from keras_insightface.training.distribute import is_primary
+
     if is_primary():
         save_resolved(config, trainer.prefix + "_config.json")  # what `train --resume DIR` reruns
         print(f">>>> config: {trainer.prefix}_config.json")
@@ -161,10 +173,7 @@ def run_training(config, baseline=False, resume=False):
     if baseline:
         for path in config.run.eval_paths:
             untrained[path] = evaluate_bin(trainer.basic_model, path, config.data.batch_size)
-    try:
-        history = trainer.train(stages, resume=resume)
-    finally:
-        trainer.close()
+    history = trainer.train(stages, resume=resume)
     names = [callback.name for callback in trainer.eval_callbacks]
     epochs = [int(stage["epoch"]) for stage in stages]
     plot_path = trainer.prefix + ".png"

@@ -22,7 +22,7 @@ from keras_insightface.data.progress import progress_bar
 from keras_insightface.data.recordio import (
     FLOAT32_EXACT, IR_HEADER, RECORD_HEADER, RecordReader, RecordWriter, pack_header, unpack,
 )
-from keras_insightface.errors import DataError
+from keras_insightface.errors import DataError, DatasetError
 
 
 def read_property(path):
@@ -184,6 +184,7 @@ class InsightfaceRec:
                     f"but key {key} is not in the index"
                 )
         self.num_images = int(self._image_keys.size)
+        self.checks_ids = self._ids_track_keys()
         if self.property is not None and header_classes is not None and self.property[0] != header_classes:
             raise DataError(
                 f"{property_path}: num_classes {self.property[0]} "
@@ -198,7 +199,31 @@ class InsightfaceRec:
         else:
             self.num_classes = int(labels.max()) + 1 if labels.size else 0
         self._check_range(labels)
+        self._check_class_count(labels, property_path)
         self.__dict__["labels"] = labels
+
+    def _check_class_count(self, labels, property_path):
+        """A header-less file's classes are ``property``'s count, or max label + 1: every class needs images, so a
+        stray label (99 among 0..9) cannot silently make a 100-class head."""
+        present = np.unique(labels)
+        if present.size == self.num_classes:
+            return
+        empty = np.setdiff1d(np.arange(self.num_classes), present)
+        source = f"{property_path} says {self.num_classes}" if self.property is not None else \
+            f"the largest label is {self.num_classes - 1}, so {self.num_classes} are counted"
+        raise DataError(
+            f"{self.rec_path}: the images hold {present.size} distinct labels but {source} classes; "
+            f"{empty.size} classes have no image (first: {int(empty[0])}); renumber the labels 0..C-1 or fix the "
+            "property file"
+        )
+
+    def _ids_track_keys(self, samples=8):
+        """Whether image records store their own key as the header id (insightface's writers and ours do): then
+        every read checks it, so a stale ``.idx`` (records moved) is detected, not silently misread."""
+        keys = self._image_keys[: min(samples, self.num_images)].tolist()
+        heads = [self.reader.read_head(key, IR_HEADER.size) for key in keys]
+        ids = [IR_HEADER.unpack(head)[2] if len(head) == IR_HEADER.size else -1 for head in heads]
+        return bool(keys) and sum(i == k for i, k in zip(ids, keys)) * 2 > len(keys)
 
     def _header(self):
         """Return (first identity key, end key) from record 0, or None when there is no header record."""
@@ -284,7 +309,13 @@ class InsightfaceRec:
         if not 0 <= i < self.num_images:
             raise IndexError(f"{self.rec_path}: image index {i} out of range 0..{self.num_images - 1}")
         key = int(self._image_keys[i])
-        _, label, _, _, payload = self._unpack(key, self.reader.read(key))
+        _, label, record_id, _, payload = self._unpack(key, self.reader.read(key))
+        if self.checks_ids and record_id != key:
+            raise DatasetError(
+                f"{self.rec_path}: index key {key} points at the record of image {record_id}: "
+                f"{self.reader.idx_path or 'the index'} does not match the .rec (stale or from another file); "
+                "rebuild it (remove the .idx: it is rebuilt by scanning the .rec)"
+            )
         label = _class_of(label, f"{self.rec_path}: key {key}")
         if not 0 <= label < self.num_classes:
             raise DataError(f"{self.rec_path}: key {key} has label {label}, expected 0..{self.num_classes - 1}")

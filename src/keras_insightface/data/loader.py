@@ -16,13 +16,15 @@ Example:
 
 import dataclasses
 import os
+import threading
+import time
 
 import grain
 import numpy as np
 import simplejpeg
 
 from keras_insightface.data.decode import decode_image
-from keras_insightface.errors import DataError
+from keras_insightface.errors import DataError, DatasetError
 
 MAX_REPLACEMENTS = 16
 
@@ -67,6 +69,8 @@ class _Decode:
         index = int(index) % len(self.source)
         try:
             return (*self.read(index), -1, index)
+        except DatasetError:
+            raise
         except DataError:
             if self.strict:
                 raise
@@ -74,6 +78,8 @@ class _Decode:
             replacement = (index + step) % len(self.source)
             try:
                 return (*self.read(replacement), index, replacement)
+            except DatasetError:
+                raise
             except DataError:
                 continue
         raise DataError(f"{describe_record(self.source, index)} and the {MAX_REPLACEMENTS} records after it are all unreadable")
@@ -167,6 +173,25 @@ class Loader:
     batch_size: int
 
 
+class ExitWithParent:
+    """grain ``worker_init_fn``: a watchdog thread that ends the decode worker as soon as the process that started
+    it is gone (a trainer killed with ``kill -9`` leaves no ~0.5 GB workers behind; on exit the worker is
+    re-parented, so its parent pid changes)."""
+
+    def __init__(self, interval=0.5):
+        self.interval = interval
+
+    def __call__(self, worker_index, worker_count):
+        parent = os.getppid()
+
+        def watch():
+            while os.getppid() == parent:
+                time.sleep(self.interval)
+            os._exit(1)
+
+        threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def default_num_workers():
     """One decode process per spare core (the main process drives the accelerator), at most 16."""
     return max(1, min((os.cpu_count() or 2) - 1, 16))
@@ -246,6 +271,7 @@ def make_loader(
 
         if not flags.FLAGS.is_parsed():
             flags.FLAGS.mark_as_parsed()
-        iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+        iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers),
+                                      worker_init_fn=ExitWithParent())
     num_classes = int(getattr(source, "num_classes", 0))
     return Loader(iter_ds, steps, num_classes, batch_size)

@@ -230,8 +230,10 @@ class FullStateCheckpoint(keras.callbacks.Callback):
     results back from the device before it queues the next step; batch starts carry no results.
     """
 
-    def __init__(self, directory, optimizer, meta_fn, iterator_state_fn, state, every_steps=0, step_offset=0):
+    def __init__(self, directory, optimizer, meta_fn, iterator_state_fn, state, every_steps=0, step_offset=0,
+                 keep=2):
         super().__init__()
+        self.keep = keep
         self.directory, self.optimizer, self.meta_fn = directory, optimizer, meta_fn
         self.iterator_state_fn, self.state, self.every_steps = iterator_state_fn, state, every_steps
         self.step_offset = step_offset
@@ -243,7 +245,7 @@ class FullStateCheckpoint(keras.callbacks.Callback):
         if hasattr(self.model, "jax_state_sync"):
             self.model.jax_state_sync()  # the JAX trainer keeps variables outside the model between epochs
         save_state(self.directory, self.model, self.optimizer, self.meta_fn(epoch, step),
-                   self.iterator_state_fn(self.trained))
+                   self.iterator_state_fn(self.trained), self.keep)
         self.state.last_checkpoint = f"{self.directory} (epoch {epoch + 1}, batch {step})" if step else \
             f"{self.directory} (end of epoch {epoch})"
 

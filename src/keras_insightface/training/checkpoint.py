@@ -1,10 +1,14 @@
 """Full-state checkpoints: everything needed to continue a run exactly where it stopped.
 
 A checkpoint is a folder ``<run>_state/`` with all the training model's variables (weights, BN statistics, margin
-statistics, class centers, and the augmentation and sampling RNG states, which ``save_weights`` leaves out), the optimizer's variables (momentum, step
-count, hence the schedule position), the epoch's running metrics, the loader's iterator state and the counters
-and history. It is written to ``<run>_state.tmp/`` and swapped in by renames, so a run killed at any moment
-leaves either the previous or the new checkpoint, never half of one. On several hosts every host takes part
+statistics, class centers, and the augmentation and sampling RNG states, which ``save_weights`` leaves out), the
+optimizer's variables (momentum, step count, hence the schedule position), the epoch's running metrics, the
+loader's iterator state and the counters and history, and ``manifest.json``: every file's size and SHA-256.
+
+It is written to ``<run>_state.tmp/`` (the manifest last) and rotated in by renames: the older checkpoints move
+to ``<run>_state.1/``, ``.2/``, ... and the last ``keep`` (default 2) are kept, so a run killed at any moment
+leaves complete checkpoints only. ``latest_state_dir`` checks each against its manifest, newest first, and
+resumes from the newest intact one, saying which it skipped and why (a truncated or changed file). On several hosts every host takes part
 (variables split across hosts are gathered, each host's iterator state is collected) and process 0 writes; the
 folder must be on storage every host reads, as the resume reads it on every host.
 
@@ -16,6 +20,7 @@ Example:
 """
 
 import base64
+import hashlib
 import json
 import os
 import shutil
@@ -28,6 +33,8 @@ from keras_insightface.training.distribute import (
 )
 
 STATE_FILE = "state.json"
+MANIFEST_FILE = "manifest.json"
+KEEP = 2  # full-state checkpoints kept: the latest and the one before, to fall back to
 
 
 def encode_state(value):
@@ -57,38 +64,103 @@ def _arrays(variables):
     return {f"v{i}": value for i, value in enumerate(host_values(variables))}
 
 
-def save_state(directory, model, optimizer, meta, iterator_state):
-    """Write a checkpoint of ``model`` (a built training model), ``optimizer`` and ``meta`` atomically.
+def save_state(directory, model, optimizer, meta, iterator_state, keep=KEEP):
+    """Write a checkpoint of ``model`` (a built training model), ``optimizer`` and ``meta`` atomically, keeping
+    the ``keep`` latest checkpoints.
 
     ``iterator_state`` is this host's loader state; the checkpoint keeps one per host (``"iterators"``).
     """
     arrays = [_arrays(model.variables), _arrays(optimizer.variables), _arrays(model.metrics_variables)]
     iterators = gather_objects(encode_state(iterator_state))
     if is_primary():
-        _write(directory, arrays, {**meta, "variable_paths": [v.path for v in model.variables], "iterators": iterators})
+        _write(directory, arrays, {**meta, "variable_paths": [v.path for v in model.variables], "iterators": iterators},
+               keep)
     barrier(f"checkpoint {directory} {meta.get('epoch')} {meta.get('step')}")
 
 
-def _write(directory, arrays, state):
-    tmp, old = directory + ".tmp", directory + ".old"
+def _digest(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write(directory, arrays, state, keep=KEEP):
+    tmp = directory + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    for name, values in zip(("model", "optimizer", "metrics"), arrays):  # save_weights skips RNG seed states
-        np.savez(os.path.join(tmp, f"{name}.npz"), **values)
-    with open(os.path.join(tmp, STATE_FILE), "w") as f:
-        json.dump(state, f)
-    shutil.rmtree(old, ignore_errors=True)
+    try:
+        os.makedirs(tmp)
+        for name, values in zip(("model", "optimizer", "metrics"), arrays):  # save_weights skips RNG seed states
+            np.savez(os.path.join(tmp, f"{name}.npz"), **values)
+        with open(os.path.join(tmp, STATE_FILE), "w") as f:
+            json.dump(state, f)
+        files = {name: {"size": os.path.getsize(os.path.join(tmp, name)), "sha256": _digest(os.path.join(tmp, name))}
+                 for name in sorted(os.listdir(tmp))}
+        with open(os.path.join(tmp, MANIFEST_FILE), "w") as f:  # last: a folder with a manifest is complete
+            json.dump({"files": files}, f, indent=1)
+    except OSError as error:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise DataError(f"{directory}: cannot write the checkpoint ({error.strerror or error}); the previous "
+                        "checkpoints are kept") from None
+    _rotate(directory, tmp, max(int(keep), 1))
+
+
+def _rotate(directory, tmp, keep):
+    """``tmp`` becomes ``directory``, which becomes ``.1``, ``.1`` becomes ``.2`` ...; those past ``keep`` go. Each
+    step is one rename, so every folder that exists at any moment is a complete checkpoint."""
+    shutil.rmtree(f"{directory}.{keep}", ignore_errors=True)
+    for index in range(keep - 1, 0, -1):
+        if os.path.isdir(f"{directory}.{index}"):
+            os.replace(f"{directory}.{index}", f"{directory}.{index + 1}")
     if os.path.isdir(directory):
-        os.replace(directory, old)
+        os.replace(directory, f"{directory}.1")
     os.replace(tmp, directory)
-    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(f"{directory}.{keep}", ignore_errors=True)
+    shutil.rmtree(directory + ".old", ignore_errors=True)  # the single previous checkpoint of older versions
 
 
-def latest_state_dir(directory):
-    """The complete checkpoint folder to resume from (the previous one if a swap was interrupted), or None."""
-    for candidate in (directory, directory + ".old"):
-        if os.path.isfile(os.path.join(candidate, STATE_FILE)):
+def verify(directory):
+    """Why the checkpoint folder ``directory`` cannot be resumed from (a missing, truncated or changed file), or
+    None when every file matches its manifest. A folder of an older version (no manifest) needs a state.json."""
+    manifest_path = os.path.join(directory, MANIFEST_FILE)
+    if not os.path.exists(manifest_path):
+        return None if os.path.isfile(os.path.join(directory, STATE_FILE)) else "no state.json"
+    try:
+        with open(manifest_path) as f:
+            files = json.load(f)["files"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        return f"unreadable {MANIFEST_FILE} ({error})"
+    for name, expected in files.items():
+        path = os.path.join(directory, name)
+        if not os.path.isfile(path):
+            return f"{name} is missing"
+        size = os.path.getsize(path)
+        if size != expected.get("size"):
+            return f"{name} is {size} bytes, the manifest says {expected.get('size')} (truncated or replaced)"
+        if _digest(path) != expected.get("sha256"):
+            return f"{name} differs from its checksum in the manifest (corrupted)"
+    return None
+
+
+def checkpoint_dirs(directory):
+    """The checkpoint folders of ``directory``, newest first: itself, ``.1``, ``.2``, ... and an older version's
+    ``.old``."""
+    older, index = [], 1
+    while os.path.isdir(f"{directory}.{index}"):
+        older.append(f"{directory}.{index}")
+        index += 1
+    return [path for path in (directory, *older, directory + ".old") if os.path.isdir(path)]
+
+
+def latest_state_dir(directory, report=print):
+    """The newest intact checkpoint folder of ``directory`` (``verify``), or None; each one skipped is reported
+    (``report``) with the reason."""
+    for candidate in checkpoint_dirs(directory):
+        problem = verify(candidate)
+        if problem is None:
             return candidate
+        report(f">>>> checkpoint {candidate} skipped: {problem}")
     return None
 
 

@@ -284,11 +284,20 @@ class RunConfig(_Section):
     eval_every_steps: int = option(0, _int, "also evaluate every N batches (printed)")
     checkpoint_every_steps: int = option(0, _int, "a full-state checkpoint every N batches besides epoch ends",
                                          ("--checkpoint-every",))
+    keep_checkpoints: int = option(2, _int, "full-state checkpoints kept (the latest and older ones); resume "
+                                   "falls back to the newest intact one")
     tensorboard_dir: str = option(None, _optional(_text), "write Keras TensorBoard logs there")
     distribution: str = option("auto", _distribution, "'auto': every device of every host; 'none': the default "
                                "device only")
     model_parallel: int = option(1, _int, "> 1: shard the classifier kernel over groups of that many devices")
     seed: int = option(0, _int, "weight init, data order and augmentation draws")
+    overwrite: bool = option(False, _bool, "start over where a run of the same name left its history and "
+                             "checkpoints (without it such a run is an error: resume it or rename)")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.keep_checkpoints < 1:
+            raise ValueError(f"keep_checkpoints: must be at least 1, received {self.keep_checkpoints}")
     verbose: int = option(1, _int, "Keras's progress bar (0: none)")
 
 

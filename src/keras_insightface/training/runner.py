@@ -8,6 +8,8 @@ in (its optimizer and loader position) and continues mid-epoch with the same bat
 
 import contextlib
 import dataclasses
+import json
+import os
 
 import keras
 
@@ -15,6 +17,7 @@ from keras_insightface.errors import DataError
 from keras_insightface.training import callbacks as cbs
 from keras_insightface.training.checkpoint import latest_state_dir, load_meta, restore_model_and_optimizer
 from keras_insightface.training.distribute import is_primary
+from keras_insightface.training.run_files import RunLock, check_new_run
 from keras_insightface.training.stages import plan_stage
 
 
@@ -33,6 +36,8 @@ class Run:
         teacher_embeddings: stored teacher embeddings by record (distill-data), or None.
         replicas: data-parallel devices (the global batch is ``batch_size`` times this).
         iterator: the loader's iterator (``get_state`` / ``set_state``), opened by the first stage.
+        lock: the ``RunLock`` of the run's files, held while it trains; ``claimed``: whether this run has checked
+            (once) that it does not start over another run's files (``claim_run``).
     """
 
     config: object
@@ -46,6 +51,8 @@ class Run:
     teacher_embeddings: object = None
     replicas: int = 1
     iterator: object = None
+    lock: object = None
+    claimed: bool = False
 
     @property
     def global_batch_size(self):
@@ -127,6 +134,42 @@ def resume_point(run, schedule, state):
     return meta, directory
 
 
+def claim_run(run, resume=False, initial_epoch=0):
+    """Take the run's lock (process 0; re-entrant, one ``release_run`` each) and, the first time, refuse to start
+    a new run over another's history and checkpoints (``run_files.check_new_run``)."""
+    if run.lock is None:
+        run.lock = RunLock(run.prefix)
+    if is_primary():
+        run.lock.acquire()
+    if not run.claimed:
+        try:
+            if not resume and initial_epoch == 0:
+                check_new_run(run.prefix, run.config.run.overwrite, remove=is_primary())
+        except DataError:
+            release_run(run)
+            raise
+        run.claimed = True
+
+
+def release_run(run):
+    if run.lock is not None and is_primary():
+        run.lock.release()
+
+
+def _continued_history(run, state, initial_epoch):
+    """A run started again at ``initial_epoch`` (the seed's way to continue) keeps the epochs before it from the
+    history file, so they are not lost when the file is rewritten."""
+    if initial_epoch > 0 and not state.history and os.path.isfile(run.history_path):
+        try:
+            with open(run.history_path) as f:
+                stored = json.load(f)
+        except (OSError, ValueError) as error:
+            raise DataError(f"{run.history_path}: unreadable history ({error}); move it aside to start the "
+                            "history again") from None
+        state.history.update({key: list(values)[:initial_epoch] for key, values in stored.items()
+                              if isinstance(values, list)})
+
+
 def run_stages(run, schedule, state, initial_epoch=0, resume=False, callbacks=()):
     """Train each stage dict of ``schedule`` in turn from ``initial_epoch``; returns the epoch reached.
 
@@ -134,6 +177,16 @@ def run_stages(run, schedule, state, initial_epoch=0, resume=False, callbacks=()
     user's Keras callbacks: called after the built-in ones, and seeing one run across the stages (``OneRun``).
     """
     plans = [plan_stage(index, stage) for index, stage in enumerate(schedule)]
+    claim_run(run, resume, initial_epoch)
+    try:
+        if not resume:
+            _continued_history(run, state, initial_epoch)
+        return _run_stages(run, schedule, plans, state, initial_epoch, resume, callbacks)
+    finally:
+        release_run(run)
+
+
+def _run_stages(run, schedule, plans, state, initial_epoch, resume, callbacks):
     meta, resume_dir = resume_point(run, schedule, state) if resume else (None, None)
     epoch = meta["first_epoch"] if meta is not None else initial_epoch
     first_epoch, total_epochs = epoch, epoch + sum(plan.epochs for plan in plans)
@@ -198,7 +251,8 @@ def fit_stage(run, state, saver, one_run, position, start, end_epoch, step_offse
         }
 
     checkpoint = cbs.FullStateCheckpoint(run.state_dir, parts.optimizer, meta_fn, batches.state_after, state,
-                                         run.config.run.checkpoint_every_steps, step_offset)
+                                         run.config.run.checkpoint_every_steps, step_offset,
+                                         run.config.run.keep_checkpoints)
     callbacks = [
         cbs.RestoreEpochMetrics(metrics_dir),
         cbs.Throughput(run.global_batch_size),

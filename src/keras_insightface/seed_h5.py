@@ -34,6 +34,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_insightface.atomic import atomic_path
 from keras_insightface.errors import DataError
 from keras_insightface.heads.norm_dense import NormDense
 from keras_insightface.layers.normalize import l2_normalize
@@ -344,5 +345,6 @@ def convert_seed_h5(src, dst, normalize_inside=True):
     if not str(dst).endswith(".keras"):
         raise DataError(f"{dst}: the output of a converted seed model must be a .keras file")
     model = load_seed_h5(src, normalize_inside=normalize_inside)
-    model.save(dst)
+    with atomic_path(dst, "save the model") as tmp:
+        model.save(tmp)
     return model

@@ -3,7 +3,8 @@
     python tests/training/resume_run.py DATA_DIR OUT_DIR full|kill|term|resume [AT_STEP]
 
 Appends one JSON line per trained batch (epoch, running loss) to OUT_DIR/steps_<mode>.jsonl. ``kill`` starts the
-run and sends itself SIGKILL right after its AT_STEP-th batch (after that step's checkpoint, if any); ``term``
+run and sends itself SIGKILL right after its AT_STEP-th batch (after that step's checkpoint, if any), having
+written the pids of its child processes (decode workers) to OUT_DIR/children_<mode>.jsonl; ``term``
 resumes and sends itself SIGTERM after its AT_STEP-th batch (a graceful stop); ``resume`` resumes to the end.
 """
 
@@ -34,7 +35,18 @@ class RecordSteps(keras.callbacks.Callback):
         with open(self.path, "a") as f:
             f.write(json.dumps({"epoch": self.epoch, "loss": float(logs["loss"])}) + "\n")
         if self.kill_at and count + 1 == self.kill_at:
+            with open(self.path.replace("steps_", "children_"), "w") as f:  # the decode workers left behind
+                f.write(" ".join(children(os.getpid())))
             os.kill(os.getpid(), self.signum)
+
+
+def children(pid):
+    """Pids of the processes ``pid`` started (Linux /proc)."""
+    found = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            found += f.read().split()
+    return found
 
 
 def main(data_dir, out_dir, mode, kill_at=0):

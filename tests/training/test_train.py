@@ -3,6 +3,8 @@
 import glob
 import json
 import os
+import re
+import time
 
 import keras
 import numpy as np
@@ -365,9 +367,9 @@ def test_config_and_learning_rate_errors_are_clear(tiny_data, tmp_path, capsys):
         _train(tiny_data, tmp_path, lr_min=0.5)
 
 
-def _run(script, *args, env=None, log=None):
-    """Run ``script`` in its own session; afterwards kill what is left of the session (decode workers outlive a
-    SIGKILLed parent and would keep pipes open), and return the exit code."""
+def _run(script, *args, env=None, log=None, cleanup=True):
+    """Run ``script`` in its own session; afterwards (with ``cleanup``) kill what is left of the session, so a
+    failing run leaves nothing behind, and return the exit code."""
     import signal
     import subprocess
     import sys
@@ -380,7 +382,8 @@ def _run(script, *args, env=None, log=None):
             return process.wait(timeout=900)
         finally:
             try:
-                os.killpg(process.pid, signal.SIGKILL)
+                if cleanup or process.returncode is None:
+                    os.killpg(process.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
 
@@ -390,9 +393,19 @@ def _steps(path):
         return [json.loads(line) for line in f]
 
 
+def _alive(pid):
+    """Whether process ``pid`` still runs (a zombie waiting to be reaped does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def test_sigkill_mid_epoch_then_resume_reproduces_the_run(tiny_data, tmp_path, workers=1):
-    """Killed mid-epoch (decode in a worker process, augmentation on), resumed, stopped by SIGTERM, resumed: the
-    same per-batch losses and history as one uninterrupted run."""
+    """Killed mid-epoch (decode in a worker process, augmentation on), its newest checkpoint then corrupted,
+    resumed (from the checkpoint before), stopped by SIGTERM, resumed: the same per-batch losses and history as
+    one uninterrupted run, and the killed run's decode worker gone."""
     script = os.path.join(os.path.dirname(__file__), "resume_run.py")
     full_dir, killed_dir = tmp_path / "full", tmp_path / "killed"
     full_dir.mkdir()
@@ -400,16 +413,31 @@ def test_sigkill_mid_epoch_then_resume_reproduces_the_run(tiny_data, tmp_path, w
     env, log = {"RESUME_WORKERS": str(workers)}, tmp_path / "run.log"
     assert _run(script, tiny_data / "rec", full_dir, "full", env=env, log=log) == 0, log.read_text()[-3000:]
     # SIGKILL after global step 7: epoch 2, batch 3 of 4; the last checkpoint is the one after step 6
-    assert _run(script, tiny_data / "rec", killed_dir, "kill", 7, env=env, log=log) == -9, log.read_text()[-3000:]
-    # resumed at step 7, then SIGTERM after its 2nd batch (global 8): the batch finishes, a checkpoint, exit 0
+    killed = _run(script, tiny_data / "rec", killed_dir, "kill", 7, env=env, log=log, cleanup=False)
+    workers_left = (killed_dir / "children_kill.jsonl").read_text().split()
+    deadline = time.time() + 15
+    while any(map(_alive, workers_left)) and time.time() < deadline:
+        time.sleep(0.2)
+    alive = [pid for pid in workers_left if _alive(pid)]
+    for pid in alive:
+        os.kill(int(pid), 9)
+    assert killed == -9, log.read_text()[-3000:]
+    assert len(workers_left) >= workers and not alive, f"decode workers {alive} outlived the killed trainer"
+    # the newest checkpoint (after step 6) truncated, as a disk fault would: the one after step 4 is used
+    model_file = killed_dir / "run_state" / "model.npz"
+    model_file.write_bytes(model_file.read_bytes()[:1000])
+    # resumed at step 5, SIGTERM after its 2nd batch (global 6): the checkpoint after step 6 is written as batch 7
+    # starts, which Keras still runs (recorded, then discarded: the resume trains it again)
     assert _run(script, tiny_data / "rec", killed_dir, "term", 2, env=env, log=log) == 0, log.read_text()[-3000:]
-    assert "SIGTERM: stopped after this batch" in log.read_text()
+    text = log.read_text()
+    assert "SIGTERM: stopped after this batch" in text
+    assert re.search(r"checkpoint .*run_state skipped: model.npz is 1000 bytes, the manifest says \d+", text), text
     assert _run(script, tiny_data / "rec", killed_dir, "resume", env=env, log=log) == 0, log.read_text()[-3000:]
     full = _steps(full_dir / "steps_full.jsonl")
     assert len(full) == 12  # 3 epochs of 4 batches over two stages
     assert _steps(killed_dir / "steps_kill.jsonl") == full[:7]
-    assert _steps(killed_dir / "steps_term.jsonl") == full[6:8]  # from the checkpoint after step 6, bit for bit
-    assert _steps(killed_dir / "steps_resume.jsonl") == full[8:]  # from the SIGTERM checkpoint after step 8
+    assert _steps(killed_dir / "steps_term.jsonl") == full[4:7]  # from the checkpoint after step 4, bit for bit
+    assert _steps(killed_dir / "steps_resume.jsonl") == full[6:]  # from the SIGTERM checkpoint after step 6
     history = {name: json.loads((d / "run_hist.json").read_text()) for name, d in (("full", full_dir), ("r", killed_dir))}
     for run in history.values():
         assert len(run.pop("img/s")) == 3  # wall-clock throughput, the one thing allowed to differ

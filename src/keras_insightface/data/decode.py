@@ -23,6 +23,7 @@ from keras_insightface.errors import DataError
 JPEG_SOI = b"\xff\xd8\xff"
 MAX_PIXELS = 64_000_000  # 8000 x 8000: larger images are refused before decoding (a JPEG bomb costs GBs)
 MAX_PIXELS_VARIABLE = "KERAS_INSIGHTFACE_MAX_PIXELS"  # another limit for every command (raw photos, align)
+PILLOW_FORMATS = ("PNG", "BMP")  # what Pillow may open: not GIF, TIFF, WEBP... ("not a JPEG, PNG or BMP image")
 
 
 def max_pixels_limit():
@@ -58,11 +59,11 @@ def _decode_jpeg(data, image_size, max_pixels, where):
 
 
 def _decode_other(data, image_size, max_pixels, where):
-    """PNG, BMP (and any other format Pillow reads) -> uint8 RGB; palettes, grey and alpha are converted."""
+    """PNG, BMP -> uint8 RGB; palettes, grey and alpha are converted."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        image = Image.open(io.BytesIO(data))  # reads the header only
+        image = Image.open(io.BytesIO(data), formats=PILLOW_FORMATS)  # reads the header only
     except UnidentifiedImageError:
         raise DataError(f"{where}: cannot decode image (not a JPEG, PNG or BMP image)") from None
     with image:
@@ -81,7 +82,7 @@ def check_image(data, where="image", max_pixels=None):
         else:
             from PIL import Image
 
-            with Image.open(io.BytesIO(data)) as image:
+            with Image.open(io.BytesIO(data), formats=PILLOW_FORMATS) as image:
                 height, width = image.height, image.width
     except Exception as error:  # every header reader's failure means "not an image"
         raise DataError(f"{where}: not a readable JPEG, PNG or BMP image ({type(error).__name__})") from None

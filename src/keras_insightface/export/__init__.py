@@ -32,6 +32,7 @@ import shutil
 import tempfile
 import time
 
+from keras_insightface.atomic import write_bytes_atomic
 from keras_insightface.errors import DataError
 from keras_insightface.export.deps import MissingExtraError, require
 from keras_insightface.export.metadata import build_metadata, read_metadata
@@ -117,8 +118,7 @@ def _write_tflite(model, out_path, fp16, route, workdir, meta):
 
     flat, used = _convert(model, route, workdir, lambda source: tflite.convert(source, fp16))
     meta = meta(used)
-    with open(out_path, "wb") as file:
-        file.write(tflite.finish(flat, meta, KEY, INPUT_NAME, OUTPUT_NAME))
+    write_bytes_atomic(out_path, tflite.finish(flat, meta, KEY, INPUT_NAME, OUTPUT_NAME))
     return used, meta
 
 

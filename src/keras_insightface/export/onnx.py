@@ -28,6 +28,7 @@ import warnings
 import numpy as np
 
 import keras_insightface
+from keras_insightface.atomic import atomic_path
 from keras_insightface.export.metadata import INPUT_NAME, NORMALIZE_OFFSET, NORMALIZE_SCALE, OUTPUT_NAME
 
 DEFAULT_OPSET = 17
@@ -135,4 +136,5 @@ def write(proto, path, metadata):
     proto.doc_string = f"Face embedding model: {metadata.get('input_shape')} RGB 0..255 -> {OUTPUT_NAME}"
     onnx.helper.set_model_props(proto, metadata)
     onnx.checker.check_model(proto)
-    onnx.save(proto, os.fspath(path))
+    with atomic_path(path, "write the ONNX model") as tmp:
+        onnx.save(proto, tmp)

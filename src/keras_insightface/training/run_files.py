@@ -36,7 +36,11 @@ class RunLock:
 
     def acquire(self):
         if self._depth == 0:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as error:
+                raise DataError(f"{self.path}: cannot create the run's lock file ({error.strerror or error}); the run "
+                                "folder must be writable") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:

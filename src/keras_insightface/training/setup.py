@@ -41,7 +41,11 @@ def check_files(config):
 def run_prefix(config):
     """``<dir>/<name>``: the folder of ``save_path`` (else ``checkpoint_dir``, created) and its stem."""
     directory, filename = os.path.split(config.run.save_path)
-    os.makedirs(directory or config.run.checkpoint_dir, exist_ok=True)
+    try:
+        os.makedirs(directory or config.run.checkpoint_dir, exist_ok=True)
+    except OSError as error:
+        raise DataError(f"{directory or config.run.checkpoint_dir}: cannot create the run folder "
+                        f"({error.strerror or error})") from None
     return os.path.join(directory or config.run.checkpoint_dir, os.path.splitext(filename)[0])
 
 

@@ -16,6 +16,7 @@ Example:
 
 import importlib
 import os
+import zipfile
 
 from keras_insightface.atomic import atomic_path
 from keras_insightface.errors import DataError
@@ -48,6 +49,8 @@ def load_model(path, compile=False):
         return load_seed_h5(path)
     if not path.endswith(".keras"):
         raise DataError(f"{path}: unknown model format; expected a .keras file or a seed .h5 file")
+    if not zipfile.is_zipfile(path):  # Keras would say "File not found" of a truncated or foreign file
+        raise DataError(f"{path}: not a .keras model (not a zip archive: truncated, or another format)")
     try:
         return keras.saving.load_model(path, compile=compile)
     except (ValueError, OSError, KeyError) as error:

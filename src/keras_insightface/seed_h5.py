@@ -244,7 +244,14 @@ def _read(path):
                 "model.load_weights(path)"
             )
         raw = handle.attrs["model_config"]
-        config = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+        try:
+            config = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+            problem = None if isinstance(config, dict) and {"class_name", "config"} <= set(config) else \
+                f"a JSON {type(config).__name__} without class_name and config"
+        except (ValueError, TypeError) as error:  # not JSON text (UnicodeDecodeError is a ValueError)
+            problem = error
+        if problem is not None:
+            raise DataError(f"{path}: model_config is not a Keras model config ({problem})")
         group = handle["model_weights"] if "model_weights" in handle else handle
         weights = {}
         for layer_name in group.attrs.get("layer_names", []):

@@ -218,12 +218,13 @@ class InsightfaceRec:
         )
 
     def _ids_track_keys(self, samples=8):
-        """Whether image records store their own key as the header id (insightface's writers and ours do): then
-        every read checks it, so a stale ``.idx`` (records moved) is detected, not silently misread."""
+        """Whether image records store their own key as the header id (insightface's writers and ours do; two
+        of the first images matching is no chance): then every read checks it, so a stale ``.idx`` (records
+        moved) is detected, not silently misread."""
         keys = self._image_keys[: min(samples, self.num_images)].tolist()
         heads = [self.reader.read_head(key, IR_HEADER.size) for key in keys]
         ids = [IR_HEADER.unpack(head)[2] if len(head) == IR_HEADER.size else -1 for head in heads]
-        return bool(keys) and sum(i == k for i, k in zip(ids, keys)) * 2 > len(keys)
+        return bool(keys) and sum(i == k for i, k in zip(ids, keys)) >= min(2, len(keys))
 
     def _header(self):
         """Return (first identity key, end key) from record 0, or None when there is no header record."""

@@ -16,6 +16,7 @@ Example:
 import hashlib
 import os
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +57,7 @@ def load_scan(root, key, classes):
                     continue
                 files, labels = cached["files"].astype(str).tolist(), cached["labels"].astype(np.int64)
                 ignored, mac = cached["ignored"].astype(str).tolist(), str(cached["mac"]) if "mac" in cached else ""
-        except (OSError, KeyError, ValueError, EOFError):
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):  # none, old or damaged: scanned again
             continue
         is_signed = signed(mac, *_signed_parts(key, files, labels, ignored))
         if is_signed and _valid_entries(files, labels, classes):

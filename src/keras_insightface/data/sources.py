@@ -23,6 +23,7 @@ Example:
 import hashlib
 import os
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -188,7 +189,7 @@ def _read_npz(npz_path):
     try:
         with np.load(npz_path, allow_pickle=False) as data:
             return {key: data[key] for key in data.files}
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:  # missing, text, empty, truncated
         raise DataError(f"{npz_path}: not a readable npz list ({error})") from None
 
 
@@ -258,11 +259,16 @@ def npz_source(npz_path, allow_outside=False):
     missing = {"rec_path" if "rec_path" in data else "image_names", "image_classes"} - set(data)
     if missing:
         raise DataError(f"{npz_path}: npz list lacks {', '.join(sorted(missing))}")
+    classes = data["image_classes"]
     try:
-        labels = data["image_classes"].astype(np.int64)
+        labels = classes.astype(np.int64)
         embeddings = np.asarray(data["embeddings"], dtype=np.float32) if "embeddings" in data else None
     except (TypeError, ValueError) as error:
         raise DataError(f"{npz_path}: image_classes or embeddings are not numbers ({error})") from None
+    fractional = np.flatnonzero(labels != classes) if classes.dtype.kind == "f" else []
+    if len(fractional):  # astype truncates: 0.5 would silently become class 0
+        i = int(fractional[0])
+        raise DataError(f"{npz_path}: image_classes[{i}] is {classes.flat[i]}, not an integer class")
     names = data["image_names"].astype(str) if "image_names" in data else None
     allow_outside = allow_outside or signed_by_user(data)
     if labels.ndim != 1 or (embeddings is not None and embeddings.ndim != 2):

@@ -64,16 +64,19 @@ def _rows(path, fields, layout, delimiter=None, header=False, exact=True):
     if not path.is_file():
         raise DataError(f"{path}: IJB meta file does not exist")
     rows, lines = [], []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            text = line.strip()
-            if not text or (header and number == 1):
-                continue
-            row = [v.strip() for v in text.split(delimiter)]
-            if len(row) < fields or (exact and len(row) != fields):
-                raise DataError(f"{path}:{number}: expected {layout}, found {text[:120]!r}")
-            rows.append(row[:fields])
-            lines.append(number)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                text = line.strip()
+                if not text or (header and number == 1):
+                    continue
+                row = [v.strip() for v in text.split(delimiter)]
+                if len(row) < fields or (exact and len(row) != fields):
+                    raise DataError(f"{path}:{number}: expected {layout}, found {text[:120]!r}")
+                rows.append(row[:fields])
+                lines.append(number)
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: not UTF-8 text ({error})") from None
     if not rows:
         raise DataError(f"{path}: no records (expected lines of {layout})")
     return rows, lines
@@ -155,15 +158,17 @@ def read_meta(data_dir, subset="IJBC"):
     names, templates, medias = read_template_media(media_path)
     outside = [i for i, name in enumerate(names.tolist()) if escapes(name)]
     if outside:
-        raise DataError(f"{media_path}: record {outside[0] + 1} names {names[outside[0]]!r}, outside the image folder "
-                        f"{image_dir}; IJB image names are file names inside loose_crop/")
+        raise DataError(f"{media_path}: record {outside[0] + 1} names {str(names[outside[0]])!r}, outside the image "
+                        f"folder {image_dir}; IJB image names are file names inside loose_crop/")
     point_names, landmarks, scores = read_landmarks_scores(points_path)
     if len(point_names) != len(names):
         raise DataError(f"{points_path}: {len(point_names)} images, but {media_path.name} lists {len(names)}")
     differ = np.flatnonzero(point_names != names)
     if len(differ):
         i = differ[0]
-        raise DataError(f"{points_path}: record {i + 1} is {point_names[i]!r}, but {media_path.name} has {names[i]!r}")
+        raise DataError(
+            f"{points_path}: record {i + 1} is {str(point_names[i])!r}, but {media_path.name} has {str(names[i])!r}"
+        )
     p1, p2, labels = read_pairs(pairs_path)
     known = np.unique(templates)
     unknown = np.flatnonzero(~np.isin(p1, known) | ~np.isin(p2, known))

@@ -39,7 +39,10 @@ def read_landmarks(path):
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: landmarks file does not exist")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: not UTF-8 text ({error})") from None
     if path.suffix.lower() == ".json":
         try:
             table = json.loads(text)

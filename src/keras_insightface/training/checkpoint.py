@@ -168,16 +168,23 @@ def _read_state(directory):
     path = os.path.join(directory, STATE_FILE)
     try:
         with open(path) as f:
-            return json.load(f)
+            state = json.load(f)
+        problem = None if isinstance(state, dict) else f"a JSON {type(state).__name__}, expected an object"
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise DataError(f"{path}: unreadable checkpoint state ({error}); resume from another checkpoint or "
-                        "start the run again") from None
+        problem = error
+    if problem is not None:
+        raise DataError(f"{path}: unreadable checkpoint state ({problem}); resume from another checkpoint or "
+                        "start the run again")
+    return state
 
 
 def load_meta(directory):
     """The checkpoint's counters and history, with ``"iterator"``: this host's loader state."""
     meta = _read_state(directory)
-    iterators = meta.pop("iterators")
+    iterators = meta.pop("iterators", None)
+    if not isinstance(iterators, list):
+        raise DataError(f"{os.path.join(directory, STATE_FILE)}: no per-host loader states ('iterators'); resume from "
+                        "another checkpoint or start the run again")
     if len(iterators) != process_count():
         raise DataError(
             f"{directory}: checkpoint written by {len(iterators)} host(s), this run has {process_count()}; each "

@@ -34,6 +34,7 @@ Example:
 
 import copy
 import dataclasses
+import difflib
 import json
 import os
 import tomllib
@@ -333,7 +334,10 @@ class TrainConfig:
         known = options()
         unknown = sorted(set(kwargs) - set(known))
         if unknown:
-            raise ValueError(f"unknown options {unknown}; the options are {', '.join(known)}")
+            close = {name: difflib.get_close_matches(name, known, 1) for name in unknown}  # typos: the likely option
+            hints = ", ".join(f"{match[0]!r} for {name!r}" for name, match in close.items() if match)
+            raise ValueError(f"unknown options {unknown}; the options are {', '.join(known)}"
+                             + (f"; did you mean {hints}?" if hints else ""))
         grouped = {section: {} for section in SECTIONS}
         for name, value in kwargs.items():
             grouped[known[name][0]][name] = value
@@ -446,7 +450,9 @@ def schedule(stages):
     from keras_insightface.losses.margin import get_margin_loss
 
     result = []
-    for stage in stages:
+    for index, stage in enumerate(stages):
+        if not isinstance(stage, dict):
+            raise ValueError(f"Stage {index}: expected a table of stage keys, received {stage!r}")
         stage = dict(stage)
         if "loss" in stage and isinstance(stage["loss"], str):
             loss_config = stage.pop("loss_config", {})

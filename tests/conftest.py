@@ -4,6 +4,10 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
+# One XLA compilation cache for every test process (xdist workers and the runs they start): building a model
+# compiles a small random-initialiser program per weight shape (~0.25 s each on CPU), the same ones in every test.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".cache" / "jax"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -34,3 +38,4 @@ def class_images(num_classes, per_class, seed=0, size=112):
             noisy = patterns[label] + rng.normal(0, 20, patterns[label].shape)
             samples.append((jpeg(np.clip(noisy, 0, 255)), label))
     return samples
+

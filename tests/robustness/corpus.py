@@ -159,6 +159,20 @@ def write(path, data):
     return path
 
 
+def make_tree(root, files, links_to=None):
+    """A folder ``root`` of ``files``: ``{relative path: bytes or text}``, ``None`` for an empty folder,
+    ``("link", target)`` for a symlink to the folder ``links_to / target``."""
+    root.mkdir(parents=True)
+    for name, data in files.items():
+        if data is None:
+            (root / name).mkdir(parents=True)
+        elif isinstance(data, tuple):
+            (root / name).symlink_to(links_to / data[1], target_is_directory=True)
+        else:
+            write(root / name, data)
+    return root
+
+
 def snapshot(folder):
     """``{relative path: bytes}`` of every file under ``folder`` (hidden ones included)."""
     folder = Path(folder)
@@ -659,13 +673,7 @@ def class_folders(files, strict=False, cache=None):
     def build(ctx):
         from keras_insightface.data.sources import folder_source
 
-        root = ctx.tmp / "faces"
-        root.mkdir(parents=True)
-        for name, data in files.items():
-            if data is None:
-                (root / name).mkdir(parents=True)
-            else:
-                write(root / name, data)
+        root = make_tree(ctx.tmp / "faces", files)
         write(ctx.tmp / "secret.txt", "password")
         if cache:
             cache(ctx, root)
@@ -1776,15 +1784,7 @@ def gallery(files, damage=None, cache_path=None):
     def build(ctx):
         from keras_insightface.evaluation.gallery import Gallery
 
-        root = ctx.tmp / "people"
-        root.mkdir(parents=True)
-        for name, data in files.items():
-            if data is None:
-                (root / name).mkdir(parents=True)
-            elif isinstance(data, tuple):
-                (root / name).symlink_to(ctx.tmp / data[1], target_is_directory=True)
-            else:
-                write(root / name, data)
+        root = make_tree(ctx.tmp / "people", files, links_to=ctx.tmp)
         write(ctx.tmp / "elsewhere" / "dave" / "1.jpg", face(5))
         path = ctx.tmp / cache_path if cache_path else None
         if damage:

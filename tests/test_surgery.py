@@ -61,6 +61,19 @@ def test_l2_regularizer_losses():
     assert add_l2_regularizer(model, 5e-4, apply_to_batch_normal=True) == 4  # + BN gamma and beta
 
 
+def test_l2_regularizer_reaches_depthwise_and_separable_kernels():
+    """Keras 3 names a DepthwiseConv2D's weight ``kernel`` (Keras 2: ``depthwise_kernel``): every GDC head has one."""
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.DepthwiseConv2D(3, name="dw")(inputs)
+    x = keras.layers.SeparableConv2D(4, 3, name="sep")(x)
+    model = keras.Model(inputs, x)
+    assert add_l2_regularizer(model, 5e-4) == 3
+    kernels = [model.get_layer("dw").kernel, model.get_layer("sep").depthwise_kernel,
+               model.get_layer("sep").pointwise_kernel]
+    want = sum(2.5e-4 * float(np.sum(np.square(np.asarray(k)))) for k in kernels)
+    assert np.isclose(float(sum(np.asarray(loss) for loss in model.losses)), want, rtol=1e-5)
+
+
 def test_stochastic_depth_round_trip_keeps_weights():
     from keras_insightface.layers.stochastic_depth import StochasticDepth
     from keras_insightface.models import buildin_models

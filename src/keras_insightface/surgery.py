@@ -22,6 +22,7 @@ from keras_insightface.layers.conv_blocks import prelu_layer
 from keras_insightface.layers.stochastic_depth import StochasticDepth
 
 KERNEL_LAYERS = (keras.layers.Conv2D, keras.layers.Dense, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)
+KERNEL_NAMES = ("kernel", "depthwise_kernel", "pointwise_kernel")  # the regularised weights of those layers
 
 
 def is_relu(layer):
@@ -93,12 +94,8 @@ def add_l2_regularizer(model, weight_decay, apply_to_batch_normal=False):
     regularizer = keras.regularizers.L2(weight_decay / 2)
     count = 0
     for layer in model._flatten_layers():
-        if isinstance(layer, KERNEL_LAYERS):
-            variables = [layer.depthwise_kernel] if isinstance(layer, keras.layers.DepthwiseConv2D) else []
-            if isinstance(layer, keras.layers.SeparableConv2D):
-                variables = [layer.depthwise_kernel, layer.pointwise_kernel]
-            elif not variables:
-                variables = [layer.kernel]
+        if isinstance(layer, KERNEL_LAYERS):  # Keras 3 names a DepthwiseConv2D's weight ``kernel``
+            variables = [getattr(layer, name) for name in KERNEL_NAMES if getattr(layer, name, None) is not None]
         elif apply_to_batch_normal and isinstance(layer, (keras.layers.BatchNormalization, keras.layers.PReLU)):
             variables = list(layer.trainable_weights)
         else:

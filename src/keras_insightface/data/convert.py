@@ -17,6 +17,7 @@ import simplejpeg
 from keras_insightface.data.binpack import build_bin
 from keras_insightface.data.decode import check_image, is_jpeg
 from keras_insightface.data.insightface_rec import InsightfaceRec, write_insightface_rec
+from keras_insightface.data.loader import describe_record
 from keras_insightface.data.sources import open_source
 from keras_insightface.errors import DataError
 from keras_insightface.data.progress import progress_bar
@@ -82,8 +83,7 @@ class _CheckedImages:
 
     def __getitem__(self, index):
         data, label = self.source[index]
-        where = self.source.describe(index) if hasattr(self.source, "describe") else f"image {index}"
-        check_image(data, where)
+        check_image(data, describe_record(self.source, index))
         return data, label
 
 

@@ -49,45 +49,43 @@ def _check_size(height, width, image_size, max_pixels, where):
                         f"{max_pixels} (max_pixels, ${MAX_PIXELS_VARIABLE}); refused before decoding")
 
 
-def _decode_jpeg(data, image_size, max_pixels, where):
-    try:
-        height, width = simplejpeg.decode_jpeg_header(data)[:2]
-    except ValueError as error:
-        raise DataError(f"{where}: cannot decode image (unreadable JPEG header: {error})") from None
-    _check_size(height, width, image_size, max_pixels, where)
-    return simplejpeg.decode_jpeg(data, colorspace="RGB")
-
-
-def _decode_other(data, image_size, max_pixels, where):
-    """PNG, BMP -> uint8 RGB; palettes, grey and alpha are converted."""
+def _read_size(data):
+    """``((height, width), None)`` from the image's header (nothing decoded), or ``(None, why)`` when it does not
+    read: simplejpeg for JPEG, Pillow (PNG and BMP only) for the rest."""
     from PIL import Image, UnidentifiedImageError
 
+    if is_jpeg(data):
+        try:
+            return simplejpeg.decode_jpeg_header(data)[:2], None
+        except ValueError as error:
+            return None, f"unreadable JPEG header: {error}"
     try:
-        image = Image.open(io.BytesIO(data), formats=PILLOW_FORMATS)  # reads the header only
+        with Image.open(io.BytesIO(data), formats=PILLOW_FORMATS) as image:
+            return (image.height, image.width), None
     except UnidentifiedImageError:
-        raise DataError(f"{where}: cannot decode image (not a JPEG, PNG or BMP image)") from None
-    with image:
-        _check_size(image.height, image.width, image_size, max_pixels, where)
+        return None, "not a JPEG, PNG or BMP image"
+    except Exception as error:  # a damaged header: Pillow's plugins raise SyntaxError, OSError, ValueError...
+        return None, f"{type(error).__name__}: {error}"
+
+
+def _pixels(data):
+    """uint8 RGB pixels of an image whose header read; Pillow converts palettes, grey and alpha."""
+    if is_jpeg(data):
+        return simplejpeg.decode_jpeg(data, colorspace="RGB")
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data), formats=PILLOW_FORMATS) as image:
         return np.asarray(image.convert("RGB"))
 
 
 def check_image(data, where="image", max_pixels=None):
     """Raise a ``DataError`` naming ``where`` unless ``data`` starts like a JPEG, PNG or BMP image whose header
     reads and whose size is within ``max_pixels``; nothing is decoded. Returns ``(height, width)``."""
-    data = bytes(data)
-    max_pixels = max_pixels_limit() if max_pixels is None else max_pixels
-    try:
-        if is_jpeg(data):
-            height, width = simplejpeg.decode_jpeg_header(data)[:2]
-        else:
-            from PIL import Image
-
-            with Image.open(io.BytesIO(data), formats=PILLOW_FORMATS) as image:
-                height, width = image.height, image.width
-    except Exception as error:  # every header reader's failure means "not an image"
-        raise DataError(f"{where}: not a readable JPEG, PNG or BMP image ({type(error).__name__})") from None
-    _check_size(height, width, None, max_pixels, where)
-    return height, width
+    size, why = _read_size(bytes(data))
+    if why is not None:
+        raise DataError(f"{where}: not a readable JPEG, PNG or BMP image ({why})")
+    _check_size(*size, None, max_pixels_limit() if max_pixels is None else max_pixels, where)
+    return size
 
 
 def decode_image(data, image_size=(112, 112), where="image", max_pixels=None):
@@ -97,12 +95,12 @@ def decode_image(data, image_size=(112, 112), where="image", max_pixels=None):
     to ``max_pixels`` (default ``max_pixels_limit()``). Sizes are checked from the header, before decoding.
     """
     data = bytes(data)
-    max_pixels = max_pixels_limit() if max_pixels is None else max_pixels
-    decode = _decode_jpeg if is_jpeg(data) else _decode_other
+    size, why = _read_size(data)
+    if why is not None:
+        raise DataError(f"{where}: cannot decode image ({why})")
+    _check_size(*size, image_size, max_pixels_limit() if max_pixels is None else max_pixels, where)
     try:
-        image = decode(data, image_size, max_pixels, where)
-    except DataError:
-        raise
+        image = _pixels(data)
     except Exception as error:  # decoders raise ValueError, OSError, SyntaxError... all mean "corrupt"
         raise DataError(f"{where}: cannot decode image ({type(error).__name__}: {error})") from None
     return np.ascontiguousarray(image)

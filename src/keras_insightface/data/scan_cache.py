@@ -2,8 +2,8 @@
 
 The cache sits beside the tree (``.keras_insightface_scan.npz``) when it is writable, else under the user cache
 dir. A cache is data from disk like any other: one planted in a dataset folder could list files outside the tree.
-So each cache is signed with this user's key (``signing``), and every entry is checked to be ``<class>/<file>`` of a class of the tree with that
-class's label. A cache failing either check is ignored with a warning naming it, and the tree is scanned again.
+So each cache is signed with this user's key (``signing``), and every entry is checked to be ``<class>/<file>``
+of a class of the tree with that class's label. A cache failing either check is ignored with a warning naming it, and the tree is scanned again.
 
 Example:
     >>> import numpy as np
@@ -14,14 +14,15 @@ Example:
 """
 
 import hashlib
-import os
 import warnings
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from keras_insightface.atomic import atomic_path
 from keras_insightface.data.signing import cache_home, sign, signed
+from keras_insightface.errors import DataError
 
 SCAN_CACHE_NAME = ".keras_insightface_scan.npz"
 
@@ -74,12 +75,11 @@ def save_scan(root, key, files, labels, ignored):
     if not mac:
         return
     for path in cache_paths(root):
-        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}.npz")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(tmp, key=key, files=np.asarray(files, dtype=str), labels=labels,
-                     ignored=np.asarray(ignored, dtype=str), mac=np.asarray(mac))
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                np.savez(tmp, key=key, files=np.asarray(files, dtype=str), labels=labels,
+                         ignored=np.asarray(ignored, dtype=str), mac=np.asarray(mac))
             return
-        except OSError:
-            tmp.unlink(missing_ok=True)
+        except (OSError, DataError):  # not writable here: the next place
+            continue

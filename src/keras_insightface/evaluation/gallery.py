@@ -38,7 +38,6 @@ Example:
     0
 """
 
-import contextlib
 import hashlib
 import os
 import typing
@@ -47,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_insightface.atomic import atomic_path
 from keras_insightface.errors import DataError
 from keras_insightface.inference.embed import embed_faces
 from keras_insightface.inference.embedders import open_model
@@ -114,21 +114,14 @@ def _read_cache(path, model_id):
 
 
 def _write_cache(path, model_id, names, stats, embeddings):
-    tmp = f"{path}.tmp{os.getpid()}"
     try:
-        with open(tmp, "wb") as f:
+        with atomic_path(path, "write the gallery's embedding cache") as tmp, open(tmp, "wb") as f:
             np.savez(
                 f, model_id=np.array(model_id), paths=np.array(names), sizes=stats[:, 0], mtimes=stats[:, 1],
                 embeddings=embeddings,
             )
-        os.replace(tmp, path)
-    except OSError as error:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise DataError(
-            f"{path}: cannot write the gallery's embedding cache ({error.strerror or error}); give a writable"
-            " cache file (cache_path, --cache)"
-        ) from None
+    except DataError as error:
+        raise DataError(f"{error}; give a writable cache file (cache_path, --cache)") from None
 
 
 class Gallery:

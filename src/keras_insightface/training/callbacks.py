@@ -13,7 +13,7 @@ import numpy as np
 
 from keras_insightface.atomic import write_json_atomic
 from keras_insightface.saving import save_model
-from keras_insightface.training.checkpoint import restore_metrics, save_state
+from keras_insightface.training.checkpoint import KEEP, restore_metrics, save_state
 from keras_insightface.training.distribute import gather_objects, is_primary, process_count
 
 
@@ -231,7 +231,7 @@ class FullStateCheckpoint(keras.callbacks.Callback):
     """
 
     def __init__(self, directory, optimizer, meta_fn, iterator_state_fn, state, every_steps=0, step_offset=0,
-                 keep=2):
+                 keep=KEEP):
         super().__init__()
         self.keep = keep
         self.directory, self.optimizer, self.meta_fn = directory, optimizer, meta_fn

@@ -20,6 +20,7 @@ Example:
 """
 
 import base64
+import glob
 import hashlib
 import json
 import os
@@ -103,7 +104,7 @@ def _write(directory, arrays, state, keep=KEEP):
         shutil.rmtree(tmp, ignore_errors=True)
         raise DataError(f"{directory}: cannot write the checkpoint ({error.strerror or error}); the previous "
                         "checkpoints are kept") from None
-    _rotate(directory, tmp, max(int(keep), 1))
+    _rotate(directory, tmp, keep)
 
 
 def _rotate(directory, tmp, keep):
@@ -144,12 +145,10 @@ def verify(directory):
 
 
 def checkpoint_dirs(directory):
-    """The checkpoint folders of ``directory``, newest first: itself, ``.1``, ``.2``, ... and an older version's
-    ``.old``."""
-    older, index = [], 1
-    while os.path.isdir(f"{directory}.{index}"):
-        older.append(f"{directory}.{index}")
-        index += 1
+    """The checkpoint folders of ``directory``, newest first: itself, ``.1``, ``.2``, ... (also past a gap that an
+    interrupted rotation left) and an older version's ``.old``."""
+    older = [path for path in glob.glob(glob.escape(directory) + ".*") if path.rsplit(".", 1)[1].isdigit()]
+    older.sort(key=lambda path: int(path.rsplit(".", 1)[1]))
     return [path for path in (directory, *older, directory + ".old") if os.path.isdir(path)]
 
 

@@ -294,12 +294,12 @@ class RunConfig(_Section):
     seed: int = option(0, _int, "weight init, data order and augmentation draws")
     overwrite: bool = option(False, _bool, "start over where a run of the same name left its history and "
                              "checkpoints (without it such a run is an error: resume it or rename)")
+    verbose: int = option(1, _int, "Keras's progress bar (0: none)")
 
     def __post_init__(self):
         super().__post_init__()
         if self.keep_checkpoints < 1:
             raise ValueError(f"keep_checkpoints: must be at least 1, received {self.keep_checkpoints}")
-    verbose: int = option(1, _int, "Keras's progress bar (0: none)")
 
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "head": HeadConfig, "augment": AugmentConfig,

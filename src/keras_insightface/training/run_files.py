@@ -18,13 +18,13 @@ to end or stop it, or give this run another save_path
 """
 
 import fcntl
-import glob
 import os
 import shutil
 import socket
 import time
 
 from keras_insightface.errors import DataError
+from keras_insightface.training.checkpoint import checkpoint_dirs
 
 
 class RunLock:
@@ -74,15 +74,15 @@ class RunLock:
         self.release()
 
 
-def state_dirs(prefix):
-    """Every checkpoint folder of the run ``prefix`` (the latest, older ones kept, interrupted swaps)."""
-    return sorted(glob.glob(glob.escape(prefix) + "_state")) + sorted(glob.glob(glob.escape(prefix) + "_state.*"))
+def _state_dirs(prefix):
+    """Every checkpoint folder of the run ``prefix``: the kept ones and a write that was cut short."""
+    return [*checkpoint_dirs(prefix + "_state"), *[path for path in [prefix + "_state.tmp"] if os.path.isdir(path)]]
 
 
 def check_new_run(prefix, overwrite, remove=True):
     """Refuse to start a new run where the run ``prefix`` left a history or checkpoints, unless ``overwrite``
     (then, with ``remove``, the old checkpoints are removed: every host checks, process 0 removes)."""
-    found = [path for path in [prefix + "_hist.json", *state_dirs(prefix)] if os.path.exists(path)]
+    found = [path for path in [prefix + "_hist.json", *_state_dirs(prefix)] if os.path.exists(path)]
     if not found:
         return
     if not overwrite:
@@ -92,6 +92,6 @@ def check_new_run(prefix, overwrite, remove=True):
         )
     if not remove:
         return
-    for path in state_dirs(prefix):
+    for path in _state_dirs(prefix):
         shutil.rmtree(path, ignore_errors=True)
     print(f">>>> overwrite: starting {os.path.basename(prefix)} over (its old checkpoints removed)")

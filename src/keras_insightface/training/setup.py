@@ -41,12 +41,12 @@ def check_files(config):
 def run_prefix(config):
     """``<dir>/<name>``: the folder of ``save_path`` (else ``checkpoint_dir``, created) and its stem."""
     directory, filename = os.path.split(config.run.save_path)
+    directory = directory or config.run.checkpoint_dir
     try:
-        os.makedirs(directory or config.run.checkpoint_dir, exist_ok=True)
+        os.makedirs(directory, exist_ok=True)
     except OSError as error:
-        raise DataError(f"{directory or config.run.checkpoint_dir}: cannot create the run folder "
-                        f"({error.strerror or error})") from None
-    return os.path.join(directory or config.run.checkpoint_dir, os.path.splitext(filename)[0])
+        raise DataError(f"{directory}: cannot create the run folder ({error.strerror or error})") from None
+    return os.path.join(directory, os.path.splitext(filename)[0])
 
 
 def build_parts(config, num_classes, steps_per_epoch, teacher_dim, distributed):

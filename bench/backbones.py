@@ -16,7 +16,7 @@ import time
 os.environ.setdefault("KERAS_BACKEND", "jax")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-CPU_SET = ["r18_tiny", "mobilenet", "mobilefacenet", "ghostnet", "mobilenetv3_small"]
+CPU_SET = ["r18_tiny", "mobilenet", "mobilefacenet_insightface", "ghostnet", "mobilenetv3_small"]
 
 
 def forward_rate(model, batch_size, repeats=3):
@@ -58,7 +58,7 @@ def main():
     print(f"| model | params (M) | GFLOPs | forward img/s | train img/s | (batch {args.batch_size}, {args.precision}) |")
     print("|---|---|---|---|---|---|")
     for name in args.names or list_backbones():
-        model = buildin_models(name, emb_shape=512)
+        model = buildin_models(name, emb_shape=512, weights=None, preset="arcface_torch")
         params, flops, forward = model.count_params() / 1e6, gflops(model), forward_rate(model, args.batch_size)
         train, _, device = measure_train_step(name, args.batch_size, args.classes, args.steps, args.precision)
         print(f"| {name} | {params:.2f} | {flops:.3f} | {forward:.1f} | {train:.1f} | {device} |")

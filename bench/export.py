@@ -5,8 +5,8 @@ Each model is built with random weights (``buildin_models(name)``, GDC head, emb
 each batch size. Keras runs as one ``jax.jit`` of the inference function (``stateless_call``, weights as
 arguments, ``block_until_ready``), so neither side pays Python per-layer overhead.
 
-    python bench/export.py                                  # r50 and mobilefacenet, batch 1 and 64
-    python bench/export.py --models mobilefacenet,r18 --batch-sizes 1,8,64 --steps 20
+    python bench/export.py                                  # r50 and mobilefacenet_insightface, batch 1 and 64
+    python bench/export.py --models mobilefacenet_insightface,r18 --batch-sizes 1,8,64 --steps 20
     python bench/export.py --models r50 --steps 5 --threads 2
 
 Prints a markdown table and one ``RESULT`` line per model and batch size.
@@ -59,7 +59,7 @@ def bench_model(name, batch_sizes, steps, warmup, threads, workdir):
     from keras_insightface.export import export_model
     from keras_insightface.models import buildin_models
 
-    model = buildin_models(name)
+    model = buildin_models(name, weights=None, preset="arcface_torch")
     path = os.path.join(workdir, f"{name}.onnx")
     result = export_model(model, path)
     keras_fn, onnx_fn = keras_runner(model), onnx_runner(path, threads)
@@ -74,7 +74,7 @@ def bench_model(name, batch_sizes, steps, warmup, threads, workdir):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", default="r50,mobilefacenet", help="comma-separated buildin_models names")
+    parser.add_argument("--models", default="r50,mobilefacenet_insightface", help="comma-separated buildin_models names")
     parser.add_argument("--batch-sizes", default="1,64", help="comma-separated batch sizes")
     parser.add_argument("--steps", type=int, default=20, help="timed runs per model and batch size")
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs first (JIT compile, allocations)")

@@ -32,7 +32,7 @@ def measure_train_step(model_name, batch_size, classes, steps, precision="float3
     from keras_insightface.training.task import FaceTask
 
     with dtype_policy(precision):  # the same training model and compile arguments as Train
-        basic = buildin_models(model_name, emb_shape=emb_shape)
+        basic = buildin_models(model_name, emb_shape=emb_shape, weights=None, preset="arcface_torch")
         margin = MarginHead(ArcfaceLoss(scale=64))
         model = FaceTask(basic, FaceAugment(seed=0), head=NormDense(classes), margin_head=margin)
     model.compile(optimizer=L2SGD(0.1), jit_compile=True)

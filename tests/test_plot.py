@@ -1,4 +1,5 @@
-"""hist_plot_split's grid, stages, best marks and overlays; choose_accuracy's tables; the ``plot`` command."""
+"""hist_plot_split's grid, stages, best marks, the seed's keywords and ``(axes, pre_item)``; plot_runs' overlays;
+choose_accuracy's tables and the seed's keywords; the ``plot`` command."""
 
 import json
 
@@ -9,7 +10,9 @@ matplotlib.use("Agg")
 
 from keras_insightface.cli import main  # noqa: E402
 from keras_insightface.errors import DataError  # noqa: E402
-from keras_insightface.plot import choose_accuracy, hist_plot_split  # noqa: E402
+import numpy as np  # noqa: E402
+
+from keras_insightface.plot import choose_accuracy, hist_plot_split, plot_runs  # noqa: E402
 
 EVALS = ("lfw", "cfp_fp", "agedb_30")
 
@@ -43,8 +46,8 @@ RUN_B = _history(
 )
 
 
-def _panel(fig, title):
-    return next(ax for ax in fig.axes if ax.get_title() == title)
+def _panel(fig_or_axes, title):
+    return next(ax for ax in getattr(fig_or_axes, "axes", fig_or_axes) if ax.get_title() == title)
 
 
 def _runs(ax):
@@ -70,7 +73,7 @@ def test_grid_stages_and_per_stage_best(tmp_path):
 
 def test_overlay_axes_reuse_sparse_evals_and_skip_epochs(tmp_path):
     a, b = _write(tmp_path / "a_hist.json", RUN_A), _write(tmp_path / "b_hist.json", RUN_B)
-    fig = hist_plot_split([a, b], epochs=[2, 4], customs=["lr", "centerloss_loss"])
+    fig = plot_runs([a, b], epochs=[2, 4], customs=["lr", "centerloss_loss"])
     for title in ("loss", "accuracy", *EVALS):
         assert [line.get_label() for line in _runs(_panel(fig, title))] == ["a", "b"]
     assert len(_runs(_panel(fig, "lr, centerloss_loss"))) == 4
@@ -78,7 +81,7 @@ def test_overlay_axes_reuse_sparse_evals_and_skip_epochs(tmp_path):
     assert b_lfw.get_xdata().tolist() == [2, 4, 6]  # evaluated every 2nd epoch
     assert len([line for line in _panel(fig, "lfw").get_lines() if line.get_gid() == "stage-separator"]) == 1
 
-    again = hist_plot_split(a, axes=fig.axes, fig_label="a again")
+    again = plot_runs(a, axes=fig.axes, fig_label="a again")
     assert again is fig
     assert [line.get_label() for line in _runs(_panel(fig, "agedb_30"))] == ["a", "b", "a again"]
     assert len({line.get_color() for line in _runs(_panel(fig, "loss"))}) == 3
@@ -92,7 +95,7 @@ def test_overlay_axes_reuse_sparse_evals_and_skip_epochs(tmp_path):
 
 def test_choose_accuracy_tables(tmp_path, capsys):
     paths = [_write(tmp_path / "a_hist.json", RUN_A), _write(tmp_path / "b_hist.json", RUN_B)]
-    tables = choose_accuracy(paths)
+    tables = choose_accuracy(paths).tables
     assert list(tables) == ["agedb_30 max", "all max", "sum max", "latest"]
     assert tables["agedb_30 max"]["a"] == {"lfw": 0.97, "cfp_fp": 0.86, "agedb_30": 0.84, "epoch": 5}
     assert tables["agedb_30 max"]["b"] == {"lfw": 0.96, "cfp_fp": 0.88, "agedb_30": 0.82, "epoch": 6}
@@ -103,7 +106,7 @@ def test_choose_accuracy_tables(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| a | 0.9700 | 0.8600 | 0.8400 | 5 |" in out
     assert "| b | 0.9700, 4 | 0.8800, 6 | 0.8200, 6 |" in out
-    assert choose_accuracy(paths, key_pick="lfw", verbose=False)["lfw max"]["b"]["epoch"] == 4
+    assert choose_accuracy(paths, key_pick="lfw", verbose=False).tables["lfw max"]["b"]["epoch"] == 4
 
 
 def test_cli_plot_and_bad_files(tmp_path, capsys):
@@ -125,3 +128,101 @@ def test_cli_plot_and_bad_files(tmp_path, capsys):
         hist_plot_split(_write(tmp_path / "bad_hist.json", {**RUN_A, "lfw": "high"}))
     with pytest.raises(DataError, match="no 'loss'"):
         choose_accuracy([_write(tmp_path / "empty_hist.json", {"lr": [0.1]})])
+
+
+def _loss_line(axes, label):
+    return next(line for line in axes[0].get_lines() if line.get_label() == label)
+
+
+def test_seed_return_pair_and_two_histories_on_the_same_axes(tmp_path):
+    a, b = _write(tmp_path / "a_hist.json", RUN_A), _write(tmp_path / "b_hist.json", RUN_B)
+    axes, pre_item = hist_plot_split(a, [2, 4])
+    assert isinstance(axes, np.ndarray) and axes.shape == (6,)
+    # the seed's pre_item: the last value of every drawn key
+    assert pre_item == pytest.approx({"loss": 1.0, "accuracy": 0.6, "lfw": 0.965, "cfp_fp": 0.87, "agedb_30": 0.83,
+                                      "lr": 0.1})
+    again, pre_b = hist_plot_split(b, [2, 4], axes=axes)
+    assert list(again) == list(axes)  # the same Axes objects: the seed's way of comparing runs
+    lfw = _panel(again, "lfw")
+    assert [line.get_label() for line in _runs(lfw)] == ["a", "b"]
+    assert _runs(lfw)[0].get_color() != _runs(lfw)[1].get_color()
+    assert pre_b["loss"] == 1.6 and pre_b["lfw"] == 0.96
+
+
+def test_list_of_files_is_one_run_continued_and_init_epoch_joins_parts(tmp_path):
+    first = {key: values[:3] for key, values in RUN_A.items() if len(values) == 6}
+    second = {key: values[3:] for key, values in RUN_A.items() if len(values) == 6}
+    p1, p2 = _write(tmp_path / "part1_hist.json", first), _write(tmp_path / "part2_hist.json", second)
+    axes, _ = hist_plot_split([p1, p2])  # the seed concatenates the files: one 6-epoch run, labelled by the last
+    np.testing.assert_array_equal(_loss_line(axes, "part2").get_xydata(), np.c_[np.arange(1, 7), RUN_A["loss"]])
+
+    axes, pre_item = hist_plot_split(p1, fig_label="part 1")
+    assert pre_item["loss"] == 2.5
+    axes, _ = hist_plot_split(p2, axes=axes, init_epoch=3, pre_item=pre_item, fig_label="part 2")
+    # the continued part is drawn from epoch 4 on, joined to part 1's last value at epoch 3
+    np.testing.assert_array_equal(_loss_line(axes, "part 2").get_xydata(), [[3, 2.5], [4, 2.0], [5, 1.5], [6, 1.0]])
+    lfw_part2 = _runs(_panel(axes, "lfw"))[1]
+    assert lfw_part2.get_xydata().tolist() == [[3, 0.93], [4, 0.96], [5, 0.97], [6, 0.965]]
+    lines = _panel(axes, "lfw").get_lines()
+    separators = [line.get_xdata()[0] for line in lines if line.get_gid() == "stage-separator"]
+    assert separators == [3.5]  # where the continued part starts
+
+
+def test_every_seed_keyword(tmp_path):
+    a = _write(tmp_path / "a_hist.json", RUN_A)
+    out = tmp_path / "seed_order.png"
+    # the seed's positional order: history, epochs, names, customs, save
+    axes, _ = hist_plot_split(a, [2, 4], ["s16", "s32"], ["lfw", "lr"], str(out))
+    assert out.stat().st_size > 10_000
+    assert [ax.get_title() for ax in axes if ax.get_visible()] == ["loss", "accuracy", "lr", "lfw"]
+    axes, pre_item = hist_plot_split(
+        history=a, epochs=[2], names=["s16"], customs=["lfw", "agedb_30", "lr"], save=str(tmp_path / "k.svg"),
+        axes=None, init_epoch=0, pre_item={}, fig_label="run a", eval_split=True, limit_loss_max=3.2, skip_epochs=0,
+    )
+    assert (tmp_path / "k.svg").stat().st_size > 1_000
+    loss = _loss_line(axes, "run a")
+    assert loss.get_xydata().tolist() == [[1, 3.2], [2, 3.0]]  # epochs=[2]: the first 2 epochs; 4.0 clipped
+    assert "3.0000" in [text.get_text() for text in axes[0].texts]
+    assert pre_item == pytest.approx({"loss": 3.0, "accuracy": 0.2, "lfw": 0.95, "agedb_30": 0.78, "lr": 0.1})
+
+    hist_plot_split(a, save="")  # the seed's "": named after the history file
+    assert (tmp_path / "a_hist.svg").stat().st_size > 1_000
+    with pytest.raises(ValueError, match="give a path"):
+        hist_plot_split(RUN_A, save="")
+
+    # customs []: every verification set, nothing in the third panel
+    axes, pre_item = hist_plot_split(a, customs=[])
+    assert [ax.get_title() for ax in axes if ax.get_visible()] == ["loss", "accuracy", "", *EVALS]
+    assert "lr" not in pre_item and not axes[2].get_lines()
+
+
+def test_eval_split_false_is_one_row(tmp_path):
+    a, b = _write(tmp_path / "a_hist.json", RUN_A), _write(tmp_path / "b_hist.json", RUN_B)
+    axes, _ = hist_plot_split(a, eval_split=False)
+    assert len(axes) == 4 and axes[0].get_subplotspec().get_gridspec().get_geometry() == (1, 3)
+    assert axes[2].get_title() == "lfw, cfp_fp, agedb_30"
+    styles = [line.get_linestyle() for line in _runs(axes[2])]
+    assert [line.get_label() for line in _runs(axes[2])] == ["lfw - a", "cfp_fp - a", "agedb_30 - a"]
+    assert len(set(styles)) == 3
+    assert [line.get_label() for line in _runs(axes[3])] == ["lr - a"]  # the loss panel's second y axis
+    axes, _ = hist_plot_split(b, axes=axes)  # 4 axes: stays one row
+    assert len(axes) == 4 and len(_runs(axes[2])) == 6 and len(_runs(axes[3])) == 2
+
+
+def test_choose_accuracy_seed_keywords(tmp_path, capsys):
+    paths = [_write(tmp_path / "exp_a_hist.json", RUN_A), _write(tmp_path / "exp_b_hist.json", RUN_B)]
+    metric_max, all_max, sum_max = choose_accuracy(paths, skip_name_len=4, sort_metric=True, metric_key="lfw",
+                                                   key_picks=["lfw", "cfp_fp"])
+    assert metric_max == {"a": {"lfw": 0.97, "cfp_fp": 0.86, "epoch": 5},
+                          "b": {"lfw": 0.97, "cfp_fp": 0.83, "epoch": 4}}
+    assert all_max["b"] == {"lfw": (0.97, 4), "cfp_fp": (0.88, 6)}
+    assert sum_max["a"]["epoch"] == 6 and sum_max["b"]["epoch"] == 6
+    out = capsys.readouterr().out
+    assert ">>>> lfw max:" in out and "| run | lfw | cfp_fp | epoch |" in out and "agedb_30" not in out
+    latest = out[out.index(">>>> latest:") :]
+    assert latest.index("| b |") < latest.index("| a |")  # sort_metric: ascending lfw, b (0.96) before a (0.965)
+    tables = choose_accuracy(paths, metric_key="IJBC", key_picks=["lfw", "agedb_30"], verbose=False)
+    assert list(tables.tables) == ["agedb_30 max", "all max", "sum max", "latest"]  # the seed: last of key_picks
+    assert tables.latest["exp_a"] == {"lfw": 0.965, "agedb_30": 0.83, "epoch": 6}
+    with pytest.raises(ValueError, match="skip_name_len"):
+        choose_accuracy(paths, skip_name_len=-1)

@@ -55,7 +55,7 @@ def test_model_file_and_backbone_name(model, tmp_path, monkeypatch):
     assert (from_file["parameters"], from_file["embedding_size"]) == (PARAMETERS, 16)
     assert from_file["normalization"] == "(x - 127.5) / 128 (layer 'normalize')"
     built = []
-    monkeypatch.setattr(keras_insightface.models, "buildin_models", lambda name: built.append(name) or model)
+    monkeypatch.setattr(keras_insightface.models, "buildin_models", lambda name, **options: built.append(name) or model)
     assert model_summary("R18_tiny", runs=1)["parameters"] == PARAMETERS and built == ["R18_tiny"]
     with pytest.raises(DataError, match="r999: neither a .keras/.h5 model file nor a builtin backbone"):
         model_summary("r999")

@@ -1,13 +1,23 @@
-"""Model surgery keeps weights: ReLU swaps, BatchNormalization settings, L2 regularisers."""
+"""Model surgery keeps weights: ReLU swaps, BatchNormalization settings, L2 regularisers, stochastic depth,
+mixed precision; the seed's surgery names with the seed's values."""
 
 import keras
 import numpy as np
 
+import pytest
+
 from keras_insightface.surgery import (
     add_l2_regularizer,
+    add_l2_regularizer_2_model,
     add_stochastic_depth,
+    convert_mixed_float16_to_float32,
+    convert_to_batch_renorm,
+    convert_to_mixed_float16,
     remove_stochastic_depth,
+    replace_add_with_stochastic_depth,
+    replace_ReLU_with_PReLU,
     replace_relu,
+    replace_stochastic_depth_with_add,
     set_bn_params,
 )
 
@@ -89,3 +99,103 @@ def test_stochastic_depth_round_trip_keeps_weights():
     assert not any(isinstance(layer, StochasticDepth) for layer in back.layers)
     assert sum(isinstance(layer, keras.layers.Add) for layer in back.layers) == 8
     np.testing.assert_allclose(back.predict_on_batch(x), model.predict_on_batch(x), rtol=1e-5, atol=1e-5)
+
+
+def _l2_sum(model, l2, *variables):
+    """``(l2 * sum of squares of variables, the model's loss terms)``."""
+    want = l2 * sum(float(np.sum(np.square(np.asarray(v)))) for v in variables)
+    return want, float(sum(np.asarray(x) for x in model.losses))
+
+
+def test_seed_add_l2_regularizer_2_model_values_and_saving(tmp_path):
+    from keras_insightface.saving import load_model
+
+    model = _small_model()
+    model.get_layer("dense").bias.assign(np.full(5, 0.5))
+    # the seed (models.py add_l2_regularizer_2_model, commit 520a9da): keras.regularizers.L2(weight_decay / 2),
+    # its README: "add_l2_regularizer_2_model(basic_model, 1e-3) will add keras.regularizers.L2(5e-4)"
+    assert add_l2_regularizer_2_model(model, 1e-3) is model
+    conv, dense = model.get_layer("conv"), model.get_layer("dense")
+    assert float(conv.kernel_regularizer.l2) == pytest.approx(5e-4) and dense.bias_regularizer is None
+    want, got = _l2_sum(model, 5e-4, conv.kernel, dense.kernel)
+    assert got == pytest.approx(want, rel=1e-5)
+    # kept in the saved model's config, so a reloaded model has the same loss terms
+    model.save(tmp_path / "m.keras")
+    assert float(sum(np.asarray(x) for x in load_model(tmp_path / "m.keras").losses)) == pytest.approx(got, rel=1e-5)
+
+    model = _small_model()
+    model.get_layer("conv").trainable = False  # the seed regularises trainable layers only
+    add_l2_regularizer_2_model(model, 1e-3, {}, True, True)  # the seed's positional order
+    bn, dense = model.get_layer("bn"), model.get_layer("dense")
+    assert model.get_layer("conv").kernel_regularizer is None
+    want, got = _l2_sum(model, 5e-4, bn.gamma, bn.beta, dense.kernel, dense.bias)
+    assert got == pytest.approx(want, rel=1e-5) and float(dense.bias_regularizer.l2) == pytest.approx(5e-4)
+    with pytest.raises(ValueError, match="weight_decay"):
+        add_l2_regularizer(model, -1.0)
+
+
+def test_seed_replace_relu_with_prelu(capsys):
+    model = _small_model()
+    model.get_layer("bn").set_weights([np.full(4, 2.0), np.full(4, 10.0), np.zeros(4), np.ones(4)])
+    swapped = replace_ReLU_with_PReLU(model)
+    assert swapped is not model and "conv_relu" in [layer.name for layer in model.layers]  # a new model
+    prelu = swapped.get_layer("conv_prelu")
+    assert type(prelu).__name__ == "PReLU" and prelu.shared_axes == [1, 2]
+    np.testing.assert_allclose(prelu.get_weights()[0], 0.25)  # the seed: MXNet / PyTorch's initial 0.25
+    assert swapped.get_layer("out_prelu").shared_axes is None  # a 2-D input keeps a slope per unit
+    np.testing.assert_array_equal(swapped.get_layer("conv").get_weights()[0], model.get_layer("conv").get_weights()[0])
+    assert ">>>> Convert ReLU: conv_relu --> conv_prelu" in capsys.readouterr().out
+
+    swish = replace_ReLU_with_PReLU(model, "swish")
+    assert swish.get_layer("conv_swish").get_config()["activation"] in ("swish", "silu")
+    elu = replace_ReLU_with_PReLU(model, keras.layers.ELU, alpha=0.5)  # a layer class gets the kwargs
+    assert elu.get_layer("conv_ELU").alpha == 0.5
+    with pytest.raises(ValueError, match="target_activation"):
+        replace_ReLU_with_PReLU(model, 3)
+
+
+def _residual_model(adds=4):
+    inputs = keras.Input((4, 4, 2))
+    x = inputs
+    for i in range(1, adds + 1):
+        x = keras.layers.Add(name=f"add_{i}")([x, keras.layers.Conv2D(2, 1, name=f"conv_{i}")(x)])
+    return keras.Model(inputs, x)
+
+
+def test_seed_stochastic_depth_survivals_and_back(capsys):
+    from keras_insightface.layers.stochastic_depth import StochasticDepth
+
+    model = _residual_model()
+    deep = replace_add_with_stochastic_depth(model)  # the seed's (1, 0.8): survival 1 - 0.2 * i / 4 at add i
+    layers = {layer.name: layer for layer in deep.layers if isinstance(layer, StochasticDepth)}
+    assert list(layers) == ["stochastic_depth_2", "stochastic_depth_3", "stochastic_depth_4"]  # add_1 survives: 1
+    np.testing.assert_allclose([layer.drop_rate for layer in layers.values()], [0.05, 0.1, 0.15], atol=1e-12)
+    assert "Converting: add_2 --> stochastic_depth_2 , survival_probability: 0.95" in capsys.readouterr().out
+    x = np.random.default_rng(0).normal(size=(2, 4, 4, 2)).astype("float32")
+    np.testing.assert_allclose(deep.predict_on_batch(x), model.predict_on_batch(x), rtol=1e-5)
+    constant = replace_add_with_stochastic_depth(model, 0.9)
+    assert [round(layer.drop_rate, 6) for layer in constant.layers if isinstance(layer, StochasticDepth)] == [0.1] * 4
+
+    back = replace_stochastic_depth_with_add(deep)
+    assert not any(isinstance(layer, StochasticDepth) for layer in back.layers)
+    assert sum(isinstance(layer, keras.layers.Add) for layer in back.layers) == 4
+    np.testing.assert_allclose(back.predict_on_batch(x), model.predict_on_batch(x), rtol=1e-5)
+    with pytest.raises(ValueError, match="survival probabilities"):
+        replace_add_with_stochastic_depth(model, (1, 0.8, 0.5, 0.0))
+
+
+def test_seed_mixed_precision_round_trip_and_batch_renorm():
+    model = _small_model()
+    model.compile(optimizer="sgd", loss="mse")
+    half = convert_to_mixed_float16(model)
+    assert half.get_layer("conv").dtype_policy.name == "mixed_float16"
+    assert half.get_layer("bn").dtype_policy.name == "float32"  # BatchNormalization kept unless asked
+    assert half.compiled and half.optimizer is not model.optimizer
+    assert convert_to_mixed_float16(model, convert_batch_norm=True).get_layer("bn").dtype_policy.name == "mixed_float16"
+    x = np.random.default_rng(0).uniform(size=(2, 8, 8, 3)).astype("float32")
+    np.testing.assert_allclose(np.asarray(half.predict_on_batch(x), "float32"), model.predict_on_batch(x), atol=2e-2)
+    full = convert_mixed_float16_to_float32(half)
+    assert {layer.dtype_policy.name for layer in full.layers[1:]} == {"float32"}
+    np.testing.assert_allclose(full.predict_on_batch(x), model.predict_on_batch(x), rtol=1e-5)
+    with pytest.raises(NotImplementedError, match="renorm"):
+        convert_to_batch_renorm(model)

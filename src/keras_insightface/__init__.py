@@ -34,6 +34,8 @@ _PUBLIC = {
     },
     "CenterLoss": "keras_insightface.losses.center",
     "TripletLoss": "keras_insightface.losses.triplet",
+    "AcrTripLoss": "keras_insightface.losses.triplet",
+    "OfflineArcTripletLoss": "keras_insightface.losses.triplet",
     "DistillCosineLoss": "keras_insightface.losses.distillation",
     "DistillEuclideanLoss": "keras_insightface.losses.distillation",
     "DistillKLDivergence": "keras_insightface.losses.distillation",

@@ -59,7 +59,7 @@ def load_summary_model(model):
     if text.lower() in list_backbones():
         from keras_insightface.models import buildin_models
 
-        return buildin_models(text)
+        return buildin_models(text, weights=None, preset="arcface_torch")
     raise DataError(
         f"{text}: neither a .keras/.h5 model file nor a builtin backbone (keras-insightface models lists them)"
     )

@@ -13,7 +13,7 @@ import numpy as np
 def build(name):
     from keras_insightface.models import buildin_models
 
-    return buildin_models(name, emb_shape=32)
+    return buildin_models(name, emb_shape=32, weights=None)  # keras.applications ones: no ImageNet download
 
 
 def main(out_dir, names):

@@ -98,3 +98,14 @@ def test_forward_pass_is_finite(with_se):
     images = np.random.default_rng(0).uniform(-1, 1, (2, 112, 112, 3)).astype("float32")
     out = with_se.predict_on_batch(images)
     assert out.shape == (2, 7, 7, 512) and np.all(np.isfinite(out))
+
+
+def test_registered_as_mobilefacenet_insightface():
+    # "mobilefacenet" / "se_mobilefacenet" are the seed's layout (tests/backbones/test_seed_architectures.py)
+    from keras_insightface.models import buildin_models
+
+    basic = buildin_models("mobilefacenet_insightface", emb_shape=64, width=0.5)
+    assert basic.get_layer("pointwise_conv").filters == 512 and basic.get_layer("stem_dw_conv") is not None
+    assert basic.count_params() == mobilefacenet_parameter_count(width=0.5) + 7 * 7 * 512 + 4 * 512 + 512 * 64 + 4 * 64
+    se = buildin_models("se_mobilefacenet_insightface", emb_shape=64)
+    assert se.get_layer("stack1_block1_se_multiply") is not None

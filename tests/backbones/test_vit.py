@@ -22,7 +22,7 @@ def vit_parameter_count(embed_dim, depth, patch_size=9, mlp_ratio=4, num_tokens=
 @pytest.fixture(scope="module")
 def vit_t_model():
     inputs = keras.Input((112, 112, 3))
-    return keras.Model(inputs, vit_t(inputs, bn_momentum=0.9, bn_epsilon=1e-5))
+    return keras.Model(inputs, vit_t(inputs))
 
 
 def test_vit_t_shape_and_parameter_count(vit_t_model):

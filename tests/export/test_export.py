@@ -94,8 +94,8 @@ def mhsa_net():
 
 FAMILIES = {
     "iresnet": lambda: buildin_models("r18_tiny", emb_shape=EMB),
-    "mobilefacenet": lambda: buildin_models("mobilefacenet", emb_shape=EMB, width=0.125),
-    "mobilenet": lambda: buildin_models("mobilenetv3_small", emb_shape=EMB, alpha=0.25),
+    "mobilefacenet": lambda: buildin_models("mobilefacenet_insightface", emb_shape=EMB, width=0.125),
+    "mobilenet": lambda: buildin_models("mobilenetv3_small", emb_shape=EMB, alpha=0.25, weights=None),
     "ghostnet": lambda: buildin_models("ghostnet", emb_shape=EMB, width=0.1),
     "vargface": lambda: buildin_models("vargfacenet", emb_shape=EMB, multiplier=0.25, group_size=4, use_se=False),
     "vit": lambda: buildin_models("vit_t", emb_shape=EMB, embed_dim=32, depth=2, num_heads=4),

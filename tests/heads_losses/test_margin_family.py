@@ -164,17 +164,21 @@ def np_adacos(cos, labels, state, norms, training, max_median=np.pi / 4):
     return scale * cos, state, None
 
 
-def np_margin_softmax(cos, labels, state, norms, training, power=2, margin_scale=0.4, s=64.0):
-    """The seed's MarginSoftmax logits_reduction_func on the target."""
-    out, rows = cos.copy(), rows_of(labels)
-    t = cos[rows, labels]
-    if power != 1 and margin_scale == 0:
+def np_margin_softmax(logits, labels, state, norms, training, power=2, scale=0.4, scale_all=1.0, from_logits=False):
+    """The seed's MarginSoftmax on the softmax of the Dense head's logits; from_logits=False -> log probabilities."""
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    out, rows = shifted / shifted.sum(axis=1, keepdims=True), rows_of(labels)
+    t = out[rows, labels]
+    if power != 1 and scale == 0:
         out[rows, labels] = t**power
-    elif power == 1 and margin_scale != 0:
-        out[rows, labels] = t * margin_scale
+    elif power == 1 and scale != 0:
+        out[rows, labels] = t * scale
     else:
-        out[rows, labels] = (t**power + t * margin_scale) / 2
-    return out * s, state, None
+        out[rows, labels] = (t**power + t * scale) / 2
+    out *= scale_all
+    if not from_logits:
+        out = np.log(np.clip(out / out.sum(axis=1, keepdims=True), 1e-7, 1 - 1e-7))
+    return out, state, None
 
 
 def ref(fn, **params):
@@ -193,7 +197,7 @@ CASES = [
      {"t": -0.1}),
     ("airface", AirFaceLoss(), ref(np_airface), {}),
     ("magface", MagFaceLoss(), ref(np_magface), {}),
-    ("magface_params", MagFaceLoss(1, 51, 0.45, 1.0, 5, scale=32),
+    ("magface_params", MagFaceLoss(1, 51, 0.45, 1.0, scale=32, regularizer_loss_lambda=5),
      ref(np_magface, l_a=1.0, u_a=51.0, l_m=0.45, u_m=1.0, lambda_g=5.0, s=32.0), {}),
     ("adaface", AdaFaceLoss(), ref(np_adaface), {"batch_mean": 50.0, "batch_std": 10.0}),
     ("adaface_params", AdaFaceLoss(0.6, 0.5, 0.3, scale=32), ref(np_adaface, m=0.6, h=0.5, t_alpha=0.3, s=32.0),
@@ -201,10 +205,9 @@ CASES = [
     ("adacos", AdaCosLoss(6), ref(np_adacos), {"scale": 5.0}),
     ("adacos_median", AdaCosLoss(6, max_median=2.5), ref(np_adacos, max_median=2.5), {"scale": 9.0}),
     ("margin_softmax", MarginSoftmax(), ref(np_margin_softmax), {}),
-    ("margin_softmax_power", MarginSoftmax(power=3, margin_scale=0.0), ref(np_margin_softmax, power=3, margin_scale=0),
-     {}),
-    ("margin_softmax_linear", MarginSoftmax(power=1, margin_scale=0.8, scale=16),
-     ref(np_margin_softmax, power=1, margin_scale=0.8, s=16.0), {}),
+    ("margin_softmax_power", MarginSoftmax(power=3, margin_scale=0.0), ref(np_margin_softmax, power=3, scale=0), {}),
+    ("margin_softmax_linear", MarginSoftmax(power=1, scale=0.8, scale_all=16, from_logits=True),
+     ref(np_margin_softmax, power=1, scale=0.8, scale_all=16.0, from_logits=True), {}),
 ]
 IDS = [case[0] for case in CASES]
 STATEFUL = [case for case in CASES if case[1].initial_state() or case[1].needs_norm]

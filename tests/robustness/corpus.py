@@ -1201,7 +1201,7 @@ table(
 
 # ---------------------------------------------------------------------------------------- 7. training/config.py
 
-TRAIN = {"data_path": "faces", "save_path": "r50.keras"}
+TRAIN = {"data_path": "faces", "save_path": "r50.keras", "basic_model": "r50"}
 STAGE = {"loss": "ArcfaceLoss", "loss_config": {"scale": 16}, "epoch": 1}
 
 
@@ -1241,7 +1241,7 @@ def values(ctx):
     return Probe(lambda: repr([parse_value(text) for text in texts]))
 
 
-VALID_TOML = '[train]\ndata_path = "faces"\nsave_path = "r50.keras"\nbatch_size = 256\n\n' \
+VALID_TOML = '[train]\ndata_path = "faces"\nsave_path = "r50.keras"\nbasic_model = "r50"\nbatch_size = 256\n\n' \
              '[[stage]]\nloss = "ArcfaceLoss"\nloss_config = {scale = 16}\nepoch = 5\n'
 TRAIN_ERROR = r"run\.toml: \[train\] "
 STAGE_ERROR = r"run\.toml: \[\[stage\]\] "

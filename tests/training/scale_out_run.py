@@ -39,7 +39,8 @@ def run(data_dir, out_dir, name, batch_size, stop_after=0, **kwargs):
     trainer = Train(
         os.path.join(data_dir, "rec"), f"{name}.keras", eval_paths=[os.path.join(data_dir, "tiny_val.bin")],
         basic_model="r18_tiny", emb_shape=16, batch_size=batch_size, lr_base=0.02, lr_min=1e-4, lr_warmup_steps=1,
-        num_workers=0, checkpoint_dir=out_dir, random_status=2, verbose=0, **kwargs,
+        num_workers=0, checkpoint_dir=out_dir, random_status=2, verbose=0, optimizer="sgd", lr_schedule="cosine",
+        model_preset="arcface_torch", **kwargs,
     )
     losses = Losses(stop_after)
     try:

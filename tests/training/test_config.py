@@ -29,6 +29,9 @@ SAMPLES = {
     "eval_every_steps": ("500", 500), "checkpoint_every_steps": ("1000", 1000), "tensorboard_dir": ("tb", "tb"),
     "distribution": ("none", None), "model_parallel": ("4", 4), "seed": ("7", 7), "verbose": ("0", 0),
     "keep_checkpoints": ("3", 3), "overwrite": ("true", True), "allow_outside_paths": ("true", True),
+    "optimizer": ("sgdw", "sgdw"), "lr_t_mul": ("3", 3.0), "steps_per_execution": ("2", 2),
+    "append_history": ("true", True), "model_preset": ("arcface_torch", "arcface_torch"),
+    "weights": ("imagenet", "imagenet"),
 }
 
 
@@ -37,8 +40,12 @@ def _parse(argv):
 
 
 def test_every_train_option_is_a_flag_and_a_config_key():
+    from keras_insightface.training.seed_options import SEED_POSITIONAL
+
     parameters = [name for name in inspect.signature(Train.__init__).parameters if name != "self"]
-    assert set(parameters) == set(options()) == set(SAMPLES)  # one list of options, each with a sample here
+    seed_only = set(SEED_POSITIONAL) - set(options())  # the seed's keywords mapped to ours (seed_options.py)
+    assert parameters[3:3 + len(SEED_POSITIONAL)] == list(SEED_POSITIONAL)  # the seed's positional order
+    assert set(parameters) - seed_only == set(options()) == set(SAMPLES)  # one list of options, each with a sample here
     argv = ["train"]
     for name, (typed, _) in SAMPLES.items():
         flag = f"--{name.replace('_', '-')}" if name != "model" else "--full-model"  # --model is basic_model's

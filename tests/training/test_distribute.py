@@ -61,7 +61,8 @@ def test_train_scales_out_and_resumes_on_another_device_count(tiny_data, tmp_pat
             self.values.append(float(logs["loss"]))
 
     options = dict(eval_paths=[str(data / "tiny_val.bin")], basic_model="r18_tiny", emb_shape=16, lr_base=0.02,
-                   lr_min=1e-4, lr_warmup_steps=1, num_workers=0, checkpoint_dir=str(out), random_status=2, verbose=0)
+                   lr_min=1e-4, lr_warmup_steps=1, num_workers=0, checkpoint_dir=str(out), random_status=2, verbose=0,
+                   optimizer="sgd", lr_schedule="cosine", model_preset="arcface_torch")
     schedule = [{"loss": ArcfaceLoss(scale=16), "epoch": 2}]
     trainer = Train(str(data / "rec"), "dp.keras", batch_size=4, **options)  # 1 device: a global batch of 4
     try:

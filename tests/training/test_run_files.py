@@ -58,7 +58,7 @@ def test_a_new_run_does_not_start_over_an_old_one(tmp_path, capsys):
 
 def _trainer(tiny_data, tmp_path, **options):
     return Train(str(tiny_data / "rec"), "tiny.keras", basic_model="r18_tiny", batch_size=16, emb_shape=16,
-                 num_workers=0, checkpoint_dir=str(tmp_path), verbose=0, **options)
+                 num_workers=0, checkpoint_dir=str(tmp_path), verbose=0, **{"append_history": False, **options})
 
 
 def test_train_claims_the_run_before_writing_anything(tiny_data, tmp_path):

@@ -1,5 +1,7 @@
 """The seed's stage keys in ``Train``: lossTopK, lossWeight, bottleneckOnly, type, distill; checks at the start."""
 
+import math
+
 import keras
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ from keras_insightface.training.stages import plan_stage
 
 def _train(data, tmp_path, **kwargs):
     options = dict(basic_model="r18_tiny", batch_size=16, emb_shape=16, lr_base=0.1, lr_min=1e-4, num_workers=0,
-                   checkpoint_dir=str(tmp_path), verbose=0)
+                   checkpoint_dir=str(tmp_path), verbose=0, optimizer="sgd", append_history=False)
     options.update(kwargs)
     return Train(str(data), "stages.keras", **options)
 
@@ -33,6 +35,7 @@ def test_bottleneck_only_then_sub_centers_then_weighted_loss(tiny_data, tmp_path
 
     try:
         run({"loss": ArcfaceLoss(scale=16), "epoch": 1, "bottleneckOnly": True})
+        assert trainer.initial_epoch == 0  # as the seed: a bottleneckOnly stage does not advance the epochs
         for before, after in zip(backbone, _weights(trainer.basic_model)):
             np.testing.assert_array_equal(before, after)  # the backbone (BN statistics too) did not move
         assert trainer.basic_model.trainable  # unfrozen after the stage
@@ -108,7 +111,7 @@ def test_stage_errors_name_the_stage(tiny_data, tmp_path):
 
         named = named_optimizer("lookahead_sgdw", 0.1)
         assert isinstance(named, Lookahead) and isinstance(named.optimizer, SGDW)
-        with pytest.raises(ValueError, match="Unknown optimizer 'sgdd': use sgd, sgdw, adamw, lookahead_"):
+        with pytest.raises(ValueError, match="Unknown optimizer 'sgdd': use sgd, sgdw, adamw, radam, ranger, lookahead_"):
             named_optimizer("sgdd", 0.1)
         with pytest.raises(ValueError, match="Stage 0: distillation needs teacher embeddings"):
             trainer.train([{"loss": ArcfaceLoss(), "epoch": 1, "distill": 1.0}])
@@ -209,7 +212,7 @@ def test_learning_rate_follows_one_curve_across_stages_and_optimizer_changes(tin
             self.model.jax_state_sync()  # the optimizer's step count lives in the JAX trainer's state mid-epoch
             self.values.append(float(np.asarray(self.model.optimizer.learning_rate)))
 
-    trainer = _train(tiny_data / "rec", tmp_path, lr_base=0.1, lr_min=0.001, lr_decay=0.5, lr_decay_steps=1,
+    trainer = _train(tiny_data / "rec", tmp_path, lr_base=0.1, lr_min=0.001, lr_decay=0.5, lr_decay_steps=2,
                      lr_warmup_steps=1)
     try:
         trainer.train([{"loss": ArcfaceLoss(scale=16), "epoch": 1},
@@ -222,7 +225,8 @@ def test_learning_rate_follows_one_curve_across_stages_and_optimizer_changes(tin
     # sub-centers = other variables: a fresh optimizer of the kind the run was using, at the current position
     assert isinstance(trainer.parts.optimizer, SGDW) and trainer.parts.optimizer.iterations.value < 2 * trainer.loader.steps_per_epoch
     steps = trainer.loader.steps_per_epoch
-    curve = CosineRestarts(0.1, steps, cooldown_steps=steps, m_mul=0.5, lr_min=0.001, warmup_steps=steps)
+    curve = CosineRestarts(0.1, 2 * steps, cooldown_steps=steps, m_mul=0.5, lr_min=0.001, warmup_steps=steps,
+                           warmup_start=0.001)  # the seed's: warmup from lr_min
     expected = [float(curve(step)) for step in range(3 * steps)]
     np.testing.assert_allclose(RecordLR.values, expected, rtol=1e-5, atol=1e-8)
     assert len(set(np.round(RecordLR.values, 6))) > 6  # warmup, cosine, cooldown at lr_min: a real curve
@@ -233,7 +237,8 @@ def test_learning_rate_follows_one_curve_across_stages_and_optimizer_changes(tin
     (dict(lr_schedule="exponential", lr_decay=0.5), "ExponentialDecay"),
     (dict(lr_schedule="polynomial"), "PolynomialDecay"),
     (dict(lr_decay_steps=2), "CosineRestarts"),
-    (dict(), "WarmupCosine"),
+    (dict(lr_schedule="cosine"), "WarmupCosine"),
+    (dict(), "ExponentialDecay"),  # the seed's default
 ])
 def test_train_builds_each_schedule_at_the_current_epoch(tiny_data, tmp_path, kwargs, kind):
     trainer = _train(tiny_data / "rec", tmp_path, lr_warmup_steps=1, **kwargs)
@@ -247,8 +252,10 @@ def test_train_builds_each_schedule_at_the_current_epoch(tiny_data, tmp_path, kw
         assert schedule.boundaries == [3 * steps, 6 * steps]
         assert float(schedule(4 * steps - 2 * steps)) == pytest.approx(0.1 * 0.05)  # epoch 4: one boundary passed
     if kind == "ExponentialDecay":
-        # step steps + 1 of an optimizer started at epoch 2 is in epoch 3, two epochs after the 1-epoch warmup
-        assert float(schedule(steps + 1)) == pytest.approx(0.1 * 0.5**2)
+        # step steps + 1 of an optimizer started at epoch 2 is in epoch 3, two epochs after the 1-epoch warmup:
+        # the seed's lr_base * exp(-lr_decay * 2)
+        decay = kwargs.get("lr_decay", 0.05)
+        assert float(schedule(steps + 1)) == pytest.approx(0.1 * math.exp(-2 * decay), rel=1e-5)
     with pytest.raises(ValueError, match="lr_schedule 'step' needs lr_decay_steps as a list of epochs"):
         _train(tiny_data / "rec", tmp_path, lr_schedule="step")
 

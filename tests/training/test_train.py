@@ -21,6 +21,7 @@ def _train(tiny_data, tmp_path, **kwargs):
     options = dict(
         eval_paths=[str(tiny_data / "tiny_val.bin")], basic_model="r18_tiny", batch_size=16, emb_shape=16,
         lr_base=0.1, lr_min=1e-4, lr_warmup_steps=1, num_workers=0, checkpoint_dir=str(tmp_path), verbose=0,
+        optimizer="sgd", lr_schedule="cosine", append_history=False,
     )
     options.update(kwargs)
     return Train(str(tiny_data / "rec"), "tiny.keras", **options)
@@ -114,9 +115,9 @@ def test_batch_level_evaluation_latest_model_per_stage_and_tensorboard(tiny_data
 
 
 def test_nan_loss_stops_without_saving(tiny_data, tmp_path, capsys):
-    trainer = _train(tiny_data, tmp_path, eval_paths=[])
+    trainer = _train(tiny_data, tmp_path, eval_paths=[], lr_base=1e38)  # the run's rate drives any optimizer
     try:
-        history = trainer.train({"loss": ArcfaceLoss(scale=16), "epoch": 3, "optimizer": keras.optimizers.SGD(1e38)})
+        history = trainer.train({"loss": ArcfaceLoss(scale=16), "epoch": 3, "optimizer": keras.optimizers.SGD()})
     finally:
         trainer.close()
     assert history == {}
@@ -226,7 +227,9 @@ def test_cosine_restarts_follow_the_seed():
     lr = np.array([float(schedule(s)) for s in range(0, 120 * steps_per_epoch)])
     restarts = [s // steps_per_epoch for s in range(1, len(lr)) if lr[s] > lr[s - 1] + 1e-6]
     assert restarts == [17, 50, 115]
-    assert lr[17 * steps_per_epoch] == pytest.approx(0.05) and lr[50 * steps_per_epoch] == pytest.approx(0.025)
+    # Keras's CosineDecayRestarts, as the seed uses it: peaks lr_min + (lr_base - lr_min) * m_mul**i
+    assert lr[17 * steps_per_epoch] == pytest.approx(1e-5 + 0.5 * (0.1 - 1e-5))
+    assert lr[50 * steps_per_epoch] == pytest.approx(1e-5 + 0.25 * (0.1 - 1e-5))
     assert np.all(lr[16 * steps_per_epoch : 17 * steps_per_epoch] == pytest.approx(1e-5))  # cooldown epoch
     halfway = 8 * steps_per_epoch
     assert lr[halfway] == pytest.approx(1e-5 + 0.5 * (0.1 - 1e-5), rel=1e-5)

@@ -10,12 +10,15 @@ import functools
 import types
 
 from keras_insightface.backbones.botnet import botnet
-from keras_insightface.backbones.efficientnet import efficientnet_v2
+from keras_insightface.backbones.applications import keras_application
+from keras_insightface.backbones.efficientnet import efficientnet_v1, efficientnet_v2
 from keras_insightface.backbones.ghostnet import ghostnet
 from keras_insightface.backbones.iresnet import iresnet
 from keras_insightface.backbones.mobilefacenet import mobilefacenet
-from keras_insightface.backbones.mobilenet import mobilenet_v1, mobilenet_v2, mobilenet_v3
+from keras_insightface.backbones.mobilenet import mobilenet, mobilenet_v1, mobilenet_v2, mobilenet_v3
 from keras_insightface.backbones.resnetv2 import resnet_v2
+from keras_insightface.backbones.seed_mobilefacenet import seed_mobilefacenet
+from keras_insightface.backbones.seed_vargface import seed_vargface
 from keras_insightface.backbones.vargface import vargfacenet
 from keras_insightface.backbones.vit import vit_b, vit_s, vit_t
 
@@ -31,19 +34,29 @@ BACKBONES = types.MappingProxyType(
         # CPU-sized r18 for the demo and the tests: 1/8 width (8/16/32/64 channels) and a stride-2 stem,
         # about 1/250 of r18's compute; not a recognition model for real faces.
         "r18_tiny": functools.partial(iresnet, depth=18, width=8, stem_strides=2),
-        "mobilenet": mobilenet_v1,
+        "mobilenet": mobilenet,  # keras.applications.MobileNet, as the seed
         "mobilenet_m1": functools.partial(mobilenet_v1, stem_strides=1),
         "mobilenetv2": mobilenet_v2,
         "mobilenetv3_small": functools.partial(mobilenet_v3, size="small"),
         "mobilenetv3_large": functools.partial(mobilenet_v3, size="large"),
         **{f"efficientnetv2{v}": functools.partial(efficientnet_v2, variant=v) for v in ("b0", "b1", "b2", "b3", "s")},
+        **{f"efficientnetv2{v}": functools.partial(efficientnet_v2, variant=v) for v in ("m", "l")},
+        **{f"efficientnetb{i}": functools.partial(efficientnet_v1, variant=f"b{i}") for i in range(8)},
+        # keras.applications' ResNet50 / 101 / 152 (v1), as the seed's "resnet50"...; any other keras.applications
+        # model is found by name in buildin_models (DenseNet121, InceptionV3, ...)
+        **{f"resnet{depth}": functools.partial(keras_application, model_name=f"ResNet{depth}") for depth in (50, 101, 152)},
         # keras.applications' ResNetV2 layout; the seed's variants are keyword options
         # (buildin_models("resnet101v2", first_conv_k3_stride_1=True, pad_same=True, conv_no_bias=True)).
         **{f"resnet{depth}v2": functools.partial(resnet_v2, depth=depth) for depth in (50, 101, 152)},
         **{f"botnet{depth}": functools.partial(botnet, depth=depth) for depth in (50, 101, 152)},
         "vargfacenet": vargfacenet,
-        "mobilefacenet": mobilefacenet,
-        "se_mobilefacenet": functools.partial(mobilefacenet, use_se=True),
+        # the seed's MobileFaceNet and VarGFaceNet (layer names as the seed's, so seed .h5 weights load by name);
+        # the paper / insightface MobileFaceNet keeps its own names
+        "mobilefacenet": seed_mobilefacenet,
+        "se_mobilefacenet": functools.partial(seed_mobilefacenet, use_se=True),
+        "mobilefacenet_insightface": mobilefacenet,
+        "se_mobilefacenet_insightface": functools.partial(mobilefacenet, use_se=True),
+        "vargface": seed_vargface,
         "ghostnet": ghostnet,
         "vit_t": vit_t,
         "vit_s": vit_s,

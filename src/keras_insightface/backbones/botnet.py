@@ -18,6 +18,14 @@ Layer order (the reference, as the seed system builds it):
       ``shortcut_act_none=True`` drops that ReLU (a plain conv -> BN shortcut like the other stages, the
       seed's ``shortcut_act_none`` variant). The ReLU after every add is kept in both cases.
 
+The seed's face variants are keywords: ``activation`` replaces every ReLU (any Keras activation, or
+``prelu``: one learnt slope per channel, initial 0.25, as the seed's ``replace_ReLU_with_PReLU`` makes them);
+those layers are named ``..._<activation>``, except the one after each add, which stays ``..._out``.
+``conv_no_bias=True`` (default) is the seed's BoTNet, whose convolutions carry no bias ("botnet50 without
+bias"); ``conv_no_bias=False`` gives every convolution (stem, shortcuts, 1x1 and 3x3) a bias, like the
+``keras.applications`` ResNet50 whose first three stages the seed's first BoTNet reused. The attention
+projections never have a bias.
+
 For 112x112 faces the map is 56 after the stem conv, 28 after the pool, then 28/14/7 over stages 1-3.
 ``strides=1`` (the seed's face setting) keeps the last stage at 7x7, so the output is ``(7, 7, 2048)``
 and attention runs over 49 positions; ``strides=2`` (the ImageNet BoTNet) pools it to ``(4, 4, 2048)``.
@@ -33,7 +41,7 @@ Example:
 
 import keras
 
-from keras_insightface.layers.conv_blocks import batch_norm
+from keras_insightface.layers.conv_blocks import batch_norm, check_activation, prelu_layer
 from keras_insightface.layers.mhsa import MHSAWithPositionEmbedding
 
 BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
@@ -42,50 +50,68 @@ EXPANSION = 4
 NUM_HEADS = 4
 
 
-def _relu(x, name):
-    return keras.layers.Activation("relu", name=name)(x)
+def _act(x, name, options):
+    """``options['activation']`` as a layer named ``name``: a per-channel PReLU for ``prelu``."""
+    activation = options["activation"]
+    if activation.lower() == "prelu":
+        return prelu_layer(name)(x)
+    return keras.layers.Activation(activation, name=name)(x)
 
 
-def _conv(x, filters, kernel_size, strides, name):
+def _conv(x, filters, kernel_size, strides, name, options):
     if kernel_size > 1:
         x = keras.layers.ZeroPadding2D(kernel_size // 2, name=name + "_pad")(x)
-    return keras.layers.Conv2D(filters, kernel_size, strides=strides, padding="valid", use_bias=False, name=name)(x)
+    return keras.layers.Conv2D(
+        filters, kernel_size, strides=strides, padding="valid", use_bias=not options["conv_no_bias"], name=name
+    )(x)
 
 
-def _bottleneck(x, width, strides, use_mhsa, relative, shortcut_act_none, name, momentum, epsilon):
+def _bottleneck(x, width, strides, use_mhsa, name, options):
+    momentum, epsilon, act = options["bn_momentum"], options["bn_epsilon"], options["activation"]
     filters = width * EXPANSION
     if strides != 1 or x.shape[-1] != filters:
-        shortcut = _conv(x, filters, 1, strides, name + "_shortcut_conv")
+        shortcut = _conv(x, filters, 1, strides, name + "_shortcut_conv", options)
         shortcut = batch_norm(shortcut, name + "_shortcut_bn", momentum, epsilon)
-        if use_mhsa and not shortcut_act_none:
-            shortcut = _relu(shortcut, name + "_shortcut_relu")
+        if use_mhsa and not options["shortcut_act_none"]:
+            shortcut = _act(shortcut, f"{name}_shortcut_{act}", options)
     else:
         shortcut = x
-    y = _conv(x, width, 1, 1, name + "_1_conv")
+    y = _conv(x, width, 1, 1, name + "_1_conv", options)
     y = batch_norm(y, name + "_1_bn", momentum, epsilon)
-    y = _relu(y, name + "_1_relu")
+    y = _act(y, f"{name}_1_{act}", options)
     if use_mhsa:
-        y = MHSAWithPositionEmbedding(num_heads=NUM_HEADS, relative=relative, name=name + "_2_mhsa")(y)
+        y = MHSAWithPositionEmbedding(num_heads=NUM_HEADS, relative=options["relative"], name=name + "_2_mhsa")(y)
         if strides != 1:
             y = keras.layers.AveragePooling2D(2, strides=2, padding="same", name=name + "_2_pool")(y)
     else:
-        y = _conv(y, width, 3, strides, name + "_2_conv")
+        y = _conv(y, width, 3, strides, name + "_2_conv", options)
     y = batch_norm(y, name + "_2_bn", momentum, epsilon)
-    y = _relu(y, name + "_2_relu")
-    y = _conv(y, filters, 1, 1, name + "_3_conv")
+    y = _act(y, f"{name}_2_{act}", options)
+    y = _conv(y, filters, 1, 1, name + "_3_conv", options)
     y = batch_norm(y, name + "_3_bn", momentum, epsilon, zero_gamma=True)
     y = keras.layers.Add(name=name + "_add")([shortcut, y])
-    return _relu(y, name + "_out")
+    return _act(y, name + "_out", options)
 
 
-def botnet(inputs, depth=50, strides=1, relative=True, shortcut_act_none=False, bn_momentum=0.9, bn_epsilon=1e-5):
+def botnet(
+    inputs,
+    depth=50,
+    strides=1,
+    relative=True,
+    shortcut_act_none=False,
+    activation="relu",
+    conv_no_bias=True,
+    bn_momentum=0.9,
+    bn_epsilon=1e-5,
+):
     """Apply BoTNet-``depth`` (50/101/152) to ``inputs``; returns the last feature map (2048 channels).
 
     ``strides`` is the last stage's stride: 1 keeps its input resolution (7x7 for 112x112 faces), 2 halves
     it (4x4). ``relative=False`` uses absolute instead of relative position embeddings.
     ``shortcut_act_none=True`` removes the ReLU the reference applies to the last stage's projection
-    shortcut. The input's height and width must be static, since the attention embeddings are sized by
-    the last-stage map.
+    shortcut. ``activation`` replaces every ReLU (a Keras activation name or ``prelu``); ``conv_no_bias=False``
+    adds a bias to every convolution. The input's height and width must be static, since the attention
+    embeddings are sized by the last-stage map.
     """
     if depth not in BLOCKS:
         raise ValueError(f"botnet depth must be one of {sorted(BLOCKS)}, received depth={depth}")
@@ -93,9 +119,18 @@ def botnet(inputs, depth=50, strides=1, relative=True, shortcut_act_none=False, 
         raise ValueError(f"botnet strides must be 1 or 2, received strides={strides}")
     if inputs.shape[1] is None or inputs.shape[2] is None:
         raise ValueError(f"botnet needs a static input height and width, received shape {tuple(inputs.shape)}")
-    x = _conv(inputs, 64, 7, 2, "stem_conv")
+    check_activation(activation, "botnet")
+    options = {
+        "relative": relative,
+        "shortcut_act_none": shortcut_act_none,
+        "activation": activation,
+        "conv_no_bias": conv_no_bias,
+        "bn_momentum": bn_momentum,
+        "bn_epsilon": bn_epsilon,
+    }
+    x = _conv(inputs, 64, 7, 2, "stem_conv", options)
     x = batch_norm(x, "stem_bn", bn_momentum, bn_epsilon)
-    x = _relu(x, "stem_relu")
+    x = _act(x, f"stem_{activation}", options)
     x = keras.layers.ZeroPadding2D(1, name="stem_pool_pad")(x)
     x = keras.layers.MaxPooling2D(3, strides=2, name="stem_pool")(x)
     stage_strides = (1, 2, 2, strides)
@@ -103,15 +138,6 @@ def botnet(inputs, depth=50, strides=1, relative=True, shortcut_act_none=False, 
     for stage, (num_blocks, width, stage_stride) in enumerate(zip(BLOCKS[depth], STAGE_WIDTHS, stage_strides)):
         use_mhsa = stage == num_stages - 1
         for block in range(num_blocks):
-            x = _bottleneck(
-                x,
-                width,
-                stage_stride if block == 0 else 1,
-                use_mhsa,
-                relative,
-                shortcut_act_none,
-                f"stack{stage + 1}_block{block + 1}",
-                bn_momentum,
-                bn_epsilon,
-            )
+            block_strides = stage_stride if block == 0 else 1
+            x = _bottleneck(x, width, block_strides, use_mhsa, f"stack{stage + 1}_block{block + 1}", options)
     return x

@@ -103,11 +103,12 @@ def _ghost_bottleneck(x, kernel_size, expansion, filters, se_ratio, strides, act
     return keras.layers.Add(name=name + "_add")([shortcut, y])
 
 
-def ghostnet(inputs, width=1.3, strides=2, activation="relu", se_activation="relu", bn_momentum=0.9, bn_epsilon=1e-5):
+def ghostnet(inputs, width=1.3, strides=2, activation="relu", se_activation="relu", bn_momentum=0.99, bn_epsilon=1e-3):
     """Apply GhostNet to ``inputs``; returns the feature map after the final 1x1 conv.
 
     ``strides`` is the stem's stride (1 or 2); ``activation`` (``relu``, ``prelu`` or ``swish``) is used in the
-    stem, the ghost modules and the final conv, ``se_activation`` inside the SE blocks.
+    stem, the ghost modules and the final conv, ``se_activation`` inside the SE blocks. BN momentum / epsilon
+    default to Keras's 0.99 / 1e-3, as the seed's ``ghost_model.py`` leaves them.
     """
     if not width > 0:
         raise ValueError(f"ghostnet width must be positive, received width={width}")

@@ -1,6 +1,9 @@
-"""MobileFaceNet (Chen et al., 2018): a MobileNetV2-style backbone of about one million parameters.
+"""MobileFaceNet (Chen et al., 2018), the paper / insightface layout: registry name ``mobilefacenet_insightface``.
 
-Layer order follows the paper's Table 1, insightface arcface_torch and the seed system (Keras_insightface):
+The registry's ``mobilefacenet`` / ``se_mobilefacenet`` are the seed system's layout (``seed_mobilefacenet``:
+separable stem, no residual on a stage's first block, no final 512 conv, the seed's layer names).
+
+Layer order follows the paper's Table 1 and insightface arcface_torch:
     - stem: 3x3 stride-2 conv, 64 channels, BN, PReLU;
     - depthwise 3x3 (the paper's "depthwise conv3x3, 64"), BN, PReLU. The seed uses a SeparableConv2D here
       (an extra 1x1 64->64 pointwise); the paper and insightface do not, and neither does this module;

@@ -18,6 +18,8 @@ weights are created in the same order, so its ImageNet weights load by name or b
 112x112 faces end at 4x4. The seed's face variants: ``first_conv_k3_stride_1`` (3x3 stride-1 stem, ending
 at 7x7 like IR-ResNet), ``pad_same`` (Keras ``same`` padding instead of the zero-pad layers), ``conv_no_bias``
 and ``activation`` (any Keras activation, or ``prelu``). No pooling or embedding head is applied here.
+``weights="imagenet"`` copies Keras's ImageNet weights in by layer name (the seed built these names from
+``keras.applications``, weights included); the variants that change a weight's shape cannot take them.
 
 Example:
     >>> import keras
@@ -31,6 +33,7 @@ Example:
 
 import keras
 
+from keras_insightface.backbones.applications import imagenet_application
 from keras_insightface.layers.conv_blocks import apply_activation, batch_norm
 
 BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
@@ -86,6 +89,7 @@ def resnet_v2(
     first_conv_k3_stride_1=False,
     bn_momentum=0.99,
     bn_epsilon=1.001e-5,
+    weights=None,
 ):
     """Apply ResNet``depth``V2 (50/101/152) to ``inputs``; returns the map after ``post_bn`` + activation.
 
@@ -93,9 +97,12 @@ def resnet_v2(
     ``activation`` replaces every ReLU (layers named ``..._<activation>``, e.g. ``post_swish``); ``pad_same``
     drops the zero-pad layers for ``same`` padding; ``conv_no_bias`` removes every conv bias;
     ``first_conv_k3_stride_1`` makes the stem a 3x3 stride-1 conv (7x7 output for 112x112 faces).
+    ``weights``: ``None`` or ``"imagenet"`` (Keras's, downloaded).
     """
     if depth not in BLOCKS:
         raise ValueError(f"resnet_v2 depth must be one of {sorted(BLOCKS)}, received depth={depth}")
+    if weights not in (None, "imagenet"):
+        raise ValueError(f"resnet_v2 weights must be None or 'imagenet', received weights={weights!r}")
     options = {
         "activation": activation,
         "pad_same": pad_same,
@@ -115,4 +122,27 @@ def resnet_v2(
             last = block == num_blocks - 1
             x = _block(x, width, strides if last else 1, block == 0, f"conv{stage + 2}_block{block + 1}", options)
     x = batch_norm(x, "post_bn", bn_momentum, bn_epsilon)
-    return apply_activation(x, "post", activation)
+    x = apply_activation(x, "post", activation)
+    if weights == "imagenet":
+        _copy_imagenet_weights(keras.Model(keras.utils.get_source_inputs(inputs), x), depth, tuple(inputs.shape[1:]))
+    return x
+
+
+def _copy_imagenet_weights(model, depth, input_shape):
+    """Keras's ImageNet ResNet``depth``V2 weights into ``model``, layer by layer name; every one must fit."""
+    model_name = f"ResNet{depth}V2"
+    constructor = getattr(keras.applications, model_name)
+    reference = imagenet_application(
+        model_name, lambda: constructor(include_top=False, weights="imagenet", input_shape=input_shape)
+    )
+    names = {layer.name for layer in model.layers}
+    for layer in reference.layers:
+        if not layer.weights:
+            continue
+        target = model.get_layer(layer.name) if layer.name in names else None
+        if target is None or [tuple(w.shape) for w in target.weights] != [tuple(w.shape) for w in layer.weights]:
+            raise ValueError(
+                f"resnet{depth}v2: Keras's ImageNet weights do not fit layer {layer.name!r} of this variant "
+                "(first_conv_k3_stride_1, conv_no_bias and activation='prelu' change the weights): pass weights=None"
+            )
+        target.set_weights(layer.get_weights())

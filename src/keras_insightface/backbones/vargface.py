@@ -1,6 +1,9 @@
 """VarGFaceNet (Yan et al., "VarGFaceNet: An Efficient Variable Group Convolutional Neural Network for
 Lightweight Face Recognition", ICCV-W 2019, arXiv:1910.04985): a variable-group-convolution face backbone.
 
+Registered as ``vargfacenet``; the seed system's own reading of it (ReLU, no width multiplier, the 7x7 grouped
+conv inside the backbone) is ``vargface`` (``seed_vargface.py``).
+
 Layout from the authors' MXNet code (github.com/zma-c-137/VarGFaceNet, ``VarGFaceNet.py``) and its copy in
 insightface ``recognition/symbol/vargfacenet.py``:
 

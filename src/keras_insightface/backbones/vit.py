@@ -29,8 +29,8 @@ Differences from the reference, all without effect on the function computed:
 * The final LayerNorm output is returned as a ``(B, 12, 12, embed_dim)`` map (token order = row-major patch
   order, as the reference flattens it) so this project's heads apply. The reference's own head (flatten ->
   Linear(144 * embed_dim -> embed_dim, no bias) -> BN -> Linear -> BN) corresponds to the ``F`` head.
-* ``bn_momentum`` / ``bn_epsilon`` are accepted and ignored: the model builder passes them to every backbone
-  and this one has no BatchNormalization.
+* There is no BatchNormalization: a ``bn_momentum`` / ``bn_epsilon`` is an error here and in
+  ``buildin_models("vit_t", bn_momentum=...)`` (a preset's values reach only the embedding head's BNs).
 
 Example:
     >>> import keras
@@ -192,9 +192,13 @@ def vit(
 
     Block ``i`` of ``depth`` gets stochastic-depth rate ``drop_path_rate * i / (depth - 1)``. ``mask_ratio``
     is the training-time token masking of arcface_torch (0 disables it and the mask token).
-    ``bn_momentum`` / ``bn_epsilon`` are ignored (no BatchNormalization here).
+    ``bn_momentum`` / ``bn_epsilon`` must stay ``None``: there is no BatchNormalization to apply them to.
     """
-    del bn_momentum, bn_epsilon
+    if bn_momentum is not None or bn_epsilon is not None:
+        raise ValueError(
+            "vit has no BatchNormalization (it normalises with LayerNormalization, epsilon 1e-5): bn_momentum / "
+            f"bn_epsilon do not apply, received bn_momentum={bn_momentum}, bn_epsilon={bn_epsilon}"
+        )
     if embed_dim < 1 or num_heads < 1 or embed_dim % num_heads:
         raise ValueError(
             f"vit embed_dim must be a positive multiple of num_heads, received {embed_dim=}, {num_heads=}"

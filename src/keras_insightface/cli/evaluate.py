@@ -74,9 +74,9 @@ def cmd_ijb(args):
 
 
 def cmd_plot(args):
-    from keras_insightface.plot import choose_accuracy, hist_plot_split
+    from keras_insightface.plot import choose_accuracy, plot_runs
 
-    fig = hist_plot_split(
+    fig = plot_runs(
         args.histories, epochs=args.epochs, names=args.names, customs=args.customs, skip_epochs=args.skip_epochs
     )
     savefig_atomic(fig, args.out)

@@ -18,7 +18,7 @@ def cmd_models(args):
     names = args.names or list_backbones()
     print(f"| model | parameters (M) | GFLOPs at 112x112 | (GDC head, emb {args.emb_shape}) |\n|---|---|---|---|")
     for name in names:
-        model = buildin_models(name, emb_shape=args.emb_shape)
+        model = buildin_models(name, emb_shape=args.emb_shape, weights=None, preset="arcface_torch")
         print(f"| {name} | {model.count_params() / 1e6:.3f} | {gflops(model):.3f} | |")
 
 

@@ -24,9 +24,13 @@ OPTION = "option:"  # argparse destination prefix of the generated option flags
 EXIT_DIVERGED = 3  # the run stopped on a NaN loss or a collapsed loss scale
 EXIT_INTERRUPTED = 4  # the run stopped on SIGTERM / SIGINT after a checkpoint: resume it
 STAGE_FLAGS = {"loss": "arcface", "scales": [16, 32, 64], "epochs": [5, 5, 40]}
-TRAIN_PRESET = {"save_path": "keras_insightface.keras"}
+# The command line trains arcface_torch's recipe (SGD 0.1, one cosine over the run); Train's defaults are the
+# seed's (Adam 0.001, exponential decay). A run of an existing name is an error here, not an appended history.
+RECIPE = {"basic_model": "r50", "model_preset": "arcface_torch", "optimizer": "sgd", "lr_base": 0.1, "lr_min": 1e-5,
+          "lr_schedule": "cosine", "append_history": False}
+TRAIN_PRESET = {**RECIPE, "save_path": "keras_insightface.keras"}
 DEMO_PRESET = {
-    "basic_model": "r18_tiny", "emb_shape": 128, "batch_size": 64, "lr_warmup_steps": 1,
+    **RECIPE, "basic_model": "r18_tiny", "emb_shape": 128, "batch_size": 64, "lr_warmup_steps": 1,
     "save_path": "demo_r18_tiny.keras", "checkpoint_dir": os.path.join("runs", "demo"), "overwrite": True,
 }
 DEMO_STAGES = {"loss": "arcface", "scales": [16, 32, 64], "epochs": [2, 2, 2]}
@@ -115,6 +119,8 @@ def run_config(args, extra=None):
     path = resume_config(resume_dir) if resume_dir else getattr(args, "config", None)
     if path:
         config = load_config(path)
+        if not resume_dir and isinstance(config.get("train"), dict):  # the file's values over the command's recipe
+            config["train"] = {**args.preset, **config["train"]}
         if resume_dir:  # the run in DIR, wherever it was first written
             run_dir = os.path.dirname(os.path.abspath(path))
             stored = config["train"].get("checkpoint_dir")
@@ -160,7 +166,7 @@ def run_training(config, baseline=False, resume=False):
 
 def _train_and_report(config, trainer, stages, baseline, resume, start):
     from keras_insightface.evaluation.verification import evaluate_bin
-    from keras_insightface.plot import hist_plot_split
+    from keras_insightface.plot import plot_runs
     from keras_insightface.training.config import save_resolved
     from keras_insightface.training.distribute import is_primary
 
@@ -178,9 +184,9 @@ def _train_and_report(config, trainer, stages, baseline, resume, start):
     epochs = [int(stage["epoch"]) for stage in stages]
     plot_path = trainer.prefix + ".png"
     if history and is_primary():
-        labels = [f"scale {stage['loss'].scale:g}" if hasattr(stage.get("loss"), "scale") else f"stage {i + 1}"
+        labels = [f"scale {stage['loss'].logit_scale:g}" if hasattr(stage.get("loss"), "logit_scale") else f"stage {i + 1}"
                   for i, stage in enumerate(stages)]
-        savefig_atomic(hist_plot_split(trainer.history_path, epochs=epochs, names=labels), plot_path)
+        savefig_atomic(plot_runs(trainer.history_path, epochs=epochs, names=labels), plot_path)
     print("\n" + results_table(history, names, epochs) + "\n")
     for path, result in untrained.items():
         name = os.path.splitext(os.path.basename(path))[0]

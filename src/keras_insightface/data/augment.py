@@ -381,7 +381,8 @@ def _parse_policy(policy):
 class FaceAugment(keras.layers.Layer):
     """The seed's face augmentations on the accelerator: (B, H, W, 3) 0..255 RGB -> float32 0..255, per sample.
 
-    Order in training (identity cast otherwise): face-mask cutout, plain cutout, left-right flip, then
+    Order in training (identity cast otherwise): face-mask cutout, plain cutout, left-right flip (not with
+    ``random_status=-1``, the seed's "no augmentation"), then
     ``random_status`` 1..3 (brightness ±12.75·L; contrast and saturation factors in 1±0.1·L; random
     crop of 100/112 of each side resized back), hue shift, RandAugment (``random_status >= 100``,
     magnitude ``5*random_status/100`` unless ``magnitude`` is given, ``num_layers`` ops each drawn
@@ -460,7 +461,8 @@ class FaceAugment(keras.layers.Layer):
             pad = ops.where(keras.random.uniform((batch,), seed=seed) < self.cutout_prob, self.cutout_size / 2, 0.0)
             center = _random_centers(batch, height, width, seed)
             images = _cutout(images, pad * min(height, width), center, FILL_VALUE)
-        images = _random_flip(images, seed)
+        if self.random_status >= 0:  # the seed's -1: no augmentation, not even the flip
+            images = _random_flip(images, seed)
         if 1 <= self.random_status < 100:
             images = _color_jitter(images, self.random_status, seed)
         if self.hue_delta > 0:

@@ -24,6 +24,7 @@ import numpy as np
 import simplejpeg
 
 from keras_insightface.data.decode import decode_image
+from keras_insightface.data.spawn_safe import SpawnSafeDataset
 from keras_insightface.errors import DataError, DatasetError
 
 MAX_REPLACEMENTS = 16
@@ -271,7 +272,7 @@ def make_loader(
 
         if not flags.FLAGS.is_parsed():
             flags.FLAGS.mark_as_parsed()
-        iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers),
-                                      worker_init_fn=ExitWithParent())
+        iter_ds = SpawnSafeDataset(iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers),
+                                                       worker_init_fn=ExitWithParent()))
     num_classes = int(getattr(source, "num_classes", 0))
     return Loader(iter_ds, steps, num_classes, batch_size)

@@ -5,7 +5,9 @@
     - a folder of class subfolders ``root/<class>/*.jpg|png``,
     - a list file of ``image_path<TAB>label`` lines (paths relative to the list file's folder),
     - an ``.npz`` list with ``image_names`` (or ``rec_path``), ``image_classes`` and optionally ``embeddings``
-      (distillation, written by ``keras-insightface distill-data``).
+      (distillation, written by ``keras-insightface distill-data``),
+    - a ``.tfrecord`` file or a glob of them (``data/part-*.tfrecord``): the seed's TFRecord layouts, read without
+      TensorFlow (``tfrecord``).
 ``image_per_class`` drops identities with fewer images and renumbers the rest ``0..C-1``.
 Every problem is a ``DataError`` naming the path, raised before training starts.
 
@@ -288,20 +290,23 @@ def npz_source(npz_path, allow_outside=False):
 
 
 def open_source(path, image_per_class=0, strict=False, allow_outside=False):
-    """The training source at ``path`` (RecordIO, class folders, list file or npz list).
+    """The training source at ``path`` (RecordIO, class folders, list file, npz list, TFRecord file or glob).
 
     ``strict`` turns skippable problems (non-image files in class folders) into errors; ``allow_outside`` lets
     list and npz entries point outside the list's folder (``confine``). A source object is returned as it is.
     """
     from keras_insightface.data.insightface_rec import InsightfaceRec
+    from keras_insightface.data.tfrecord import TFRecordSource, is_tfrecord_path
 
     if not isinstance(path, (str, os.PathLike)):
         return path
 
     path = Path(path)
-    if not path.exists():
+    if is_tfrecord_path(path) and not path.is_dir():  # a file, or a glob such as part-*.tfrecord
+        source = TFRecordSource(path, allow_outside)
+    elif not path.exists():
         raise DataError(f"{path}: dataset path does not exist")
-    if path.is_dir() and (path / "train.rec").exists() or path.suffix == ".rec":
+    elif path.is_dir() and (path / "train.rec").exists() or path.suffix == ".rec":
         source = InsightfaceRec(path)
     elif path.is_dir():
         source = folder_source(path, strict)

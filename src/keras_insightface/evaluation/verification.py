@@ -18,6 +18,7 @@ Example:
     >>> result["accuracy"], result["threshold"], result["kfold_mean"], result["val"], result["xnorm"]  # doctest: +SKIP
 """
 
+import glob
 import os
 
 import keras
@@ -27,6 +28,7 @@ from keras_insightface.data.binpack import decode_bin_images, load_bin
 from keras_insightface.errors import DataError
 from keras_insightface.inference.embed import embed_views, l2_normalize
 from keras_insightface.inference.embedders import open_model
+from keras_insightface.saving import save_model as save_keras_model
 
 
 def mean_norm(*views):
@@ -43,6 +45,24 @@ def pair_scores(embeddings):
     """Cosine similarity of pairs (2i, 2i+1)."""
     emb = l2_normalize(np.asarray(embeddings, dtype="float64"))
     return np.sum(emb[0::2] * emb[1::2], axis=-1)
+
+
+def half_split_weighted_cosine_similarity(aa, bb):
+    """The seed's similarity of embeddings trained as two halves (``aa`` (N, D), ``bb`` (M, D) -> (N, M)): the
+    two halves' dot products summed, over the summed products of their norms; the cosine when every half has
+    the same norm.
+
+    Example:
+        >>> aa = np.array([[1.0, 0.0, 0.0, 2.0]])
+        >>> half_split_weighted_cosine_similarity(aa, np.array([[1.0, 0.0, 0.0, 1.0]])).round(4).tolist()
+        [[1.0]]
+    """
+    aa, bb = np.asarray(aa, "float64"), np.asarray(bb, "float64")
+    half = aa.shape[-1] // 2
+    top, bottom = (slice(None, half), slice(half, None))
+    norms = [np.linalg.norm(x[:, part], axis=-1) for part in (top, bottom) for x in (aa, bb)]
+    weights = np.outer(norms[0], norms[1]) + np.outer(norms[2], norms[3])
+    return (aa[:, top] @ bb[:, top].T + aa[:, bottom] @ bb[:, bottom].T) / weights
 
 
 def best_threshold_accuracy(scores, issame):
@@ -168,9 +188,13 @@ class VerificationSet:
             )
         self.images = decode_bin_images(encoded, self.path)
 
+    def embed(self, basic_model, batch_size=64, flip=True):
+        """The un-normalised embedding views of every image (``embed_views``): ``[image]`` or ``[image, mirror]``."""
+        return embed_views(basic_model, self.images, batch_size, flip)
+
     def evaluate(self, basic_model, batch_size=64, flip=True):
         """``evaluate_embeddings`` of the flip-summed embeddings; XNorm over each view, as insightface."""
-        views = embed_views(basic_model, self.images, batch_size, flip)
+        views = self.embed(basic_model, batch_size, flip)
         return evaluate_embeddings(sum(views), self.issame, xnorm=mean_norm(*views))
 
 
@@ -179,59 +203,159 @@ def evaluate_bin(basic_model, bin_path, batch_size=64, flip=True):
     return VerificationSet(bin_path).evaluate(basic_model, batch_size, flip)
 
 
+def _positive_int(value, name, minimum):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"eval_callback: {name} must be an integer >= {minimum}, received {value!r}")
+    return int(value)
+
+
+def _primary_host():
+    """Whether this process writes files: process 0 of a multi-host JAX run, always on other backends."""
+    if keras.backend.backend() != "jax":
+        return True
+    import jax
+
+    return jax.process_index() == 0
+
+
 class eval_callback(keras.callbacks.Callback):  # noqa: N801 - the seed system's public name
-    """Evaluate a basic model on a ``.bin`` pack every ``eval_freq`` epochs (and every ``eval_every_steps``
-    batches, when set) during ``fit``.
+    """The seed's verification callback: evaluate a basic model on a ``.bin`` pack at every epoch end and, with
+    ``eval_freq`` > 1, also every ``eval_freq`` batches.
 
-    Adds ``<name>`` (seed accuracy), ``<name>_thresh``, ``<name>_kfold`` and ``<name>_kfold_std`` to the
-    epoch logs, so the history JSON and best-model saving see them.
+    Args:
+        basic_model: the embedding model (a Keras model, a model file or a batch callable, see ``open_model``).
+        test_bin_file: the ``.bin`` pack; its file name without extension names the set (``test_names``).
+        batch_size: images per embedding batch.
+        save_model: with a name, the basic model is saved whenever the accuracy does not drop below the best so
+            far, as ``<save_model>_basic_<test_names>_epoch_<E>_<accuracy %f>.keras`` (``E`` is the 1-based epoch,
+            ``<E>_batch_<B>`` for a batch-level evaluation), replacing that set's previous best file. A name
+            without a folder goes to ``checkpoints/``, as in the seed. Needs a Keras ``basic_model``.
+        eval_freq: 1 evaluates at epoch ends only; N > 1 also evaluates after each batch whose 0-based index in
+            the epoch is a positive multiple of N, as the seed (the epoch's last batch is left to the epoch-end
+            evaluation, which sees the same weights).
+        flip: add the embedding of the mirrored image.
+        PCA_acc: also print insightface's 10-fold accuracy mean +- std (``kfold_accuracy``).
+        eval_every_steps: (ours) also evaluate after every N batches of an epoch, counted as batches done; the
+            batch frequency of ``eval_freq``, one batch earlier in each cycle. Give one of the two.
+        epoch_freq: (ours) evaluate at the end of every ``epoch_freq``-th epoch only (the seed: every epoch).
+        verbose: print each evaluation.
 
-    Example:
-        >>> cb = eval_callback(basic_model, "datasets/lfw.bin", batch_size=128)   # doctest: +SKIP
+    Like the seed, it keeps ``test_names``, ``cur_acc`` and ``acc_thresh`` (the latest evaluation),
+    ``max_accuracy``, ``embs`` (the latest flip-summed embeddings), ``tt`` / ``ff`` (sorted genuine / impostor
+    cosine scores), ``test_issame`` and ``steps``; ``step_results`` holds ``(epoch, batch, result)`` of the
+    batch-level evaluations. In ``fit`` it adds ``<name>`` (seed accuracy), ``<name>_thresh``, ``<name>_kfold``
+    and ``<name>_kfold_std`` to the epoch logs, so the history JSON and best-model saving see them.
+    Non-finite embeddings are reported and leave everything as it was, as in the seed.
+
+    Example (``on_epoch_end`` prints ``>>>> lfw evaluation max accuracy: ..., thresh: ..., previous max
+    accuracy: ...``, as the seed):
+        >>> cb = eval_callback(basic_model, "datasets/lfw.bin")                  # doctest: +SKIP
+        >>> cb.on_epoch_end(0)                                                    # doctest: +SKIP
+        >>> cb = eval_callback(basic_model, "datasets/lfw.bin", 128, "r50", 2000) # doctest: +SKIP
         >>> train_model.fit(data, epochs=5, callbacks=[cb])                       # doctest: +SKIP
     """
 
-    def __init__(self, basic_model, test_bin_file, batch_size=64, flip=True, eval_freq=1, eval_every_steps=0,
-                 verbose=True):
+    def __init__(self, basic_model, test_bin_file, batch_size=128, save_model=None, eval_freq=1, flip=True,
+                 PCA_acc=False, *, eval_every_steps=0, epoch_freq=1, verbose=True):  # noqa: N803 - seed keyword
         super().__init__()
-        self.verbose = verbose
-        self.basic_model, self.batch_size, self.flip, self.eval_freq = basic_model, batch_size, flip, eval_freq
-        self.embedder = open_model(basic_model)  # split over every device when the model is distributed
-        self.eval_every_steps = int(eval_every_steps)
-        self.dataset = VerificationSet(test_bin_file)
-        self.name = self.dataset.name
-        self.step_results = []
-
-    def _evaluate(self, where):
-        result = self.dataset.evaluate(self.embedder, self.batch_size, self.flip)
-        if self.verbose:
-            print(
-                f"\n>>>> {self.name} evaluation{where}: accuracy {result['accuracy']:.4f} (threshold "
-                f"{result['threshold']:.4f}), 10-fold {result['kfold_mean']:.4f} +- {result['kfold_std']:.4f}"
+        self.eval_freq = _positive_int(eval_freq, "eval_freq", 1)
+        eval_every_steps = _positive_int(eval_every_steps, "eval_every_steps", 0)
+        if self.eval_freq > 1 and eval_every_steps:
+            raise ValueError(
+                f"eval_callback: eval_freq={eval_freq} and eval_every_steps={eval_every_steps} both set the batch-level"
+                " evaluation frequency; give one of them"
             )
+        self.eval_every_steps = eval_every_steps
+        self.epoch_freq = _positive_int(epoch_freq, "epoch_freq", 1)
+        self.batch_size = _positive_int(batch_size, "batch_size", 1)
+        if save_model is not None and not hasattr(basic_model, "save"):
+            raise ValueError(f"eval_callback: save_model={save_model!r} needs a Keras basic_model to save, received "
+                             f"{type(basic_model).__name__}")
+        self.basic_model, self.save_model, self.flip, self.PCA_acc, self.verbose = (
+            basic_model, save_model, flip, PCA_acc, verbose
+        )
+        self.embedder = open_model(basic_model)  # split over every device when the model is distributed
+        self.dataset = VerificationSet(test_bin_file)
+        self.name = self.test_names = self.dataset.name
+        self.test_issame = self.dataset.issame
+        self.steps = int(np.ceil(len(self.dataset.images) / self.batch_size))
+        self.max_accuracy, self.cur_acc, self.acc_thresh = 0.0, 0.0, 0.0
+        self.embs = self.tt = self.ff = None
+        self.saved_path = None
+        self.step_results = []
+        self.epoch = 0
+
+    def _evaluate(self, label):
+        """Evaluate now (``label``: ``E`` or ``E_batch_B`` for the saved file name); None when the embeddings are
+        not finite."""
+        views = self.dataset.embed(self.embedder, self.batch_size, self.flip)
+        embs = sum(views)
+        if not np.isfinite(embs).all():
+            if self.verbose:
+                print(f"\n>>>> {self.name}: NaN or Inf in the embeddings, not evaluated")
+            return None
+        result = evaluate_embeddings(embs, self.test_issame, xnorm=mean_norm(*views))
+        scores = pair_scores(embs)
+        self.embs, self.tt, self.ff = embs, np.sort(scores[self.test_issame]), np.sort(scores[~self.test_issame])
+        self.cur_acc, self.acc_thresh = result["accuracy"], result["threshold"]
+        if self.verbose:
+            line = (f"\n>>>> {self.name} evaluation max accuracy: {self.cur_acc:f}, thresh: {self.acc_thresh:f}, "
+                    f"previous max accuracy: {self.max_accuracy:f}")
+            if self.PCA_acc:
+                line += f", 10-fold accuracy = {result['kfold_mean']:f} \u00b1 {result['kfold_std']:f}"
+            print(line)
+        if self.cur_acc >= self.max_accuracy:
+            if self.verbose:
+                print(f">>>> Improved = {self.cur_acc - self.max_accuracy:f}")
+            self.max_accuracy = self.cur_acc
+            if self.save_model:
+                self._save_best(label)
         return result
+
+    def _save_best(self, label):
+        """Save the basic model as the set's best and remove the previous best file of the same prefix."""
+        prefix = os.fspath(self.save_model)
+        if not os.path.dirname(prefix):
+            prefix = os.path.join("checkpoints", prefix)
+        base = f"{prefix}_basic_{self.name}_epoch_"
+        path = f"{base}{label}_{self.max_accuracy:f}.keras"
+        if _primary_host():
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            save_keras_model(self.basic_model, path)
+            for old in glob.glob(glob.escape(base) + "*.keras"):
+                if old != path:
+                    os.remove(old)
+            if self.verbose:
+                print(f">>>> Saving model to: {path}")
+        self.saved_path = path
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
 
     def on_train_batch_begin(self, batch, logs=None):
-        """With ``eval_every_steps`` N: also evaluate after every N-th batch of an epoch (printed, and kept in
-        ``step_results`` as ``(epoch, batches done, result dict)``), as the seed's batch-level evaluation. It runs
-        at the next batch's start (a batch-end hook would make Keras wait for every step); the epoch's last
-        batches are covered by the epoch-end evaluation."""
-        if not batch or not self.eval_every_steps or batch % self.eval_every_steps:
+        """The batch-level evaluation, run at the next batch's start (a batch-end hook would make Keras wait for
+        every step): with ``eval_freq`` N after the batch of index ``batch - 1`` when that is a positive multiple
+        of N, with ``eval_every_steps`` N after ``batch`` batches when that is one."""
+        frequency = self.eval_every_steps or (self.eval_freq if self.eval_freq > 1 else 0)
+        position = batch if self.eval_every_steps else batch - 1
+        if not frequency or position <= 0 or position % frequency:
             return
         if hasattr(self.model, "jax_state_sync"):
             self.model.jax_state_sync()  # mid-epoch, the JAX trainer holds the current weights outside the model
-        result = self._evaluate(f" at epoch {self.epoch + 1}, batch {batch}")
-        self.step_results.append((self.epoch + 1, batch, result))
+        result = self._evaluate(f"{self.epoch + 1}_batch_{position}")
+        if result is not None:
+            self.step_results.append((self.epoch + 1, position, result))
 
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is None or (epoch + 1) % self.eval_freq:
+    def on_epoch_end(self, epoch=0, logs=None):
+        """Evaluate (also standalone: ``cb.on_epoch_end()`` evaluates once and prints); in ``fit`` the results go
+        into ``logs``. An epoch whose loss is not finite is not evaluated."""
+        if (epoch + 1) % self.epoch_freq:
             return
-        if not np.isfinite(logs.get("loss", 0.0)):
+        if logs is not None and not np.isfinite(logs.get("loss", 0.0)):
             return
-        result = self._evaluate("")
+        result = self._evaluate(str(epoch + 1))
+        if result is None or logs is None:
+            return
         logs[self.name] = result["accuracy"]
         logs[self.name + "_thresh"] = result["threshold"]
         logs[self.name + "_kfold"] = result["kfold_mean"]

@@ -2,7 +2,8 @@
 
 Every function maps ``(labels (B,), embeddings (B, D), alpha)`` to a per-sample loss, with masks instead of
 boolean gathers so shapes stay static under ``jit``. Batch-hard mining follows Hermans et al., "In Defense of
-the Triplet Loss" (2017); the cosine and batch-all forms follow the seed Keras_insightface.
+the Triplet Loss" (2017); the cosine, batch-all and arc forms follow the seed Keras_insightface. ``AcrTripLoss``
+is the seed's ArcFace loss with the batch-hard triplet violation taken off the target logit.
 
 Example:
     >>> import numpy as np
@@ -20,6 +21,7 @@ import keras
 from keras import ops
 
 from keras_insightface.layers.normalize import l2_normalize
+from keras_insightface.losses.margin import ArcfaceLoss, labels_and_targets, target_cosine, target_mask
 
 _EPS = 1e-7
 
@@ -109,12 +111,34 @@ def offline_triplet(labels, embeddings, alpha=0.35):
     return ops.relu(pos_dist - neg_dist + alpha)
 
 
+def offline_arc_triplet(labels, embeddings, alpha=0.35):
+    """The seed's offline arc triplet on ``[anchor, positive, negative, ...]`` triples, (B/3,).
+
+    ``relu(cos(a, n) - p')`` with ``p' = cos(theta_ap + alpha)``, or ``-2 - p'`` where ``p' <= cos(pi - alpha)``
+    (the seed compares the margin-added value, so the fallback starts at ``theta_ap = pi - 2 alpha``). ``labels``
+    are accepted for a uniform signature and unused.
+    """
+    batch = embeddings.shape[0]
+    if batch is not None and batch % 3:
+        raise ValueError("offline_arc_triplet needs a batch of [anchor, positive, negative] triples, "
+                         f"received B={batch}")
+    emb = l2_normalize(ops.cast(embeddings, "float32"))
+    triples = ops.reshape(emb, (-1, 3, ops.shape(emb)[-1]))
+    anchor, positive, negative = triples[:, 0], triples[:, 1], triples[:, 2]
+    pos_cos = ops.sum(anchor * positive, axis=-1)
+    neg_cos = ops.sum(anchor * negative, axis=-1)
+    pos_margin = ops.cos(ops.arccos(ops.clip(pos_cos, -1.0 + _EPS, 1.0 - _EPS)) + alpha)
+    pos_valid = ops.where(pos_margin > math.cos(math.pi - alpha), pos_margin, -2.0 - pos_margin)
+    return ops.relu(neg_cos - pos_valid)
+
+
 TRIPLET_LOSSES = {
     "batch_hard_cosine": batch_hard_triplet_cosine,
     "batch_hard_euclidean": batch_hard_triplet_euclidean,
     "batch_all": batch_all_triplet,
     "arc_batch_hard": arc_batch_hard_triplet,
     "offline": offline_triplet,
+    "offline_arc": offline_arc_triplet,
 }
 
 
@@ -142,3 +166,67 @@ class TripletLoss(keras.losses.Loss):
 
     def get_config(self):
         return {**super().get_config(), "kind": self.kind, "alpha": self.alpha}
+
+
+@keras.saving.register_keras_serializable(package="keras_insightface")
+class OfflineArcTripletLoss(TripletLoss):
+    """The seed's ``OfflineArcTripletLoss(alpha=0.35)``: ``offline_arc_triplet`` on embeddings laid out as
+    ``[anchor, positive, negative, ...]``, one value per triple; ``y_true`` is unused.
+
+    Example:
+        >>> import numpy as np
+        >>> emb = np.array([[1.0, 0.0], [0.8, 0.6], [0.6, 0.8]], "float32")  # cos(a, p) = 0.8, cos(a, n) = 0.6
+        >>> round(float(OfflineArcTripletLoss(alpha=0.35)(np.zeros(3), emb)), 4)  # 0.6 - cos(acos(0.8) + 0.35)
+        0.0542
+    """
+
+    def __init__(self, alpha=0.35, name="offline_arc_triplet_loss", **kwargs):
+        super().__init__("offline_arc", alpha=alpha, name=name, **kwargs)
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("kind")
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_insightface")
+class AcrTripLoss(keras.losses.Loss):
+    """The seed's ``AcrTripLoss``: ArcFace whose target logit also loses the sample's batch-hard triplet violation.
+
+    ``y_pred`` is the seed's layout, ``concatenate([embedding, NormDense cosines])``: the first ``emb_shape``
+    columns (the seed fixes 512) are the embedding, the rest the cosines (B, C); ``y_true`` one-hot (B, C) or
+    class ids (B,) / (B, 1). Per sample: ``v = max(hardest negative cos - hardest positive cos, 0)`` on the
+    normalised embeddings (a sample is its own positive), target ``cos(theta + margin) - v`` (``-2 - cos(theta +
+    margin) - v`` past ``theta = pi - margin``), other classes their cosine, all times ``scale``, then the seed's
+    cross-entropy (``from_logits``, ``label_smoothing`` as in ``ArcfaceLoss``). The violation is not detached, so
+    it also trains the embedding.
+    """
+
+    def __init__(self, margin=0.5, scale=64.0, from_logits=True, label_smoothing=0.0, emb_shape=512,
+                 name="acr_trip_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        if emb_shape < 1:
+            raise ValueError(f"AcrTripLoss emb_shape must be a positive width, received emb_shape={emb_shape}")
+        self.arcface = ArcfaceLoss(margin2=margin, scale=scale, from_logits=from_logits,
+                                   label_smoothing=label_smoothing)
+        self.margin, self.emb_shape = float(margin), int(emb_shape)
+
+    def call(self, y_true, y_pred):
+        width = y_pred.shape[-1]
+        if width is not None and width <= self.emb_shape:
+            raise ValueError(f"AcrTripLoss expects y_pred = [embedding ({self.emb_shape}), cosines], received "
+                             f"width {width}; set emb_shape to the embedding width")
+        embeddings, cos = y_pred[:, : self.emb_shape], ops.cast(y_pred[:, self.emb_shape :], "float32")
+        labels, targets = labels_and_targets(y_true, cos.shape[-1])
+        violation = batch_hard_triplet_cosine(labels, embeddings, alpha=0.0)
+        is_target = target_mask(cos, labels)
+        target = self.arcface.target_logit(target_cosine(cos, is_target)) - violation[:, None]
+        values = ops.where(is_target, target, cos) * self.arcface.scale
+        return keras.losses.categorical_crossentropy(
+            targets, values, from_logits=self.arcface.from_logits, label_smoothing=self.arcface.label_smoothing
+        )
+
+    def get_config(self):
+        return {**super().get_config(), "margin": self.margin, "scale": self.arcface.scale,
+                "from_logits": self.arcface.from_logits, "label_smoothing": self.arcface.label_smoothing,
+                "emb_shape": self.emb_shape}

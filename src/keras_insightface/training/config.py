@@ -20,9 +20,9 @@ flag, so the three cannot drift apart. ``[[stage]]`` tables are the stage dicts,
     keras-insightface train r50.toml --batch-size 256 --set stage.1.epoch=20
 
 Example:
-    >>> config = TrainConfig.from_kwargs(data_path="faces", save_path="r50.keras", batch_size=256)
+    >>> config = TrainConfig.from_kwargs(data_path="faces", save_path="r50.keras", basic_model="r50", batch_size=256)
     >>> config.data.batch_size, config.optimizer.lr_base, config.train_kwargs()["basic_model"]
-    (256, 0.1, 'r50')
+    (256, 0.001, 'r50')
     >>> TrainConfig.from_kwargs(data_path="faces", save_path="r50.keras", batch_size="big")
     Traceback (most recent call last):
     ...
@@ -187,9 +187,15 @@ class DataConfig(_Section):
 class ModelConfig(_Section):
     """The embedding model and where its weights start from."""
 
-    basic_model: str = option("r50", _model_spec, "a buildin_models name, a .keras / seed .h5 file to fine-tune, or "
-                              "(Python) a keras.Model", ("--model",))
+    basic_model: str = option(None, _optional(_model_spec), "a buildin_models name, a .keras / seed .h5 file to "
+                              "fine-tune, or (Python) a keras.Model; with neither it nor model, the seed's "
+                              "checkpoints/<save_path> is continued", ("--model",))
     emb_shape: int = option(512, _int, "embedding size of a built basic model")
+    model_preset: str = option(None, _optional(_choice("arcface_torch")), "a built basic model's configuration: "
+                               "none = the seed's (relu IR-ResNets, each backbone's BN), arcface_torch = PReLU "
+                               "IR-ResNets and BN 0.9 / 1e-5 everywhere")
+    weights: str = option(None, _optional(_text), "weights of a built keras.applications backbone: 'imagenet' "
+                          "(downloaded by Keras) or a weights file")
     output_layer: str = option("GDC", _choice("GDC", "E", "GAP", "F"), "embedding head of a built basic model")
     model: str = option(None, _optional(_model_spec), "a full model (.keras / seed .h5): its basic model and its "
                         "classifier (when it fits the classes) continue", ("--full-model",))
@@ -220,7 +226,7 @@ class HeadConfig(_Section):
 class AugmentConfig(_Section):
     """On-device augmentation inside the compiled step."""
 
-    random_status: int = option(0, _int, "the seed's level: 0 flip, 1 + brightness, 2 + contrast and saturation, "
+    random_status: int = option(0, _int, "the seed's level: -1 none, 0 flip, 1 + brightness, 2 + contrast and saturation, "
                                 "3 + crop; >= 100 RandAugment with magnitude 5 * random_status / 100")
     random_cutout_mask_area: float = option(0.0, _float, "probability of the seed's face-mask cutout")
     augment: dict = option(None, _augment, "FaceAugment options (a table), or (Python) a layer, instead of "
@@ -232,14 +238,21 @@ class AugmentConfig(_Section):
 class OptimizerConfig(_Section):
     """The default optimizer and the learning-rate curve over all stages."""
 
-    lr_base: float = option(0.1, _float, "peak learning rate")
-    lr_min: float = option(1e-5, _float, "floor of the learning rate")
-    lr_decay: float = option(0.05, _float, "decay factor of the step, exponential and restart schedules")
-    lr_decay_steps: int = option(0, _decay_steps, "0: one cosine; N > 0: cosine restarts every N epochs "
-                                 "(doubling); a list of epochs: step decay at those")
+    optimizer: str = option("adam", _text, "the optimizer of stages that name none: adam (the seed's default), sgd "
+                            "(L2SGD), sgdw, adamw, radam, ranger, lookahead_<name>, or a Keras optimizer name")
+    lr_base: float = option(0.001, _float, "peak learning rate (the seed's default 0.001 suits adam; SGD recipes "
+                            "use 0.1)")
+    lr_min: float = option(1e-6, _float, "floor of the learning rate, and where the seed's warmups start")
+    lr_decay: float = option(0.05, _float, "exponential: decay rate per epoch (lr_base * exp(-lr_decay * epoch)); "
+                             "cosine restarts: m_mul, each restart's peak scale; step: the factor per step")
+    lr_decay_steps: int = option(0, _decay_steps, "as the seed: <= 1 exponential decay per epoch; N > 1 cosine "
+                                 "restarts every N epochs (per batch; one cosine when lr_min == lr_base * lr_decay); "
+                                 "a list of epochs: step decay at those")
+    lr_t_mul: float = option(2.0, _float, "cosine restarts: each cycle this many times longer than the previous")
     lr_schedule: str = option(None, _optional(_choice(*SCHEDULE_KINDS)), "the schedule by name (default: from "
-                              "lr_decay_steps)")
-    lr_warmup_steps: int = option(0, _int, "warmup epochs (linear from 0)", ("--warmup",))
+                              "lr_decay_steps); cosine = one cosine over the whole run, polynomial = arcface_torch's")
+    lr_warmup_steps: int = option(0, _int, "warmup epochs (linear from lr_min; from 0 for cosine / polynomial)",
+                                  ("--warmup",))
     weight_decay: float = option(5e-4, _float, "L2 (sgd) or decoupled (sgdw, adamw) weight decay")
     momentum: float = option(0.9, _float, "SGD momentum")
 
@@ -252,25 +265,25 @@ class OptimizerConfig(_Section):
         is_list = isinstance(self.lr_decay_steps, list)
         kind = self.lr_schedule
         if kind is not None and ((kind == "step") != is_list or (kind == "cosine_restarts" and
-                                                                  not self.lr_decay_steps > 0)):
+                                                                  not self.lr_decay_steps > 1)):
             raise ValueError(f"lr_schedule {kind!r} needs lr_decay_steps as "
-                             f"{'a list of epochs' if kind == 'step' else 'a number of epochs > 0'}, received "
+                             f"{'a list of epochs' if kind == 'step' else 'a number of epochs > 1'}, received "
                              f"{self.lr_decay_steps!r}")
 
     @property
     def schedule_kind(self):
         """The schedule name: ``lr_schedule``, or as the seed reads ``lr_decay_steps`` (a list of epochs: step
-        decay, N > 0: cosine with restarts, 0: one cosine).
+        decay, N > 1: cosine with restarts, <= 1: exponential).
 
         Example:
             >>> [OptimizerConfig(lr_decay_steps=steps).schedule_kind for steps in ([10, 20], 8, 0)]
-            ['step', 'cosine_restarts', 'cosine']
+            ['step', 'cosine_restarts', 'exponential']
         """
         if self.lr_schedule is not None:
             return self.lr_schedule
         if isinstance(self.lr_decay_steps, list):
             return "step"
-        return "cosine_restarts" if self.lr_decay_steps > 0 else "cosine"
+        return "cosine_restarts" if self.lr_decay_steps > 1 else "exponential"
 
 
 @dataclasses.dataclass
@@ -280,9 +293,10 @@ class RunConfig(_Section):
     save_path: str = option(None, _optional(_text), "the run's name, e.g. r50_arcface.keras (a folder in it "
                             "overrides checkpoint_dir)", required=True)
     checkpoint_dir: str = option("checkpoints", _text, "where the history, basic models and checkpoints go")
-    eval_paths: list = option([], _texts, ".bin verification packs evaluated every eval_freq epochs", ("--eval",))
-    eval_freq: int = option(1, _int, "evaluate every N epochs")
-    eval_every_steps: int = option(0, _int, "also evaluate every N batches (printed)")
+    eval_paths: list = option([], _texts, ".bin verification packs evaluated at every epoch end (the best basic "
+                              "model of each is kept)", ("--eval",))
+    eval_freq: int = option(1, _int, "as the seed: 1 evaluates at every epoch end; N > 1 also every N batches")
+    eval_every_steps: int = option(0, _int, "also evaluate after every N batches (printed); given, it replaces eval_freq > 1")
     checkpoint_every_steps: int = option(0, _int, "a full-state checkpoint every N batches besides epoch ends",
                                          ("--checkpoint-every",))
     keep_checkpoints: int = option(2, _int, "full-state checkpoints kept (the latest and older ones); resume "
@@ -292,14 +306,23 @@ class RunConfig(_Section):
                                "device only")
     model_parallel: int = option(1, _int, "> 1: shard the classifier kernel over groups of that many devices")
     seed: int = option(0, _int, "weight init, data order and augmentation draws")
+    steps_per_execution: int = option(1, _int, "train steps per compiled call (Keras compile's; batch-level "
+                                      "callbacks then run every that many steps)")
     overwrite: bool = option(False, _bool, "start over where a run of the same name left its history and "
                              "checkpoints (without it such a run is an error: resume it or rename)")
+    append_history: bool = option(True, _bool, "a new run of a save_path that already has a history appends its "
+                                  "epochs to it (the seed's My_history); off, such a run is an error unless "
+                                  "overwrite")
     verbose: int = option(1, _int, "Keras's progress bar (0: none)")
 
     def __post_init__(self):
         super().__post_init__()
         if self.keep_checkpoints < 1:
             raise ValueError(f"keep_checkpoints: must be at least 1, received {self.keep_checkpoints}")
+        for key in ("eval_freq", "eval_every_steps"):
+            if getattr(self, key) < (1 if key == "eval_freq" else 0):
+                raise ValueError(f"{key}: must be {'positive' if key == 'eval_freq' else '>= 0'}, received "
+                                 f"{getattr(self, key)}")
 
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "head": HeadConfig, "augment": AugmentConfig,
@@ -355,10 +378,10 @@ class TrainConfig:
             built = cls.from_kwargs(stages=config["stage"], **config["train"])
         except (TypeError, ValueError) as error:
             raise ValueError(f"{where}: [train] {error}") from None
-        from keras_insightface.training.stages import plan_stage
+        from keras_insightface.training.stages import fill_losses, plan_stage
 
         try:
-            for index, stage in enumerate(schedule(built.stages)):
+            for index, stage in enumerate(fill_losses(schedule(built.stages))):
                 plan_stage(index, stage)
         except (TypeError, ValueError) as error:
             raise ValueError(f"{where}: [[stage]] {error}") from None

@@ -30,13 +30,15 @@ def dtype_policy(policy):
         keras.config.set_dtype_policy(previous)
 
 
-def load_basic_model(basic_model, output_layer="GDC", emb_shape=512, distributed=False):
-    """The embedding model from a ``buildin_models`` name, a model file (``.keras`` / seed ``.h5``) or a model
-    (remade when ``distributed``: variables made outside the distribution's scope have no layout)."""
+def load_basic_model(basic_model, output_layer="GDC", emb_shape=512, distributed=False, preset=None, weights=None):
+    """The embedding model from a ``buildin_models`` name (with ``preset`` and ``weights``), a model file
+    (``.keras`` / seed ``.h5``) or a model (remade when ``distributed``: variables made outside the distribution's
+    scope have no layout)."""
     if isinstance(basic_model, str) and basic_model.endswith((".keras", ".h5")):
         return load_model(basic_model)
     if isinstance(basic_model, str):
-        return buildin_models(basic_model, output_layer=output_layer, emb_shape=emb_shape)
+        return buildin_models(basic_model, output_layer=output_layer, emb_shape=emb_shape, preset=preset,
+                              weights=weights)
     if distributed:
         weights, basic_model = basic_model.get_weights(), keras.models.clone_model(basic_model)
         basic_model.set_weights(weights)

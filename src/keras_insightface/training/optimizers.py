@@ -4,6 +4,8 @@
 * ``SGDW`` / ``AdamW``: decoupled weight decay that follows the learning-rate schedule, as TF-Addons' SGDW/AdamW
   did in the seed with its decay scaled by the schedule: each step ``w <- w - weight_decay * lr(step) / lr_base * w``,
   apart from the gradient step (Loshchilov & Hutter, https://arxiv.org/abs/1711.05101).
+* ``RectifiedAdam``: RAdam (Liu et al. 2019, https://arxiv.org/abs/1908.03265) as TF-Addons computes it, the seed's
+  ``tfa.optimizers.RectifiedAdam``; Ranger is ``Lookahead`` around it (``named_optimizer("ranger", ...)``).
 * ``Lookahead``: slow weights that pull the fast ones back every ``sync_period`` steps (Zhang et al. 2019).
 
 A variable with a ``sparse_class_axis`` attribute (Partial FC's kernel) is updated by ``L2SGD`` and ``SGDW`` only in
@@ -25,6 +27,8 @@ Example:
     >>> optimizer.optimizer.lr_base, round(float(optimizer.learning_rate), 4)
     (0.1, 0.0)
 """
+
+import math
 
 import keras
 from keras import ops
@@ -198,6 +202,164 @@ class AdamW(_ScheduledDecay, keras.optimizers.AdamW):
                 variable.assign(ops.subtract(variable, ops.multiply(variable, decay)))
 
 
+def _one_minus_power(log_beta, step):
+    """``1 - beta ** step`` from ``log_beta = ln(beta)``, exact in float32 even where ``beta ** step`` is near 1."""
+    return ops.negative(ops.expm1(ops.multiply(step, log_beta)))
+
+
+@keras.saving.register_keras_serializable(package="keras_insightface")
+class RectifiedAdam(keras.optimizers.Optimizer):
+    """Rectified Adam (Liu et al. 2019, https://arxiv.org/abs/1908.03265): TF-Addons' ``RectifiedAdam``, which the
+    seed's README recommends; ``Lookahead(RectifiedAdam())`` is Ranger (``named_optimizer("ranger", lr)``).
+
+    Adam's adaptive step has a large variance while its second moment averages few gradients, so the step uses it
+    only once the length of the approximated simple moving average
+    ``rho_t = rho_inf - 2 t beta_2^t / (1 - beta_2^t)`` (``rho_inf = 2 / (1 - beta_2) - 1``) reaches
+    ``sma_threshold``, scaled by the rectifier ``r_t = sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)
+    (rho_inf - 2) rho_t))``; before that (steps 1 to 5 with ``beta_2 = 0.999``) it is SGD with momentum:
+
+    * ``rho_t >= sma_threshold``: ``w <- w - lr * r_t * m_hat / (sqrt(v_hat) + epsilon)``,
+    * otherwise: ``w <- w - lr * m_hat``,
+
+    ``m_hat`` and ``v_hat`` being Adam's bias-corrected moments (``v_hat`` from the running maximum of ``v`` with
+    ``amsgrad``). As in TF-Addons, ``epsilon`` is added to ``sqrt(v_hat)`` (PyTorch's ``RAdam`` adds its ``eps`` to
+    ``sqrt(v)``: its ``eps`` is ours times ``sqrt(1 - beta_2^t)``) and the test is ``rho_t >= 5`` (PyTorch:
+    ``rho_t > 5``; the paper's Algorithm 2: ``rho_t > 4``). ``rho_t`` and the bias corrections are computed without
+    the float32 cancellation of ``1 - beta_2^t``, so early steps match a float64 computation.
+
+    ``weight_decay`` is decoupled and follows the learning rate, as in ``SGDW`` / ``AdamW``: each step removes
+    ``weight_decay * lr(step) / lr_base * w``. TF-Addons' ``weight_decay=d`` (``d * lr(step) * w``, as PyTorch's
+    ``decoupled_weight_decay=True``) is ``weight_decay=d * lr_base`` here. ``exclude_from_weight_decay`` and
+    ``decay_factors`` are respected, ``sparse_class_axis`` is not (the moments move every class anyway).
+
+    ``total_steps > 0`` adds TF-Addons' built-in schedule on top of ``learning_rate`` (which the decay follows too):
+    a linear warmup from 0 over ``total_steps * warmup_proportion`` steps, then a linear decay to ``min_lr`` reached
+    at ``total_steps`` and kept after.
+
+    Example:
+        >>> optimizer = RectifiedAdam(learning_rate=1e-3, weight_decay=1e-4, lr_base=1e-3)
+        >>> optimizer.sma_threshold, optimizer.epsilon
+        (5.0, 1e-07)
+    """
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, weight_decay=0.0,
+                 amsgrad=False, sma_threshold=5.0, total_steps=0, warmup_proportion=0.1, min_lr=0.0, lr_base=None,
+                 decay_factors=None, name="rectified_adam", **kwargs):
+        weight_decay = float(weight_decay or 0.0)
+        super().__init__(learning_rate=learning_rate, weight_decay=weight_decay, name=name, **kwargs)
+        if not (0.0 <= beta_1 < 1.0 and 0.0 < beta_2 < 1.0):
+            raise ValueError(f"RectifiedAdam needs 0 <= beta_1 < 1 and 0 < beta_2 < 1, received {beta_1=}, {beta_2=}")
+        if epsilon < 0 or weight_decay < 0 or min_lr < 0:
+            raise ValueError(f"RectifiedAdam needs epsilon, weight_decay and min_lr >= 0, received {epsilon=}, "
+                             f"{weight_decay=}, {min_lr=}")
+        if not sma_threshold >= 4.0:
+            raise ValueError(f"sma_threshold must be >= 4 (the rectifier is not real for rho_t < 4), received "
+                             f"{sma_threshold}")
+        if total_steps < 0 or int(total_steps) != total_steps or not 0.0 <= warmup_proportion <= 1.0:
+            raise ValueError(f"RectifiedAdam needs an integer total_steps >= 0 (0: no built-in schedule) and "
+                             f"0 <= warmup_proportion <= 1, received {total_steps=}, {warmup_proportion=}")
+        self.beta_1, self.beta_2, self.epsilon, self.amsgrad = float(beta_1), float(beta_2), float(epsilon), amsgrad
+        self.sma_threshold, self.total_steps = float(sma_threshold), int(total_steps)
+        self.warmup_proportion, self.min_lr = float(warmup_proportion), float(min_lr)
+        self.lr_base = _resolve_lr_base(lr_base, learning_rate) if weight_decay or lr_base is not None else None
+        self.decay_factors = dict(decay_factors or {})
+
+    def build(self, var_list):
+        """The first and second moments of each variable (and the running maximum of the second with amsgrad)."""
+        if self.built:
+            return
+        super().build(var_list)
+        self._momentums, self._velocities = self.add_optimizer_variables(var_list, ["momentum", "velocity"])
+        if self.amsgrad:
+            self._velocity_hats = self.add_optimizer_variables(var_list, "velocity_hat")
+
+    def _apply_weight_decay(self, variables):
+        """Nothing here: ``update_step`` decays each variable with the learning rate of the built-in schedule."""
+
+    def _scheduled_lr(self, learning_rate, step):
+        """TF-Addons' warmup and linear decay over ``learning_rate`` when ``total_steps > 0``."""
+        if not self.total_steps:
+            return learning_rate
+        warmup_steps = self.total_steps * self.warmup_proportion
+        decay_steps = max(self.total_steps - warmup_steps, 1.0)
+        warming = ops.divide(ops.multiply(learning_rate, step), max(warmup_steps, 1.0))
+        progress = ops.divide(ops.minimum(ops.subtract(step, warmup_steps), decay_steps), decay_steps)
+        decaying = ops.add(learning_rate, ops.multiply(ops.subtract(self.min_lr, learning_rate), progress))
+        return ops.where(ops.less_equal(step, warmup_steps), warming, decaying)
+
+    def _sma_length(self, step):
+        """``rho_t`` in float32 without cancellation: with ``c = -ln(beta_2)`` and ``y = c t``,
+        ``rho_t = (rho_inf - 2 / c) + 2 / c * (1 - y / expm1(y))``, the bracket by its series where ``y`` is small."""
+        c = -math.log(self.beta_2)
+        y = ops.multiply(step, c)
+        y2 = ops.square(y)
+        series = ops.multiply(y, ops.subtract(0.5, ops.multiply(y, ops.subtract(1 / 12, ops.multiply(y2, ops.subtract(
+            1 / 720, ops.multiply(y2, ops.subtract(1 / 30240, ops.divide(y2, 1209600.0)))))))))
+        large = ops.maximum(y, 0.5)
+        direct = ops.subtract(1.0, ops.divide(large, ops.expm1(large)))
+        sma_inf = 2.0 / (1.0 - self.beta_2) - 1.0
+        return ops.add(sma_inf - 2.0 / c, ops.multiply(ops.where(ops.less(y, 0.5), series, direct), 2.0 / c))
+
+    def _step_scalars(self, learning_rate, step):
+        """The float32 learning rate, bias corrections, rectifier and whether this step is rectified."""
+        learning_rate = self._scheduled_lr(ops.cast(learning_rate, "float32"), step)
+        log_beta_1 = math.log(self.beta_1) if self.beta_1 > 0 else -math.inf
+        m_correction = _one_minus_power(log_beta_1, step)
+        v_correction = _one_minus_power(math.log(self.beta_2), step)
+        sma_inf = 2.0 / (1.0 - self.beta_2) - 1.0
+        scale = sma_inf / ((sma_inf - 4.0) * (sma_inf - 2.0)) if sma_inf > 4.0 else 0.0
+        sma = self._sma_length(step)
+        ratio = ops.divide(ops.multiply(ops.subtract(sma, 4.0), ops.subtract(sma, 2.0)), sma)
+        rectifier = ops.sqrt(ops.maximum(ops.multiply(ratio, scale), 0.0))
+        return learning_rate, m_correction, v_correction, rectifier, ops.greater_equal(sma, self.sma_threshold)
+
+    def _decoupled_decay(self, variable, learning_rate):
+        """The fraction of ``variable`` removed this step, ``weight_decay * lr / lr_base`` (None: no decay)."""
+        factor = decay_factor(self.decay_factors, variable)
+        if not self.weight_decay or not factor or not self._use_weight_decay(variable):
+            return None
+        return ops.multiply(learning_rate, self.weight_decay * factor / self.lr_base)
+
+    def update_step(self, gradient, variable, learning_rate):
+        dtype = variable.dtype
+        step = ops.cast(ops.add(self.iterations, 1), "float32")
+        learning_rate, m_correction, v_correction, rectifier, rectified = self._step_scalars(learning_rate, step)
+        gradient = ops.cast(gradient, dtype)
+        index = self._get_variable_index(variable)
+        m, v = self._momentums[index], self._velocities[index]
+        self.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1.0 - self.beta_1))
+        self.assign_add(v, ops.multiply(ops.subtract(ops.square(gradient), v), 1.0 - self.beta_2))
+        if self.amsgrad:
+            v_hat = self._velocity_hats[index]
+            self.assign(v_hat, ops.maximum(v_hat, v))
+            v = v_hat
+        m_hat = ops.divide(m, ops.cast(m_correction, dtype))
+        v_hat_root = ops.sqrt(ops.divide(v, ops.cast(v_correction, dtype)))
+        adaptive = ops.divide(ops.multiply(m_hat, ops.cast(rectifier, dtype)), ops.add(v_hat_root, self.epsilon))
+        direction = ops.where(rectified, adaptive, m_hat)
+        value = ops.convert_to_tensor(variable)
+        new_value = ops.subtract(value, ops.multiply(direction, ops.cast(learning_rate, dtype)))
+        decay = self._decoupled_decay(variable, learning_rate)
+        if decay is not None:
+            new_value = ops.subtract(new_value, ops.multiply(value, ops.cast(decay, dtype)))
+        self.assign(variable, new_value)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "beta_1": self.beta_1,
+            "beta_2": self.beta_2,
+            "epsilon": self.epsilon,
+            "amsgrad": self.amsgrad,
+            "sma_threshold": self.sma_threshold,
+            "total_steps": self.total_steps,
+            "warmup_proportion": self.warmup_proportion,
+            "min_lr": self.min_lr,
+            "lr_base": self.lr_base,
+            "decay_factors": self.decay_factors,
+        }
+
+
 def _copy(variable, dtype):
     """A new buffer with the variable's value: JAX refuses to donate one buffer for two state entries."""
     return ops.copy(ops.cast(variable.value, dtype))
@@ -304,10 +466,33 @@ class Lookahead(keras.optimizers.Optimizer):
         return cls(optimizer, **config)
 
 
+def with_schedule(optimizer, schedule):
+    """A fresh copy of ``optimizer`` (its config: momentum, weight decay, clipping, ...) whose learning rate is
+    ``schedule``; loss scaling and ``Lookahead`` wrappers are kept around the inner optimizer.
+
+    Example:
+        >>> copy = with_schedule(keras.optimizers.SGD(0.5, momentum=0.8), 0.01)
+        >>> round(float(copy.learning_rate), 4), copy.momentum
+        (0.01, 0.8)
+    """
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        config = optimizer.get_config()
+        config.pop("inner_optimizer", None)
+        config.pop("name", None)
+        return keras.optimizers.LossScaleOptimizer(with_schedule(optimizer.inner_optimizer, schedule),
+                                                   **{key: value for key, value in config.items()
+                                                      if key in ("initial_scale", "dynamic_growth_steps")})
+    if isinstance(optimizer, Lookahead):
+        return Lookahead(with_schedule(optimizer.optimizer, schedule), sync_period=optimizer.sync_period,
+                         slow_step_size=optimizer.slow_step_size)
+    return type(optimizer).from_config({**optimizer.get_config(), "learning_rate": schedule})
+
+
 def named_optimizer(name, schedule, momentum=0.9, weight_decay=5e-4, lr_base=0.1, decay_factors=None):
     """A stage optimizer by name: ``sgd`` (``L2SGD``, coupled L2 ``weight_decay``), ``sgdw`` / ``adamw`` (decoupled
-    decay of ``weight_decay * lr`` per step, as PyTorch's), ``lookahead_<name>`` (``Lookahead`` around it), or a
-    Keras optimizer name; ``schedule`` is its learning rate.
+    decay of ``weight_decay * lr`` per step, as PyTorch's), ``radam`` (``RectifiedAdam``, the same decoupled decay),
+    ``ranger`` (``Lookahead(RectifiedAdam)``, sync period 6, slow step 0.5, TF-Addons' defaults),
+    ``lookahead_<name>`` (``Lookahead`` around it), or a Keras optimizer name; ``schedule`` is its learning rate.
 
     Example:
         >>> type(named_optimizer("lookahead_sgdw", 0.1).optimizer).__name__
@@ -322,8 +507,12 @@ def named_optimizer(name, schedule, momentum=0.9, weight_decay=5e-4, lr_base=0.1
     if name in ("sgdw", "adamw"):
         decay = dict(weight_decay=weight_decay * lr_base, lr_base=lr_base, decay_factors=decay_factors)
         return SGDW(schedule, momentum=momentum, **decay) if name == "sgdw" else AdamW(schedule, **decay)
+    if name in ("radam", "ranger"):
+        radam = RectifiedAdam(schedule, weight_decay=weight_decay * lr_base, lr_base=lr_base,
+                              decay_factors=decay_factors)
+        return Lookahead(radam, sync_period=6, slow_step_size=0.5) if name == "ranger" else radam
     try:
         return keras.optimizers.get({"class_name": name, "config": {"learning_rate": schedule}})
     except ValueError:
-        raise ValueError(f"Unknown optimizer {name!r}: use sgd, sgdw, adamw, lookahead_<one of them>, or a "
-                         "Keras optimizer name such as adam") from None
+        raise ValueError(f"Unknown optimizer {name!r}: use sgd, sgdw, adamw, radam, ranger, lookahead_<one of them>, "
+                         "or a Keras optimizer name such as adam") from None

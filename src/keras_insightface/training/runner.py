@@ -18,7 +18,8 @@ from keras_insightface.training import callbacks as cbs
 from keras_insightface.training.checkpoint import latest_state_dir, load_meta, restore_model_and_optimizer
 from keras_insightface.training.distribute import is_primary
 from keras_insightface.training.run_files import RunLock, check_new_run
-from keras_insightface.training.stages import plan_stage
+from keras_insightface.training.run_data import use_data
+from keras_insightface.training.stages import fill_losses, plan_stage, seed_stage_keys
 
 
 @dataclasses.dataclass
@@ -38,6 +39,8 @@ class Run:
         iterator: the loader's iterator (``get_state`` / ``set_state``), opened by the first stage.
         lock: the ``RunLock`` of the run's files, held while it trains; ``claimed``: whether this run has checked
             (once) that it does not start over another run's files (``claim_run``).
+        last_loss: the loss of the last stage trained, reused by a later stage without one (the seed's rule).
+        grouped: whether the loader batches identity groups (stages with a triplet term).
     """
 
     config: object
@@ -53,6 +56,8 @@ class Run:
     iterator: object = None
     lock: object = None
     claimed: bool = False
+    last_loss: object = None
+    grouped: bool = False
 
     @property
     def global_batch_size(self):
@@ -136,15 +141,17 @@ def resume_point(run, schedule, state):
 
 def claim_run(run, resume=False, initial_epoch=0):
     """Take the run's lock (process 0; re-entrant, one ``release_run`` each) and, the first time, refuse to start
-    a new run over another's history and checkpoints (``run_files.check_new_run``)."""
+    a new run over another's history and checkpoints (``run_files.check_new_run``) unless the run appends to its
+    history (``append_history``, the seed's way) or starts over (``overwrite``)."""
     if run.lock is None:
         run.lock = RunLock(run.prefix)
     if is_primary():
         run.lock.acquire()
     if not run.claimed:
+        options = run.config.run
         try:
-            if not resume and initial_epoch == 0:
-                check_new_run(run.prefix, run.config.run.overwrite, remove=is_primary())
+            if not resume and initial_epoch == 0 and (options.overwrite or not options.append_history):
+                check_new_run(run.prefix, options.overwrite, remove=is_primary())
         except DataError:
             release_run(run)
             raise
@@ -157,17 +164,21 @@ def release_run(run):
 
 
 def _continued_history(run, state, initial_epoch):
-    """A run started again at ``initial_epoch`` (the seed's way to continue) keeps the epochs before it from the
-    history file, so they are not lost when the file is rewritten."""
-    if initial_epoch > 0 and not state.history and os.path.isfile(run.history_path):
+    """A run continued from a history file keeps its epochs: started again at ``initial_epoch`` (the seed's way to
+    continue) the epochs before it, a new run that appends (``append_history``, the seed's ``My_history``) all of
+    them; so nothing is lost when the file is rewritten."""
+    append = initial_epoch == 0 and run.config.run.append_history and not run.config.run.overwrite
+    if (initial_epoch > 0 or append) and not state.history and os.path.isfile(run.history_path):
         try:
             with open(run.history_path) as f:
                 stored = json.load(f)
         except (OSError, ValueError) as error:
             raise DataError(f"{run.history_path}: unreadable history ({error}); move it aside to start the "
                             "history again") from None
-        state.history.update({key: list(values)[:initial_epoch] for key, values in stored.items()
-                              if isinstance(values, list)})
+        keep = None if append else initial_epoch
+        state.history.update({key: list(values)[:keep] for key, values in stored.items() if isinstance(values, list)})
+        if append and run.verbose:
+            print(f">>>> {run.history_path}: appending to its {len(state.history.get('loss', []))} epochs")
 
 
 def run_stages(run, schedule, state, initial_epoch=0, resume=False, callbacks=()):
@@ -176,7 +187,11 @@ def run_stages(run, schedule, state, initial_epoch=0, resume=False, callbacks=()
     ``resume=True`` continues the same schedule from the latest full-state checkpoint. ``callbacks`` are the
     user's Keras callbacks: called after the built-in ones, and seeing one run across the stages (``OneRun``).
     """
+    schedule = fill_losses([seed_stage_keys(index, stage) if isinstance(stage, dict) else stage
+                            for index, stage in enumerate(schedule)], run.last_loss)
     plans = [plan_stage(index, stage) for index, stage in enumerate(schedule)]
+    run.last_loss = next((stage["loss"] for stage in reversed(schedule) if stage.get("loss") is not None),
+                         run.last_loss)
     claim_run(run, resume, initial_epoch)
     try:
         if not resume:
@@ -189,7 +204,8 @@ def run_stages(run, schedule, state, initial_epoch=0, resume=False, callbacks=()
 def _run_stages(run, schedule, plans, state, initial_epoch, resume, callbacks):
     meta, resume_dir = resume_point(run, schedule, state) if resume else (None, None)
     epoch = meta["first_epoch"] if meta is not None else initial_epoch
-    first_epoch, total_epochs = epoch, epoch + sum(plan.epochs for plan in plans)
+    first_epoch = epoch
+    total_epochs = epoch + sum(plan.epochs for plan in plans if not plan.bottleneck_only)
     monitors = [callback.name for callback in run.eval_callbacks]
     saver = cbs.BestBasicModel(run.parts.basic_model, run.prefix, monitors, state)
     tensorboard = run.config.run.tensorboard_dir
@@ -197,35 +213,40 @@ def _run_stages(run, schedule, plans, state, initial_epoch, resume, callbacks):
     one_run = cbs.OneRun(user)
     with cbs.CatchStopSignals(state), run.scope():
         for index, (stage, plan) in enumerate(zip(schedule, plans)):
-            end_epoch = epoch + plan.epochs
+            # bottleneckOnly, as the seed: the head alone trains epochs 0.. of the schedule, without evaluation,
+            # and the run's epoch count does not advance
+            start = 0 if plan.bottleneck_only else epoch
+            end_epoch = start + plan.epochs
             if meta is not None and index < meta["stage"]:
-                epoch = end_epoch  # finished before the checkpoint
+                epoch = epoch if plan.bottleneck_only else end_epoch  # finished before the checkpoint
                 continue
             resuming = meta is not None and index == meta["stage"]
             if resuming:  # the optimizer in the checkpoint was created at this epoch: same schedule offset
-                epoch = meta["optimizer_start_epoch"]
+                start = meta["optimizer_start_epoch"]
+            use_data(run, grouped=plan.kind == "triplet" or bool(stage.get("triplet")))
             run.parts.basic_model.trainable = not plan.bottleneck_only  # bottleneckOnly: train the head(s) only
             state.stage = index + 1
             try:
-                run.parts.compile_stage(index, stage, plan, epoch, total_epochs)
+                run.parts.compile_stage(index, stage, plan, start, total_epochs)
                 step_offset = 0
                 if resuming:
                     restore_model_and_optimizer(resume_dir, run.parts.train_model, run.parts.optimizer)
                     run.iterator.set_state(meta["iterator"])
-                    epoch, step_offset = meta["epoch"], meta["step"]
+                    start, step_offset = meta["epoch"], meta["step"]
                     meta = None
                 if run.verbose:
                     what = plan.margin_loss or plan.embedding_loss
-                    frozen = ", backbone frozen" if plan.bottleneck_only else ""
-                    print(f">>>> Stage {index + 1} ({plan.kind}{frozen}): {what}, epochs {epoch + 1}..{end_epoch}, "
+                    frozen = ", backbone frozen, no evaluation" if plan.bottleneck_only else ""
+                    print(f">>>> Stage {index + 1} ({plan.kind}{frozen}): {what}, epochs {start + 1}..{end_epoch}, "
                           f"lr now {current_lr(run.parts.optimizer):.6f}")
-                fit_stage(run, state, saver, one_run, (index, len(schedule), first_epoch), epoch, end_epoch,
-                          step_offset, resume_dir if step_offset else None)
+                fit_stage(run, state, saver, one_run, (index, len(schedule), first_epoch), start, end_epoch,
+                          step_offset, resume_dir if step_offset else None, evaluate=not plan.bottleneck_only)
             finally:
                 run.parts.basic_model.trainable = True
             if state.stopped:
                 break
-            epoch = end_epoch
+            if not plan.bottleneck_only:
+                epoch = end_epoch
     one_run.end_run()
     state.best_model_path = saver.saved
     return epoch
@@ -236,9 +257,10 @@ def current_lr(optimizer):
     return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
 
 
-def fit_stage(run, state, saver, one_run, position, start, end_epoch, step_offset, metrics_dir):
+def fit_stage(run, state, saver, one_run, position, start, end_epoch, step_offset, metrics_dir, evaluate=True):
     """``fit`` one stage from epoch ``start`` to ``end_epoch``; a resumed epoch (``step_offset`` batches done) is
-    a short first ``fit`` of its remaining batches. ``position`` is ``(stage index, stages, first epoch)``."""
+    a short first ``fit`` of its remaining batches. ``position`` is ``(stage index, stages, first epoch)``;
+    ``evaluate=False`` leaves the evaluation packs out."""
     stage_index, num_stages, first_epoch = position
     parts, steps = run.parts, run.steps_per_epoch
     batches = TrainBatches(run.iterator, run.skipped_images, run.teacher_embeddings)
@@ -259,7 +281,7 @@ def fit_stage(run, state, saver, one_run, position, start, end_epoch, step_offse
         run.skipped_images,
         cbs.StopOnNaN(state),
         cbs.LossScaleCollapse(parts.optimizer, state),
-        *run.eval_callbacks,
+        *(run.eval_callbacks if evaluate else []),
         saver,
         cbs.HistoryJSON(run.history_path, state, lambda: current_lr(parts.optimizer)),
         checkpoint,

@@ -8,24 +8,31 @@ from keras import ops
 
 
 class _Warmup(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warmup from 0 to ``lr_base`` over ``warmup_steps``, then ``decay(step - warmup_steps)``.
+    """Linear warmup from ``warmup_start`` to ``lr_base`` over ``warmup_steps``, then ``decay(step - warmup_steps)``.
 
     ``step_offset`` is the global step at which the optimizer using the schedule started, so the curve
-    continues across stages that bring a new optimizer.
+    continues across stages that bring a new optimizer. ``update_every`` > 1 holds the rate for that many steps
+    (the value at the first of them): the seed sets its exponential and step schedules, and
+    ``CosineLrSchedulerEpoch``, once per epoch. The seed's warmups start from ``lr_min``; arcface_torch's from 0.
     """
 
-    def __init__(self, lr_base, warmup_steps=0, lr_min=0.0, step_offset=0):
+    def __init__(self, lr_base, warmup_steps=0, lr_min=0.0, step_offset=0, warmup_start=0.0, update_every=1):
         if warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, received {warmup_steps}")
+        if update_every < 1:
+            raise ValueError(f"update_every must be >= 1, received {update_every}")
         self.lr_base, self.lr_min = float(lr_base), float(lr_min)
         self.warmup_steps, self.step_offset = int(warmup_steps), int(step_offset)
+        self.warmup_start, self.update_every = float(warmup_start), int(update_every)
 
     def decay(self, step):
         raise NotImplementedError
 
     def __call__(self, step):
         step = ops.cast(step, "float32") + self.step_offset
-        warm = self.lr_base * step / max(self.warmup_steps, 1)
+        if self.update_every > 1:
+            step = ops.floor(step / self.update_every) * self.update_every
+        warm = self.warmup_start + (self.lr_base - self.warmup_start) * step / max(self.warmup_steps, 1)
         return ops.where(step < self.warmup_steps, warm, self.decay(step - self.warmup_steps))
 
     def get_config(self):
@@ -34,6 +41,8 @@ class _Warmup(keras.optimizers.schedules.LearningRateSchedule):
             "warmup_steps": self.warmup_steps,
             "lr_min": self.lr_min,
             "step_offset": self.step_offset,
+            "warmup_start": self.warmup_start,
+            "update_every": self.update_every,
         }
 
 
@@ -47,8 +56,9 @@ class WarmupCosine(_Warmup):
         (0.1, 1e-05)
     """
 
-    def __init__(self, lr_base, total_steps, warmup_steps=0, lr_min=0.0, step_offset=0):
-        super().__init__(lr_base, warmup_steps, lr_min, step_offset)
+    def __init__(self, lr_base, total_steps, warmup_steps=0, lr_min=0.0, step_offset=0, warmup_start=0.0,
+                 update_every=1):
+        super().__init__(lr_base, warmup_steps, lr_min, step_offset, warmup_start, update_every)
         if total_steps < 1 or warmup_steps > total_steps:
             raise ValueError(f"WarmupCosine needs warmup_steps <= total_steps, got {warmup_steps=}, {total_steps=}")
         self.total_steps = int(total_steps)
@@ -63,22 +73,24 @@ class WarmupCosine(_Warmup):
 
 @keras.saving.register_keras_serializable(package="keras_insightface")
 class CosineRestarts(_Warmup):
-    """The seed's cosine with restarts: cycles of ``first_steps * t_mul**i`` steps, each peak ``m_mul`` times the
-    previous, and ``cooldown_steps`` at ``lr_min`` before every restart.
+    """The seed's cosine with restarts (``CosineLrScheduler``, Keras's ``CosineDecayRestarts`` with cooldowns):
+    cycles of ``first_steps * t_mul**i`` steps at ``lr_min + (lr_base - lr_min) * m_mul**i * (1 + cos(pi t)) / 2``,
+    each followed by ``cooldown_steps`` at ``lr_min``. As the seed, four cycles are scheduled; the rate stays at
+    ``lr_min`` after the fourth cooldown.
 
     With 16-epoch first cycles, t_mul 2 and a one-epoch cooldown, restarts fall on epochs 17, 50 and 115.
 
     Example:
         >>> schedule = CosineRestarts(0.1, first_steps=16, cooldown_steps=1, m_mul=0.5, lr_min=1e-5)
         >>> [round(float(schedule(s)), 5) for s in (0, 16, 17, 50)]
-        [0.1, 1e-05, 0.05, 0.025]
+        [0.1, 1e-05, 0.05001, 0.02501]
     """
 
-    MAX_CYCLES = 32
+    CYCLES = 4
 
     def __init__(self, lr_base, first_steps, cooldown_steps=0, t_mul=2.0, m_mul=1.0, lr_min=0.0, warmup_steps=0,
-                 step_offset=0):
-        super().__init__(lr_base, warmup_steps, lr_min, step_offset)
+                 step_offset=0, warmup_start=0.0, update_every=1):
+        super().__init__(lr_base, warmup_steps, lr_min, step_offset, warmup_start, update_every)
         if first_steps < 1 or cooldown_steps < 0 or t_mul < 1:
             raise ValueError(f"CosineRestarts needs first_steps >= 1, cooldown_steps >= 0, t_mul >= 1, got "
                              f"{first_steps=}, {cooldown_steps=}, {t_mul=}")
@@ -86,15 +98,15 @@ class CosineRestarts(_Warmup):
         self.t_mul, self.m_mul = float(t_mul), float(m_mul)
 
     def decay(self, step):
-        lengths = self.first_steps * self.t_mul ** np.arange(self.MAX_CYCLES)
+        lengths = self.first_steps * self.t_mul ** np.arange(self.CYCLES + 1)
         starts = np.concatenate([[0.0], np.cumsum(lengths + self.cooldown_steps)[:-1]])
         cycle = ops.sum(ops.cast(step[None] >= ops.convert_to_tensor(starts, "float32"), "int32")) - 1
         start = ops.take(ops.convert_to_tensor(starts, "float32"), cycle)
         length = ops.take(ops.convert_to_tensor(lengths, "float32"), cycle)
-        peak = self.lr_base * ops.power(self.m_mul, ops.cast(cycle, "float32"))
+        amplitude = (self.lr_base - self.lr_min) * ops.power(self.m_mul, ops.cast(cycle, "float32"))
         position = step - start
-        cosine = self.lr_min + 0.5 * (peak - self.lr_min) * (1 + ops.cos(math.pi * ops.minimum(position / length, 1.0)))
-        return ops.where(position < length, cosine, self.lr_min)
+        cosine = self.lr_min + 0.5 * amplitude * (1 + ops.cos(math.pi * ops.minimum(position / length, 1.0)))
+        return ops.where((position < length) & (cycle < self.CYCLES), cosine, self.lr_min)
 
     def get_config(self):
         return {
@@ -132,8 +144,8 @@ class ExponentialDecay(_Warmup):
     """
 
     def __init__(self, lr_base, decay_steps, decay_rate, lr_min=0.0, warmup_steps=0, staircase=False,
-                 step_offset=0):
-        super().__init__(lr_base, warmup_steps, lr_min, step_offset)
+                 step_offset=0, warmup_start=0.0, update_every=1):
+        super().__init__(lr_base, warmup_steps, lr_min, step_offset, warmup_start, update_every)
         _check_floor("ExponentialDecay", lr_base, lr_min)
         _check_decay_rate("ExponentialDecay", decay_rate)
         if decay_steps <= 0:
@@ -168,8 +180,9 @@ class StepDecay(_Warmup):
         [0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
     """
 
-    def __init__(self, lr_base, boundaries, decay_rate=0.1, lr_min=0.0, warmup_steps=0, step_offset=0):
-        super().__init__(lr_base, warmup_steps, lr_min, step_offset)
+    def __init__(self, lr_base, boundaries, decay_rate=0.1, lr_min=0.0, warmup_steps=0, step_offset=0,
+                 warmup_start=0.0, update_every=1):
+        super().__init__(lr_base, warmup_steps, lr_min, step_offset, warmup_start, update_every)
         _check_floor("StepDecay", lr_base, lr_min)
         _check_decay_rate("StepDecay", decay_rate)
         boundaries = [int(b) for b in boundaries]
@@ -198,8 +211,9 @@ class PolynomialDecay(_Warmup):
         [0.05, 0.1, 0.025, 0.0001, 0.0001]
     """
 
-    def __init__(self, lr_base, total_steps, power=2.0, lr_min=0.0, warmup_steps=0, step_offset=0):
-        super().__init__(lr_base, warmup_steps, lr_min, step_offset)
+    def __init__(self, lr_base, total_steps, power=2.0, lr_min=0.0, warmup_steps=0, step_offset=0, warmup_start=0.0,
+                 update_every=1):
+        super().__init__(lr_base, warmup_steps, lr_min, step_offset, warmup_start, update_every)
         _check_floor("PolynomialDecay", lr_base, lr_min)
         if total_steps <= warmup_steps:
             raise ValueError(f"PolynomialDecay needs total_steps > warmup_steps, received total_steps={total_steps}, "
@@ -240,25 +254,36 @@ def get_schedule(name, **kwargs):
 
 
 def run_schedule(kind, lr_base, lr_min, lr_decay, lr_decay_steps, warmup_epochs, steps_per_epoch, start_epoch,
-                 total_epochs):
+                 total_epochs, t_mul=2.0):
     """The schedule of an optimizer created at ``start_epoch`` of a run of ``total_epochs``: the run's one curve
     (``kind`` from ``OptimizerConfig.schedule_kind``), continued from that epoch; epochs are ``steps_per_epoch``
-    steps.
+    steps. The seed's kinds keep its formulas and granularity: ``exponential`` (``exp_scheduler``: ``lr_base *
+    exp(-lr_decay * epochs after warmup)``, floored at ``lr_min``) and ``step`` (``constant_scheduler``) change once
+    per epoch, ``cosine_restarts`` (``CosineLrScheduler``: ``lr_decay`` is m_mul, ``t_mul``, a one-epoch cooldown;
+    a single cosine when ``lr_min == lr_base * lr_decay``) every batch; their warmups start from ``lr_min`` (step:
+    from its last value). ``cosine`` (one cosine over the run) and ``polynomial`` are arcface_torch's, warmup from 0.
 
     Example:
-        >>> schedule = run_schedule("cosine", 0.1, 0.0, 0.05, 0, 0, steps_per_epoch=10, start_epoch=5, total_epochs=10)
-        >>> round(float(schedule(0)), 4)   # half way down one cosine over 100 steps
-        0.05
+        >>> schedule = run_schedule("exponential", 0.1, 0.0, 0.05, 0, 0, steps_per_epoch=10, start_epoch=0,
+        ...                         total_epochs=10)
+        >>> [round(float(schedule(step)), 4) for step in (0, 9, 10, 20)]   # the seed: 0.1, 0.0951, 0.0905
+        [0.1, 0.1, 0.0951, 0.0905]
     """
     steps = steps_per_epoch
     warmup = warmup_epochs * steps
     common = dict(lr_min=lr_min, warmup_steps=warmup, step_offset=start_epoch * steps)
+    seed = dict(common, warmup_start=lr_min)
     if kind == "step":
-        return StepDecay(lr_base, [epoch * steps for epoch in lr_decay_steps], lr_decay, **common)
+        seed["warmup_start"] = lr_base * lr_decay ** len(lr_decay_steps)
+        return StepDecay(lr_base, [epoch * steps for epoch in lr_decay_steps], lr_decay, update_every=steps,
+                         **dict(seed, lr_min=0.0))
     if kind == "exponential":
-        return ExponentialDecay(lr_base, steps, lr_decay, staircase=True, **common)
+        return ExponentialDecay(lr_base, steps, math.exp(-lr_decay), update_every=steps, **seed)
     if kind == "polynomial":
         return PolynomialDecay(lr_base, max(total_epochs * steps, warmup + 1), **common)
     if kind == "cosine_restarts":
-        return CosineRestarts(lr_base, lr_decay_steps * steps, cooldown_steps=steps, m_mul=lr_decay, **common)
+        if math.isclose(lr_min, lr_base * lr_decay):  # the seed's single cosine, no restart
+            return WarmupCosine(lr_base, total_steps=lr_decay_steps * steps + warmup, **seed)
+        return CosineRestarts(lr_base, lr_decay_steps * steps, cooldown_steps=steps, t_mul=t_mul, m_mul=lr_decay,
+                              **seed)
     return WarmupCosine(lr_base, total_steps=max(total_epochs * steps, warmup, 1), **common)

@@ -7,19 +7,19 @@ import functools
 import os
 
 from keras_insightface.data.augment import FaceAugment
-from keras_insightface.data.loader import describe_record, make_loader
+from keras_insightface.data.loader import describe_record
 from keras_insightface.data.mixup import Mixup
-from keras_insightface.data.sources import open_source
 from keras_insightface.errors import DataError
 from keras_insightface.evaluation.verification import eval_callback
 from keras_insightface.heads.norm_dense import NormDense
 from keras_insightface.heads.partial_fc import PartialFC
 from keras_insightface.saving import copy_weights_by_name, load_model, split_full_model
 from keras_insightface.training import callbacks as cbs
-from keras_insightface.training.distribute import data_parallel_size, is_primary, process_count, resolve_distribution
+from keras_insightface.training.distribute import data_parallel_size, is_primary, resolve_distribution
 from keras_insightface.training.model_setup import (
     continue_classifier, dtype_policy, load_basic_model, load_teacher, output_decay_factors,
 )
+from keras_insightface.training.run_data import open_data
 from keras_insightface.training.runner import Run
 from keras_insightface.training.stage_parts import StageParts
 
@@ -54,11 +54,17 @@ def build_parts(config, num_classes, steps_per_epoch, teacher_dim, distributed):
     and the schedule and optimizer settings. Call inside the distribution's scope and the dtype policy."""
     data, model, head_config, augment, optimizer = (config.data, config.model, config.head, config.augment,
                                                     config.optimizer)
-    seed, basic_model, classifier = config.run.seed, model.basic_model, None
-    if model.model is not None:  # a full model (basic model + classifier): continue from both
-        full = load_model(model.model) if isinstance(model.model, str) else model.model
-        basic_model, classifier = split_full_model(full, model.model if isinstance(model.model, str) else "model")
-    basic_model = load_basic_model(basic_model, model.output_layer, model.emb_shape, distributed)
+    seed, basic_model, classifier, full = config.run.seed, model.basic_model, None, model.model
+    if basic_model is None and full is None:  # the seed: continue checkpoints/<save_path>, the full model it saved
+        full = run_prefix(config) + os.path.splitext(config.run.save_path)[1]
+        if not os.path.isfile(full):
+            raise DataError(f"{full}: no model to continue; give basic_model (a buildin_models name such as 'r50', "
+                            "a .keras / .h5 file or a keras.Model) or model (a full training model)")
+    if full is not None:  # a full model (basic model + classifier): continue from both
+        basic_model, classifier = split_full_model(load_model(full) if isinstance(full, str) else full,
+                                                   full if isinstance(full, str) else "model")
+    basic_model = load_basic_model(basic_model, model.output_layer, model.emb_shape, distributed, model.model_preset,
+                                   model.weights)
     if model.pretrained is not None:
         copied, skipped = copy_weights_by_name(load_model(model.pretrained), basic_model, model.pretrained)
         print(f">>>> Pretrained {model.pretrained}: {len(copied)} layers loaded, {len(skipped)} kept as built"
@@ -83,13 +89,15 @@ def build_parts(config, num_classes, steps_per_epoch, teacher_dim, distributed):
         schedule_settings=dict(
             kind=optimizer.schedule_kind, lr_base=optimizer.lr_base,
             lr_min=optimizer.lr_min, lr_decay=optimizer.lr_decay, lr_decay_steps=optimizer.lr_decay_steps,
-            warmup_epochs=optimizer.lr_warmup_steps, steps_per_epoch=steps_per_epoch,
+            warmup_epochs=optimizer.lr_warmup_steps, steps_per_epoch=steps_per_epoch, t_mul=optimizer.lr_t_mul,
         ),
+        default_optimizer=optimizer.optimizer,
         optimizer_settings=dict(momentum=optimizer.momentum, weight_decay=optimizer.weight_decay,
                                 lr_base=optimizer.lr_base,
                                 decay_factors=output_decay_factors(head_config.output_weight_decay,
                                                                    optimizer.weight_decay)),
         mixed_precision=model.mixed_precision, dense_head=dense_head,
+        steps_per_execution=config.run.steps_per_execution,
     )
 
 
@@ -101,21 +109,7 @@ def build_run(config):
     distribution = resolve_distribution(config.run.distribution, config.run.model_parallel)
     replicas = data_parallel_size(distribution)
     global_batch_size = config.data.batch_size * replicas
-    data = config.data
-    source = open_source(data.data_path, image_per_class=data.image_per_class, strict=data.strict_data,
-                         allow_outside=data.allow_outside_paths)
-    if source.num_classes < 2:  # one class trains to loss 0 and accuracy 1 and learns nothing
-        raise DataError(f"{data.data_path}: {source.num_classes} class; face recognition training needs at least 2 "
-                        "identities (check the labels, or image_per_class filtering)")
-    # teacher embeddings (an npz from distill-data) stay in this process; batches say which records they hold
-    teacher_embeddings = getattr(source, "embeddings", None)
-    if teacher_embeddings is not None:
-        source.embeddings = None
-    loader = make_loader(
-        source, global_batch_size // process_count(), seed=config.run.seed, num_workers=data.num_workers,
-        image_per_class=data.image_per_class, strict=data.strict_data, jpeg_quality_level=data.jpeg_quality_level,
-        with_records=teacher_embeddings is not None,
-    )
+    source, loader, teacher_embeddings = open_data(config, global_batch_size)
     prefix = run_prefix(config)
     keras.utils.set_random_seed(config.run.seed)  # weight init and augmentation draws repeat for a given seed
     scope = distribution.scope() if distribution is not None else contextlib.nullcontext()
@@ -125,10 +119,10 @@ def build_run(config):
                             distribution is not None)
     # evaluation batches are split over every device of every host, like the training batches (KerasEmbedder)
     eval_callbacks = [
-        eval_callback(parts.basic_model, path, global_batch_size, eval_freq=config.run.eval_freq,
-                      eval_every_steps=config.run.eval_every_steps, verbose=is_primary())
+        eval_callback(parts.basic_model, path, global_batch_size, PCA_acc=True, verbose=is_primary(),
+                      **({"eval_every_steps": config.run.eval_every_steps} if config.run.eval_every_steps else
+                         {"eval_freq": config.run.eval_freq}))
         for path in config.run.eval_paths
     ]
     return Run(config, parts, source, loader, distribution, prefix, eval_callbacks,
                cbs.SkippedImages(functools.partial(describe_record, source)), teacher_embeddings, replicas)
-

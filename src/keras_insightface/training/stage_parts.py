@@ -14,7 +14,7 @@ from keras_insightface.heads.norm_dense import NormDense
 from keras_insightface.heads.partial_fc import PartialFC
 from keras_insightface.losses.center import CenterLoss
 from keras_insightface.losses.distillation import DistillCosineLoss, projection_for
-from keras_insightface.training.optimizers import named_optimizer
+from keras_insightface.training.optimizers import named_optimizer, with_schedule
 from keras_insightface.training.schedules import run_schedule
 from keras_insightface.training.stages import triplet_loss
 from keras_insightface.training.task import FaceTask
@@ -36,12 +36,15 @@ class StageParts:
             ``lr_min``, ``lr_decay``, ``lr_decay_steps``, ``warmup_epochs``, ``steps_per_epoch``).
         optimizer_settings: keywords of ``named_optimizer`` (``momentum``, ``weight_decay``, ``lr_base``,
             ``decay_factors``).
+        default_optimizer: the optimizer of stages that name none (a name, or a Keras optimizer to copy).
+        steps_per_execution: train steps per compiled call.
         mixed_precision: the run's dtype policy name; ``mixed_float16`` wraps optimizers in loss scaling.
         dense_head: a plain ``Dense`` classifier continued from a full model (softmax stages), or None.
     """
 
     def __init__(self, basic_model, head, augment, num_classes, image_per_class=0, teacher=None, teacher_dim=None,
-                 mixup=None, schedule_settings=None, optimizer_settings=None, mixed_precision="float32", dense_head=None):
+                 mixup=None, schedule_settings=None, optimizer_settings=None, mixed_precision="float32", dense_head=None,
+                 default_optimizer="adam", steps_per_execution=1):
         self.basic_model, self.head, self.augment, self.num_classes = basic_model, head, augment, num_classes
         self.image_per_class, self.teacher, self.teacher_dim, self.mixup = image_per_class, teacher, teacher_dim, mixup
         self.schedule_settings, self.optimizer_settings = dict(schedule_settings or {}), dict(optimizer_settings or {})
@@ -49,7 +52,9 @@ class StageParts:
         self.center_loss = self.margin_head = self.distill_projection = None
         self.optimizer = self.train_model = None
         self.optimizer_start_epoch = 0  # the epoch the optimizer (its schedule's step 0) was created at
-        self._signature, self._optimizer_spec = None, "sgd"
+        self._signature, self._optimizer_spec = None, default_optimizer
+        self.steps_per_execution = steps_per_execution
+        self.lr_scheduler = None  # a seed scheduler object (lr_schedulers.py) replacing the configured schedule
 
     def stage_head(self, margin_loss, top_k=1):
         """The classifier for a stage: the same kernel, with the norm column when the loss reads norms and
@@ -135,31 +140,31 @@ class StageParts:
             self.carry_margin_state(margin_head)
         signature = [(v.path, tuple(v.shape)) for v in self.train_model.trainable_variables]
         self.optimizer = self.stage_optimizer(stage, signature, epoch, total_epochs)
-        self.train_model.compile(optimizer=self.optimizer, jit_compile=True)
+        self.train_model.compile(optimizer=self.optimizer, jit_compile=True,
+                                 steps_per_execution=self.steps_per_execution)
         return self.train_model
 
     def stage_optimizer(self, stage, signature, epoch, total_epochs):
         """The stage's optimizer; the previous one (momentum, schedule position) carries over unless the stage
         names another or trains other variables (``signature``: the trainable variables' paths and shapes, e.g.
-        plain softmax <-> cosine head, sub-centers, a frozen backbone): then the default optimizer starts afresh
+        plain softmax <-> cosine head, sub-centers, a frozen backbone): then the run's optimizer starts afresh
         at the current schedule position: a named one (``"sgdw"``, ...) by its name, a user's optimizer object from
-        its config."""
+        its config. As the seed's schedulers set the rate of whatever optimizer a stage brings, a user's optimizer
+        object trains with the run's schedule, not its own learning rate."""
         optimizer = stage.get("optimizer")
         same_variables = signature == self._signature
         self._signature = signature
         if optimizer is None and self.optimizer is not None and same_variables:
             return self.optimizer
-        if optimizer is None and self.optimizer is not None:
-            if isinstance(self._optimizer_spec, str):
-                optimizer = self._optimizer_spec
-            else:
-                inner = getattr(self.optimizer, "inner_optimizer", self.optimizer)
-                optimizer = type(inner).from_config(inner.get_config())
+        if optimizer is None:
+            optimizer = self._optimizer_spec
         else:
-            self._optimizer_spec = optimizer if optimizer is not None else "sgd"
+            self._optimizer_spec = optimizer
         schedule = self.schedule_at(epoch, total_epochs)
-        if optimizer is None or isinstance(optimizer, str):
-            optimizer = named_optimizer((optimizer or "sgd").lower(), schedule, **self.optimizer_settings)
+        if isinstance(optimizer, str):
+            optimizer = named_optimizer(optimizer.lower(), schedule, **self.optimizer_settings)
+        else:
+            optimizer = with_schedule(optimizer, schedule)
         is_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
         if self.mixed_precision == "mixed_float16" and not is_scaled:
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)  # fp16 gradients underflow without it
@@ -168,4 +173,6 @@ class StageParts:
     def schedule_at(self, epoch, total_epochs):
         """The schedule of an optimizer created at ``epoch``: its step 0 is that epoch of the run's one curve."""
         self.optimizer_start_epoch = epoch
+        if self.lr_scheduler is not None:
+            return self.lr_scheduler.schedule(self.schedule_settings["steps_per_epoch"], start_epoch=epoch)
         return run_schedule(**self.schedule_settings, start_epoch=epoch, total_epochs=total_epochs)

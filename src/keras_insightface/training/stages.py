@@ -21,8 +21,10 @@ from keras_insightface.losses.triplet import TripletLoss
 
 STAGE_KEYS = (
     "epoch", "loss", "optimizer", "type", "lossWeight", "lossTopK", "bottleneckOnly", "centerloss", "triplet",
-    "alpha", "tripletKind", "distill",
+    "alpha", "tripletKind", "distill", "tripletAlpha", "embLossTypes", "embLossWeights",
 )
+# The seed's embLossTypes names, by the stage key of the same extra term.
+EMB_LOSS_KEYS = ("centerloss", "triplet", "distill")
 KINDS = ("arcface", "softmax", "triplet", "distill")
 IN_BATCH_TRIPLETS = ("batch_hard_cosine", "batch_hard_euclidean", "batch_all", "arc_batch_hard")
 
@@ -57,11 +59,46 @@ def _kind_of(loss):
     return "softmax" if get_margin_loss(loss).plain_head else "arcface"
 
 
+def fill_losses(schedule, previous=None):
+    """The stage dicts with the seed's rule applied: a stage without ``loss`` (and not a triplet / distill type)
+    trains with the loss of the stage before it (``previous``: the last loss of an earlier ``train`` call)."""
+    filled = []
+    for stage in schedule:
+        if isinstance(stage, dict) and stage.get("loss") is None and stage.get("type") not in ("triplet", "distill"):
+            if previous is not None:
+                stage = {**stage, "loss": previous}
+        elif isinstance(stage, dict):
+            previous = stage.get("loss", previous)
+        filled.append(stage)
+    return filled
+
+
+def seed_stage_keys(index, stage):
+    """The stage with the seed's ``train_single_scheduler`` spellings turned into the stage keys: ``tripletAlpha``
+    is ``alpha``; ``embLossTypes`` (names containing ``centerloss`` / ``triplet`` / ``distill``) with
+    ``embLossWeights`` (one weight, or one per type) are the ``centerloss`` / ``triplet`` / ``distill`` weights."""
+    stage = dict(stage)
+    if "tripletAlpha" in stage:
+        stage.setdefault("alpha", stage.pop("tripletAlpha"))
+    types, weights = stage.pop("embLossTypes", None), stage.pop("embLossWeights", 1)
+    if types is None:
+        return stage
+    types = types if isinstance(types, (list, tuple)) else [types]
+    for position, kind in enumerate(types):
+        name = (kind if isinstance(kind, str) else getattr(kind, "__name__", type(kind).__name__)).lower()
+        key = next((key for key in EMB_LOSS_KEYS if key in name), None)
+        if key is None:
+            raise ValueError(f"Stage {index}: embLossTypes entry {kind!r} is not one of {EMB_LOSS_KEYS}")
+        stage[key] = float(weights[position] if isinstance(weights, (list, tuple)) else weights)
+    return stage
+
+
 def plan_stage(index, stage):
     """Check stage dict number ``index`` and say what it trains; errors name the stage and the bad key."""
     unknown = sorted(set(stage) - set(STAGE_KEYS))
     if unknown:
         raise ValueError(f"Stage {index}: unknown keys {unknown}; stage keys are {', '.join(STAGE_KEYS)}")
+    stage = seed_stage_keys(index, stage)
     epochs = stage.get("epoch")
     if not isinstance(epochs, (int, float)) or isinstance(epochs, bool) or epochs < 1 or int(epochs) != epochs:
         raise ValueError(f"Stage {index} needs a positive 'epoch' (whole epochs), received {stage!r}")
@@ -70,7 +107,8 @@ def plan_stage(index, stage):
         raise ValueError(f"Stage {index}: type {kind!r} is not one of {KINDS}")
     loss = stage.get("loss")
     if loss is None and kind not in ("triplet", "distill"):
-        raise ValueError(f"Stage {index} needs a 'loss' such as ArcfaceLoss(scale=16), received {stage!r}")
+        raise ValueError(f"Stage {index} needs a 'loss' such as ArcfaceLoss(scale=16) (a later stage without one "
+                         f"reuses the loss before it), received {stage!r}")
     if loss is not None and kind is not None and _kind_of(loss) != kind:
         raise ValueError(f"Stage {index}: type {kind!r} does not fit the loss {loss!r} (a {_kind_of(loss)} loss)")
     kind = kind or _kind_of(loss)

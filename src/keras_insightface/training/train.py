@@ -22,6 +22,8 @@ import weakref
 from keras_insightface.training.config import TrainConfig, default_of, options
 from keras_insightface.training.run_state import RunState
 from keras_insightface.training.runner import run_stages
+from keras_insightface.training.seed_options import SEED_POSITIONAL, seed_train_options
+from keras_insightface.training.run_data import close_iterator, reopen_data
 from keras_insightface.training.setup import build_run
 
 
@@ -52,15 +54,48 @@ class Train:
     ``lossWeight``, ``lossTopK``, ``bottleneckOnly``, ``type`` and ``distill`` (see ``stages.py``).
     """
 
-    def __init__(self, data_path, save_path, eval_paths=(), **options):
+    def __init__(self, data_path, save_path, eval_paths=(), *args, **options):
+        import keras
+
+        options, custom_objects = seed_train_options(args, options)
         self.config = TrainConfig.from_kwargs(data_path=data_path, save_path=save_path, eval_paths=list(eval_paths),
                                               **options)
-        self.run = build_run(self.config)
-        self.parts, self.source, self.loader = self.run.parts, self.run.source, self.run.loader
+        with keras.saving.custom_object_scope(custom_objects):
+            self.run = build_run(self.config)
+        self.parts = self.run.parts
         self.basic_model, self.num_classes = self.parts.basic_model, self.loader.num_classes
         self.global_batch_size, self.eval_callbacks = self.run.global_batch_size, self.run.eval_callbacks
         self.prefix, self.history_path = self.run.prefix, self.run.history_path
         self.history, self.initial_epoch, self.best_model_path, self.stop_reason = {}, 0, None, None
+        self._closes_at_exit = False
+
+    @property
+    def lr_scheduler(self):
+        """A seed scheduler (``myCallbacks.CosineLrSchedulerEpoch(...)`` etc.) that replaces the configured
+        schedule when set, as the seed's ``tt.lr_scheduler = ...``; None: the configured one."""
+        return self.run.parts.lr_scheduler
+
+    @lr_scheduler.setter
+    def lr_scheduler(self, scheduler):
+        if scheduler is not None and not hasattr(scheduler, "schedule"):
+            raise TypeError(f"lr_scheduler must be a scheduler of keras_insightface.myCallbacks (CosineLrScheduler, "
+                            f"CosineLrSchedulerEpoch), received {type(scheduler).__name__}")
+        self.run.parts.lr_scheduler = scheduler
+
+    def reset_dataset(self, data_path=None):
+        """As the seed's: train the next stages on ``data_path`` (a new dataset of the same classes), or read the
+        current one again from its start."""
+        reopen_data(self.run, data_path)
+
+    @property
+    def source(self):
+        """The training data's source (it changes with ``reset_dataset``)."""
+        return self.run.source
+
+    @property
+    def loader(self):
+        """The training data's grain loader (opened again when stages switch to or from identity groups)."""
+        return self.run.loader
 
     def scope(self):
         """The context every model variable of the run is made and trained in: the distribution's scope."""
@@ -69,6 +104,9 @@ class Train:
     def train(self, train_schedule, initial_epoch=None, resume=False, callbacks=()):
         """Run each stage dict (``loss``, ``epoch``, optional ``optimizer``) in turn; returns the history dict.
 
+        A stage without ``loss`` trains with the loss before it; ``initial_epoch`` (the seed's second argument)
+        starts the epoch count there, keeping that many epochs of an existing history.
+
         ``resume=True`` continues the same schedule from the latest full-state checkpoint in ``<name>_state/``:
         the same batches, augmentation draws and updates as if the run had not stopped. ``callbacks`` are extra
         Keras callbacks, called after the built-in ones, that see one run across the stages. ``stop_reason`` says
@@ -76,9 +114,9 @@ class Train:
         """
         if isinstance(train_schedule, dict):
             train_schedule = [train_schedule]
-        if self.run.iterator is None:
-            self.run.iterator = iter(self.loader.dataset)
+        if not self._closes_at_exit:
             atexit.register(_close_at_exit, weakref.ref(self))
+            self._closes_at_exit = True
         state = RunState(history=self.history)
         start = self.initial_epoch if initial_epoch is None else initial_epoch
         self.initial_epoch = run_stages(self.run, train_schedule, state, start, resume, callbacks)
@@ -87,19 +125,24 @@ class Train:
 
     def close(self):
         """Stop the loader's worker processes."""
-        iterator, self.run.iterator = self.run.iterator, None
-        if iterator is not None and hasattr(iterator, "close"):
-            iterator.close()
+        close_iterator(self.run)
 
 
 def _signature():
-    """``Train(data_path, save_path, eval_paths=(), *, <every other option with its default>)`` for ``help()``."""
+    """``Train(data_path, save_path, eval_paths=(), <the seed's arguments in its order>, *, <every other option>)``
+    for ``help()``."""
     parameters = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     parameters += [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD)
                    for name in ("data_path", "save_path")]
     parameters.append(inspect.Parameter("eval_paths", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=()))
-    for name, (_, field) in options().items():
-        if name not in ("data_path", "save_path", "eval_paths"):
+    known = options()
+    seed_only = {"compile": True, "custom_objects": None, "samples_per_mining": 0, "partial_fc_split": 0,
+                 "sam_rho": 0, "vpl_start_iters": -1, "vpl_allowed_delta": 200}
+    for name in SEED_POSITIONAL:  # the seed's order, so its positional calls bind as in the seed
+        default = default_of(known[name][1]) if name in known else seed_only[name]
+        parameters.append(inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default))
+    for name, (_, field) in known.items():
+        if name not in ("data_path", "save_path", "eval_paths", *SEED_POSITIONAL):
             parameters.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default_of(field)))
     return inspect.Signature(parameters)
 

@@ -29,7 +29,7 @@ def normalize(x):
 
 
 def np_center_step(centers, x, labels, alpha, cosine):
-    """Per-sample loss against the current centers, then the seed's update (divide by the class count)."""
+    """Per-sample loss against the current centers, then the seed's update (divide by the class count + 1)."""
     x = normalize(x) if cosine else x
     loss = []
     for i, label in enumerate(labels):
@@ -38,7 +38,7 @@ def np_center_step(centers, x, labels, alpha, cosine):
     new = centers.copy()
     for label in np.unique(labels):
         members = x[labels == label]
-        new[label] = centers[label] - alpha * np.sum(centers[label] - members, axis=0) / len(members)
+        new[label] = centers[label] - alpha * np.sum(centers[label] - members, axis=0) / (len(members) + 1)
     return np.array(loss), new
 
 

@@ -46,7 +46,7 @@ def test_seed_positional_arguments_defaults_and_refused_features(tiny_data, tmp_
     assert config.run.append_history and config.augment.random_status == 0
     for kwargs, message in [
         (dict(partial_fc_split=2), "partial_fc_sample_rate=0.5"),
-        (dict(sam_rho=0.05), "SAM"),
+        (dict(sam_rho=-0.05), "sam_rho: must be >= 0"),
         (dict(samples_per_mining=64), "offline triplet mining"),
         (dict(vpl_start_iters=8000), "VPL"),
     ]:

@@ -2,8 +2,12 @@
 
 Every function maps ``(labels (B,), embeddings (B, D), alpha)`` to a per-sample loss, with masks instead of
 boolean gathers so shapes stay static under ``jit``. Batch-hard mining follows Hermans et al., "In Defense of
-the Triplet Loss" (2017); the cosine, batch-all and arc forms follow the seed Keras_insightface. ``AcrTripLoss``
-is the seed's ArcFace loss with the batch-hard triplet violation taken off the target logit.
+the Triplet Loss" (2017); the cosine, batch-all, squared and arc-margin forms follow the seed Keras_insightface.
+The seed's class names are here with the seed's meaning: ``BatchHardTripletLoss`` (kind ``batch_hard_cosine``),
+``BatchAllTripletLoss`` (``batch_all``), ``BatchHardTripletLossEuclidean`` (``batch_hard_squared``),
+``ArcBatchHardTripletLoss`` (``batch_hard_arc_margin``) and ``OfflineArcTripletLoss`` (``offline_arc``, on
+pre-mined triples). ``AcrTripLoss`` is the seed's ArcFace loss with the batch-hard triplet violation taken off the
+target logit; ``AcrTripTerm`` is its form for a training step, with the cosines from the run's classifier.
 
 Example:
     >>> import numpy as np
@@ -16,6 +20,7 @@ Example:
 """
 
 import math
+import re
 
 import keras
 from keras import ops
@@ -95,6 +100,37 @@ def arc_batch_hard_triplet(labels, embeddings, alpha=0.35):
     return ops.relu(hardest_pos - hardest_neg + alpha)
 
 
+def batch_hard_triplet_squared(labels, embeddings, alpha=0.35):
+    """The seed's Euclidean batch-hard on the raw (not normalised) embeddings and squared distances:
+    ``relu(max positive d^2 - min negative d^2 + alpha)``.
+
+    A sample is its own positive (distance 0); no negative counts as the largest distance in the batch.
+    """
+    labels = ops.cast(ops.reshape(labels, (-1,)), "int32")
+    emb = ops.cast(embeddings, "float32")
+    pos_mask = ops.equal(labels[:, None], labels[None, :])
+    sq_norm = ops.sum(ops.square(emb), axis=-1)
+    dists = sq_norm[:, None] + sq_norm[None, :] - 2.0 * ops.matmul(emb, ops.transpose(emb))
+    hardest_pos = ops.max(ops.where(pos_mask, dists, 0.0), axis=-1)
+    hardest_neg = ops.min(ops.where(pos_mask, ops.max(dists), dists), axis=-1)
+    return ops.relu(hardest_pos - hardest_neg + alpha)
+
+
+def batch_hard_triplet_arc_margin(labels, embeddings, alpha=0.35):
+    """The seed's ``ArcBatchHardTripletLoss``: ``relu(max negative cos - p')`` with ``p' = cos(theta_p + alpha)``,
+    ``theta_p`` the angle of the hardest positive (a sample is its own positive), or ``-2 - p'`` where the hardest
+    positive cosine is at most ``cos(pi - alpha)``. ``alpha`` is an angle margin in radians; no negative counts as
+    cos -1. ``cos(theta + alpha)`` is expanded as ``c cos(alpha) - sqrt(1 - c^2) sin(alpha)``, exact at c = 1.
+    """
+    _, sims, pos_mask = _prepare(labels, embeddings)
+    hardest_pos = ops.min(ops.where(pos_mask, sims, 1.0), axis=-1)
+    sine = _safe_sqrt(ops.maximum(1.0 - ops.square(hardest_pos), 0.0))
+    pos_margin = hardest_pos * math.cos(alpha) - sine * math.sin(alpha)
+    pos_valid = ops.where(hardest_pos > math.cos(math.pi - alpha), pos_margin, -2.0 - pos_margin)
+    hardest_neg = ops.max(ops.where(pos_mask, -1.0, sims), axis=-1)
+    return ops.relu(hardest_neg - pos_valid)
+
+
 def offline_triplet(labels, embeddings, alpha=0.35):
     """Pre-mined triples laid out ``[anchor, positive, negative, ...]``: ``relu(|a-p|^2 - |a-n|^2 + alpha)``, (B/3,).
 
@@ -137,6 +173,8 @@ TRIPLET_LOSSES = {
     "batch_hard_euclidean": batch_hard_triplet_euclidean,
     "batch_all": batch_all_triplet,
     "arc_batch_hard": arc_batch_hard_triplet,
+    "batch_hard_squared": batch_hard_triplet_squared,
+    "batch_hard_arc_margin": batch_hard_triplet_arc_margin,
     "offline": offline_triplet,
     "offline_arc": offline_arc_triplet,
 }
@@ -168,10 +206,56 @@ class TripletLoss(keras.losses.Loss):
         return {**super().get_config(), "kind": self.kind, "alpha": self.alpha}
 
 
+class SeedTripletLoss(TripletLoss):
+    """Base of the seed's triplet class names: ``Name(alpha=0.35)``, the kind fixed by the class (``KIND``)."""
+
+    KIND = None
+
+    def __init__(self, alpha=0.35, name=None, **kwargs):
+        name = name or re.sub(r"(?<!^)(?=[A-Z])", "_", type(self).__name__).lower()
+        super().__init__(self.KIND, alpha=alpha, name=name, **kwargs)
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("kind")
+        return config
+
+
 @keras.saving.register_keras_serializable(package="keras_insightface")
-class OfflineArcTripletLoss(TripletLoss):
+class BatchHardTripletLoss(SeedTripletLoss):
+    """The seed's ``BatchHardTripletLoss(alpha=0.35)``: ``batch_hard_triplet_cosine`` (cosines of normalised
+    embeddings, ``relu(hardest negative cos - hardest positive cos + alpha)``)."""
+
+    KIND = "batch_hard_cosine"
+
+
+@keras.saving.register_keras_serializable(package="keras_insightface")
+class BatchAllTripletLoss(SeedTripletLoss):
+    """The seed's ``BatchAllTripletLoss(alpha=0.35)``: ``batch_all_triplet``."""
+
+    KIND = "batch_all"
+
+
+@keras.saving.register_keras_serializable(package="keras_insightface")
+class BatchHardTripletLossEuclidean(SeedTripletLoss):
+    """The seed's ``BatchHardTripletLossEuclidean(alpha=0.35)``: ``batch_hard_triplet_squared`` (raw embeddings,
+    squared distances)."""
+
+    KIND = "batch_hard_squared"
+
+
+@keras.saving.register_keras_serializable(package="keras_insightface")
+class ArcBatchHardTripletLoss(SeedTripletLoss):
+    """The seed's ``ArcBatchHardTripletLoss(alpha=0.35)``: ``batch_hard_triplet_arc_margin``."""
+
+    KIND = "batch_hard_arc_margin"
+
+
+@keras.saving.register_keras_serializable(package="keras_insightface")
+class OfflineArcTripletLoss(SeedTripletLoss):
     """The seed's ``OfflineArcTripletLoss(alpha=0.35)``: ``offline_arc_triplet`` on embeddings laid out as
-    ``[anchor, positive, negative, ...]``, one value per triple; ``y_true`` is unused.
+    ``[anchor, positive, negative, ...]``, one value per triple; ``y_true`` is unused. It needs batches of mined
+    triples (the seed's ``samples_per_mining`` dataset), so a ``Train`` stage does not take it.
 
     Example:
         >>> import numpy as np
@@ -180,13 +264,7 @@ class OfflineArcTripletLoss(TripletLoss):
         0.0542
     """
 
-    def __init__(self, alpha=0.35, name="offline_arc_triplet_loss", **kwargs):
-        super().__init__("offline_arc", alpha=alpha, name=name, **kwargs)
-
-    def get_config(self):
-        config = super().get_config()
-        config.pop("kind")
-        return config
+    KIND = "offline_arc"
 
 
 @keras.saving.register_keras_serializable(package="keras_insightface")
@@ -216,7 +294,11 @@ class AcrTripLoss(keras.losses.Loss):
         if width is not None and width <= self.emb_shape:
             raise ValueError(f"AcrTripLoss expects y_pred = [embedding ({self.emb_shape}), cosines], received "
                              f"width {width}; set emb_shape to the embedding width")
-        embeddings, cos = y_pred[:, : self.emb_shape], ops.cast(y_pred[:, self.emb_shape :], "float32")
+        return self.per_sample(y_true, y_pred[:, : self.emb_shape], y_pred[:, self.emb_shape :])
+
+    def per_sample(self, y_true, embeddings, cos):
+        """The per-sample loss from the embeddings (B, D) and the classifier's cosines (B, C) given apart."""
+        cos = ops.cast(cos, "float32")
         labels, targets = labels_and_targets(y_true, cos.shape[-1])
         violation = batch_hard_triplet_cosine(labels, embeddings, alpha=0.0)
         is_target = target_mask(cos, labels)
@@ -230,3 +312,22 @@ class AcrTripLoss(keras.losses.Loss):
         return {**super().get_config(), "margin": self.margin, "scale": self.arcface.scale,
                 "from_logits": self.arcface.from_logits, "label_smoothing": self.arcface.label_smoothing,
                 "emb_shape": self.emb_shape}
+
+
+class AcrTripTerm(keras.layers.Layer):
+    """``(labels (B,), embeddings (B, D)) -> AcrTripLoss per sample (B,)``, the cosines from ``head``.
+
+    How a ``Train`` stage trains with ``AcrTripLoss``: ``head`` is the run's cosine classifier (``NormDense``),
+    tracked here so its kernel trains with the embedding; the layer owns no weights of its own.
+    """
+
+    def __init__(self, head, loss, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        if not isinstance(loss, AcrTripLoss):
+            raise ValueError(f"AcrTripTerm needs an AcrTripLoss, received {loss!r}")
+        self.head, self.acr_trip = head, loss
+        self.built = True
+
+    def call(self, labels, embeddings):
+        return self.acr_trip.per_sample(labels, embeddings, self.head(embeddings))

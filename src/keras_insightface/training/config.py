@@ -255,9 +255,14 @@ class OptimizerConfig(_Section):
                                   ("--warmup",))
     weight_decay: float = option(5e-4, _float, "L2 (sgd) or decoupled (sgdw, adamw) weight decay")
     momentum: float = option(0.9, _float, "SGD momentum")
+    sam_rho: float = option(0, _float, "> 0: Sharpness-Aware Minimization of that radius (the seed's sam_rho, e.g. "
+                            "0.05): each step takes its gradient at the weights moved rho along the normalised "
+                            "gradient, two forward and backward passes per step")
 
     def __post_init__(self):
         super().__post_init__()
+        if self.sam_rho < 0:
+            raise ValueError(f"sam_rho: must be >= 0 (0: no SAM), received {self.sam_rho}")
         if not 0 <= self.lr_min <= self.lr_base:
             raise ValueError(
                 f"learning rates need 0 <= lr_min <= lr_base, received lr_min={self.lr_min}, lr_base={self.lr_base}"

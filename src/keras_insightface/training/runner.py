@@ -223,7 +223,7 @@ def _run_stages(run, schedule, plans, state, initial_epoch, resume, callbacks):
             resuming = meta is not None and index == meta["stage"]
             if resuming:  # the optimizer in the checkpoint was created at this epoch: same schedule offset
                 start = meta["optimizer_start_epoch"]
-            use_data(run, grouped=plan.kind == "triplet" or bool(stage.get("triplet")))
+            use_data(run, grouped=plan.grouped or bool(stage.get("triplet")))
             run.parts.basic_model.trainable = not plan.bottleneck_only  # bottleneckOnly: train the head(s) only
             state.stage = index + 1
             try:

@@ -18,7 +18,6 @@ SEED_POSITIONAL = (
 NOT_BUILT = {
     "samples_per_mining": (0, "offline triplet mining (the seed calls it 'not working well'); use a stage with "
                               "'triplet' and image_per_class >= 2 for in-batch mining"),
-    "sam_rho": (0, "SAM (sharpness-aware minimisation) is not built yet"),
     "vpl_start_iters": (-1, "VPL training through Train is not built yet (NormDenseVPL exists as a layer)"),
 }
 

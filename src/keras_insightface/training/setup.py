@@ -97,7 +97,7 @@ def build_parts(config, num_classes, steps_per_epoch, teacher_dim, distributed):
                                 decay_factors=output_decay_factors(head_config.output_weight_decay,
                                                                    optimizer.weight_decay)),
         mixed_precision=model.mixed_precision, dense_head=dense_head,
-        steps_per_execution=config.run.steps_per_execution,
+        steps_per_execution=config.run.steps_per_execution, sam_rho=optimizer.sam_rho,
     )
 
 

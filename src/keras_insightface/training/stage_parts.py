@@ -14,6 +14,7 @@ from keras_insightface.heads.norm_dense import NormDense
 from keras_insightface.heads.partial_fc import PartialFC
 from keras_insightface.losses.center import CenterLoss
 from keras_insightface.losses.distillation import DistillCosineLoss, projection_for
+from keras_insightface.losses.triplet import AcrTripLoss, AcrTripTerm, TripletLoss
 from keras_insightface.training.optimizers import named_optimizer, with_schedule
 from keras_insightface.training.schedules import run_schedule
 from keras_insightface.training.stages import triplet_loss
@@ -38,13 +39,14 @@ class StageParts:
             ``decay_factors``).
         default_optimizer: the optimizer of stages that name none (a name, or a Keras optimizer to copy).
         steps_per_execution: train steps per compiled call.
+        sam_rho: > 0: every stage trains with Sharpness-Aware Minimization of that radius (``sam.py``).
         mixed_precision: the run's dtype policy name; ``mixed_float16`` wraps optimizers in loss scaling.
         dense_head: a plain ``Dense`` classifier continued from a full model (softmax stages), or None.
     """
 
     def __init__(self, basic_model, head, augment, num_classes, image_per_class=0, teacher=None, teacher_dim=None,
                  mixup=None, schedule_settings=None, optimizer_settings=None, mixed_precision="float32", dense_head=None,
-                 default_optimizer="adam", steps_per_execution=1):
+                 default_optimizer="adam", steps_per_execution=1, sam_rho=0.0):
         self.basic_model, self.head, self.augment, self.num_classes = basic_model, head, augment, num_classes
         self.image_per_class, self.teacher, self.teacher_dim, self.mixup = image_per_class, teacher, teacher_dim, mixup
         self.schedule_settings, self.optimizer_settings = dict(schedule_settings or {}), dict(optimizer_settings or {})
@@ -53,7 +55,7 @@ class StageParts:
         self.optimizer = self.train_model = None
         self.optimizer_start_epoch = 0  # the epoch the optimizer (its schedule's step 0) was created at
         self._signature, self._optimizer_spec = None, default_optimizer
-        self.steps_per_execution = steps_per_execution
+        self.steps_per_execution, self.sam_rho = steps_per_execution, sam_rho
         self.lr_scheduler = None  # a seed scheduler object (lr_schedulers.py) replacing the configured schedule
 
     def stage_head(self, margin_loss, top_k=1):
@@ -87,16 +89,17 @@ class StageParts:
     def stage_terms(self, index, stage, plan):
         """``(weights, embedding_loss)`` of a stage: its main term (weight ``lossWeight``) plus the weighted extra
         terms it asks for; distillation is on (weight ``distill``, default 1) whenever the run has a teacher."""
-        main = {"arcface": "crossentropy", "softmax": "crossentropy", "triplet": "embedding", "distill": "distill"}
-        weights = {main[plan.kind]: plan.loss_weight}
-        embedding_loss = plan.embedding_loss if plan.kind == "triplet" else None
+        weights = {plan.main_term: plan.loss_weight}
+        embedding_loss = plan.embedding_loss if plan.main_term == "embedding" else None
+        if plan.kind == "center":
+            self.center_loss = self.stage_center_loss(index, plan.embedding_loss)
         if stage.get("centerloss"):
             if self.center_loss is None:
                 self.center_loss = CenterLoss(self.num_classes, name="center_loss")
             weights["centerloss"] = float(stage["centerloss"])
         if stage.get("triplet"):
             embedding_loss, weights["embedding"] = triplet_loss(stage, index), float(stage["triplet"])
-        if "embedding" in weights and self.image_per_class < 2:
+        if isinstance(embedding_loss, TripletLoss) and self.image_per_class < 2:
             raise ValueError(f"Stage {index}: triplet losses need batches of identity groups: set image_per_class "
                              ">= 2 (e.g. 4) so every sample has positives in its batch")
         has_teacher = self.teacher_dim is not None or self.teacher is not None
@@ -106,6 +109,25 @@ class StageParts:
         if has_teacher and plan.kind != "distill" and float(stage.get("distill", 1.0)):
             weights["distill"] = float(stage.get("distill", 1.0))
         return weights, embedding_loss
+
+    def stage_center_loss(self, index, loss):
+        """A center stage's ``CenterLoss``: the stage's own layer, checked against the run, or the run's (None)."""
+        if loss is None:
+            return self.center_loss or CenterLoss(self.num_classes, name="center_loss")
+        width = int(self.basic_model.output_shape[-1])
+        if loss.num_classes != self.num_classes or loss.emb_shape not in (None, width):
+            raise ValueError(f"Stage {index}: CenterLoss(num_classes={loss.num_classes}, emb_shape={loss.emb_shape}) "
+                             f"does not fit the run: {self.num_classes} identities, embeddings of width {width}")
+        return loss
+
+    def acr_trip_term(self, index, loss):
+        """An ``AcrTripLoss`` stage's term: the run's cosine classifier (its kernel carried on) in ``AcrTripTerm``."""
+        if isinstance(self.head, PartialFC):
+            raise ValueError(f"Stage {index}: AcrTripLoss needs the full NormDense classifier, not PartialFC")
+        self.head = self.stage_head(loss.arcface)
+        if not self.head.built:
+            self.head.build(self.basic_model.output_shape)
+        return AcrTripTerm(self.head, loss, name="acr_trip")
 
     def distill_parts(self, plan, weights):
         """``FaceTask``'s ``distill`` argument for a stage that distils, else None."""
@@ -127,6 +149,8 @@ class StageParts:
                 self.head = head  # the cosine classifier's kernel carries over to later margin stages
             margin_head = MarginHead(plan.margin_loss, name="margin")
         weights, embedding_loss = self.stage_terms(index, stage, plan)
+        if isinstance(embedding_loss, AcrTripLoss):
+            embedding_loss = self.acr_trip_term(index, embedding_loss)
         mixup = self.mixup if margin_head is not None else None
         if mixup is not None and (plan.margin_loss.initial_state() or plan.margin_loss.needs_norm):
             raise ValueError(f"Stage {index}: mixup_alpha needs a margin loss without running statistics or norms, "
@@ -134,7 +158,7 @@ class StageParts:
         self.train_model = FaceTask(
             self.basic_model, self.augment, head=head, margin_head=margin_head, weights=weights,
             embedding_loss=embedding_loss, center_loss=self.center_loss if "centerloss" in weights else None,
-            distill=self.distill_parts(plan, weights), mixup=mixup,
+            distill=self.distill_parts(plan, weights), mixup=mixup, sam_rho=self.sam_rho,
         )
         if margin_head is not None:
             self.carry_margin_state(margin_head)

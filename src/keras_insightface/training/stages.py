@@ -1,8 +1,19 @@
 """What one stage dict asks for: its kind, its main loss, and the seed's other stage keys, checked up front.
 
 Kinds (the seed's ``type``): ``arcface`` (a margin loss on the cosine head), ``softmax`` (a plain ``Dense``
-classifier), and the classifier-free ``triplet`` (an in-batch triplet loss on the embeddings) and ``distill``
-(match a teacher's embeddings). The kind follows from ``loss`` unless ``type`` names it.
+classifier), and the classifier-free ``triplet`` (an in-batch triplet loss on the embeddings), ``center`` (the
+center loss alone on the embeddings) and ``distill`` (match a teacher's embeddings). The kind follows from
+``loss`` unless ``type`` names it.
+
+The seed's loss spellings are read with the seed's meaning (``stage_loss``):
+
+- ``keras.losses.CategoricalCrossentropy(label_smoothing=ls)``, ``keras.losses.categorical_crossentropy``,
+  ``"categorical_crossentropy"`` and ``losses.scale_softmax`` -> ``SoftmaxLoss`` (label smoothing carried);
+- ``losses.BatchHardTripletLoss(alpha)``, ``BatchAllTripletLoss``, ... -> a triplet stage (their ``TripletLoss``);
+- ``losses.CenterLoss(num_classes, emb_shape)`` -> a center stage trained by that layer;
+- ``losses.AcrTripLoss(margin, scale)`` -> an arcface stage: the run's cosine classifier, the target logit
+  lowered by the in-batch triplet violation (``AcrTripTerm``);
+- ``losses.distiller_loss_cosine`` -> a distill stage with ``DistillCosineLoss``.
 
 Example:
     >>> from keras_insightface.losses.margin import ArcfaceLoss
@@ -11,13 +22,21 @@ Example:
     ('arcface', 3, 0.5, False)
     >>> plan_stage(1, {"type": "triplet", "epoch": 1, "alpha": 0.3}).embedding_loss.alpha
     0.3
+    >>> import keras
+    >>> plan = plan_stage(2, {"loss": keras.losses.CategoricalCrossentropy(label_smoothing=0.1), "epoch": 1})
+    >>> plan.kind, plan.margin_loss
+    ('softmax', SoftmaxLoss(from_logits=False, label_smoothing=0.1))
 """
 
 import dataclasses
 
+import keras
+
+from keras_insightface.losses.center import CenterLoss
 from keras_insightface.losses.distillation import DistillCosineLoss, EmbeddingDistill
-from keras_insightface.losses.margin import get_margin_loss
-from keras_insightface.losses.triplet import TripletLoss
+from keras_insightface.losses.margin import MarginLoss, SoftmaxLoss, get_margin_loss
+from keras_insightface.losses.seed_functions import distiller_loss_cosine, scale_softmax
+from keras_insightface.losses.triplet import AcrTripLoss, TripletLoss
 
 STAGE_KEYS = (
     "epoch", "loss", "optimizer", "type", "lossWeight", "lossTopK", "bottleneckOnly", "centerloss", "triplet",
@@ -25,13 +44,20 @@ STAGE_KEYS = (
 )
 # The seed's embLossTypes names, by the stage key of the same extra term.
 EMB_LOSS_KEYS = ("centerloss", "triplet", "distill")
-KINDS = ("arcface", "softmax", "triplet", "distill")
-IN_BATCH_TRIPLETS = ("batch_hard_cosine", "batch_hard_euclidean", "batch_all", "arc_batch_hard")
+KINDS = ("arcface", "softmax", "triplet", "center", "distill")
+# kinds whose stage may leave out 'loss' (a default loss) instead of reusing the loss of the stage before
+LOSS_OPTIONAL_KINDS = ("triplet", "center", "distill")
+IN_BATCH_TRIPLETS = (
+    "batch_hard_cosine", "batch_hard_euclidean", "batch_all", "arc_batch_hard", "batch_hard_squared",
+    "batch_hard_arc_margin",
+)
 
 
 @dataclasses.dataclass
 class StagePlan:
-    """A checked stage: ``margin_loss`` for classifier kinds, ``embedding_loss`` for triplet / distill ones."""
+    """A checked stage: ``margin_loss`` for classifier kinds, ``embedding_loss`` for the others: the
+    ``TripletLoss``, the ``CenterLoss`` layer (None: the run's), the distillation loss, or an arcface stage's
+    ``AcrTripLoss`` (then ``margin_loss`` is None)."""
 
     kind: str
     epochs: int
@@ -40,6 +66,18 @@ class StagePlan:
     loss_weight: float = 1.0
     top_k: int = 1
     bottleneck_only: bool = False
+
+    @property
+    def main_term(self):
+        """The ``FaceTask`` term of the stage's main loss: crossentropy, embedding, centerloss or distill."""
+        if self.margin_loss is not None:
+            return "crossentropy"
+        return {"triplet": "embedding", "arcface": "embedding", "center": "centerloss", "distill": "distill"}[self.kind]
+
+    @property
+    def grouped(self):
+        """Whether the main loss mines the batch (triplet, AcrTripLoss): its batches should be identity groups."""
+        return self.main_term == "embedding"
 
 
 def triplet_loss(stage, index):
@@ -51,20 +89,54 @@ def triplet_loss(stage, index):
     return TripletLoss(kind, alpha=float(stage.get("alpha", 0.35)))
 
 
+def stage_loss(index, loss):
+    """The loss object a stage trains with, from the stage's ``loss`` in this project's or the seed's spelling
+    (see the module docstring); errors name the stage."""
+    if loss is None or isinstance(loss, (MarginLoss, EmbeddingDistill, CenterLoss, AcrTripLoss)):
+        return loss
+    if isinstance(loss, TripletLoss):
+        if loss.kind not in IN_BATCH_TRIPLETS:
+            raise ValueError(f"Stage {index}: {type(loss).__name__} (kind {loss.kind!r}) needs batches of offline-"
+                             "mined (anchor, positive, negative) triples, the seed's samples_per_mining dataset, "
+                             f"which is not built; use an in-batch kind: {', '.join(IN_BATCH_TRIPLETS)}")
+        return loss
+    if isinstance(loss, keras.losses.CategoricalCrossentropy):
+        config = loss.get_config()
+        return SoftmaxLoss(label_smoothing=config["label_smoothing"], from_logits=config["from_logits"])
+    if loss is scale_softmax or loss is keras.losses.categorical_crossentropy:
+        return SoftmaxLoss()
+    if loss is distiller_loss_cosine:
+        return DistillCosineLoss()
+    if callable(loss) and not isinstance(loss, keras.losses.Loss):
+        raise ValueError(f"Stage {index}: the loss function {getattr(loss, '__name__', loss)!r} is not one a "
+                         "stage knows; use losses.scale_softmax, keras.losses.categorical_crossentropy, "
+                         "losses.distiller_loss_cosine or a loss object (ArcfaceLoss(), BatchHardTripletLoss(), ...)")
+    try:
+        return get_margin_loss(loss)
+    except ValueError as error:
+        raise ValueError(f"Stage {index}: {error}; or a triplet, center, AcrTrip, distillation loss, or "
+                         "keras.losses.CategoricalCrossentropy") from None
+
+
 def _kind_of(loss):
+    """The stage kind of a loss from ``stage_loss``."""
     if isinstance(loss, TripletLoss):
         return "triplet"
     if isinstance(loss, EmbeddingDistill):
         return "distill"
-    return "softmax" if get_margin_loss(loss).plain_head else "arcface"
+    if isinstance(loss, CenterLoss):
+        return "center"
+    if isinstance(loss, AcrTripLoss):
+        return "arcface"
+    return "softmax" if loss.plain_head else "arcface"
 
 
 def fill_losses(schedule, previous=None):
-    """The stage dicts with the seed's rule applied: a stage without ``loss`` (and not a triplet / distill type)
-    trains with the loss of the stage before it (``previous``: the last loss of an earlier ``train`` call)."""
+    """The stage dicts with the seed's rule applied: a stage without ``loss`` (and not a triplet / center / distill
+    type) trains with the loss of the stage before it (``previous``: the last loss of an earlier ``train`` call)."""
     filled = []
     for stage in schedule:
-        if isinstance(stage, dict) and stage.get("loss") is None and stage.get("type") not in ("triplet", "distill"):
+        if isinstance(stage, dict) and stage.get("loss") is None and stage.get("type") not in LOSS_OPTIONAL_KINDS:
             if previous is not None:
                 stage = {**stage, "loss": previous}
         elif isinstance(stage, dict):
@@ -105,25 +177,29 @@ def plan_stage(index, stage):
     kind = stage.get("type")
     if kind is not None and kind not in KINDS:
         raise ValueError(f"Stage {index}: type {kind!r} is not one of {KINDS}")
-    loss = stage.get("loss")
-    if loss is None and kind not in ("triplet", "distill"):
+    loss = stage_loss(index, stage.get("loss"))
+    if loss is None and kind not in LOSS_OPTIONAL_KINDS:
         raise ValueError(f"Stage {index} needs a 'loss' such as ArcfaceLoss(scale=16) (a later stage without one "
                          f"reuses the loss before it), received {stage!r}")
     if loss is not None and kind is not None and _kind_of(loss) != kind:
         raise ValueError(f"Stage {index}: type {kind!r} does not fit the loss {loss!r} (a {_kind_of(loss)} loss)")
     kind = kind or _kind_of(loss)
     top_k = stage.get("lossTopK", 1)
-    if not isinstance(top_k, int) or top_k < 1 or (top_k > 1 and kind != "arcface"):
+    if not isinstance(top_k, int) or top_k < 1 or (top_k > 1 and (kind != "arcface" or isinstance(loss, AcrTripLoss))):
         raise ValueError(f"Stage {index}: lossTopK must be a positive integer, > 1 only with a margin loss; "
                          f"received {top_k!r} for a {kind} stage")
     plan = StagePlan(kind, int(epochs), loss_weight=float(stage.get("lossWeight", 1.0)), top_k=top_k,
                      bottleneck_only=bool(stage.get("bottleneckOnly", False)))
-    if kind in ("arcface", "softmax"):
-        plan.margin_loss = get_margin_loss(loss)
+    if kind in ("arcface", "softmax") and not isinstance(loss, AcrTripLoss):
+        plan.margin_loss = loss
     elif kind == "triplet":
-        if "triplet" in stage:
-            raise ValueError(f"Stage {index}: a triplet stage weighs its loss with 'lossWeight', not 'triplet'")
         plan.embedding_loss = loss if loss is not None else triplet_loss(stage, index)
-    else:
+    elif kind == "distill":
         plan.embedding_loss = loss if loss is not None else DistillCosineLoss()
+    else:  # center (None: the run's CenterLoss), or AcrTripLoss
+        plan.embedding_loss = loss
+    for key, term in (("triplet", "embedding"), ("centerloss", "centerloss")):
+        if key in stage and plan.main_term == term:
+            raise ValueError(f"Stage {index}: the stage's own loss is the {term} term; weigh it with 'lossWeight', "
+                             f"not {key!r}")
     return plan

@@ -37,6 +37,7 @@ from keras import ops
 
 from keras_insightface.heads.partial_fc import PartialFC
 from keras_insightface.losses.cross_entropy import MarginCrossEntropy
+from keras_insightface.training.sam import check_rho, sam_train_step
 
 def batch_mean(values):
     """The mean of per-sample ``values`` as Keras reduces a loss (sum over batch size), in float32."""
@@ -63,15 +64,17 @@ class FaceTask(keras.Model):
             embedding to the teacher's size (or None).
         mixup: a ``Mixup`` layer mixing the augmented images; the cross-entropy is then weighted between both
             labels (margins without running statistics only).
+        sam_rho: > 0 trains with Sharpness-Aware Minimization of that radius (``sam.py``, the seed's ``SAMModel``).
     """
 
     def __init__(self, basic_model, augment, head=None, margin_head=None, weights=None, embedding_loss=None,
-                 center_loss=None, distill=None, mixup=None, **kwargs):
+                 center_loss=None, distill=None, mixup=None, sam_rho=0.0, **kwargs):
         kwargs.setdefault("name", basic_model.name + "_train")
         super().__init__(**kwargs)
         self.basic_model, self.augment, self.head, self.margin_head = basic_model, augment, head, margin_head
         self.weights_by_term = dict(weights or {"crossentropy": 1.0})
         self.embedding_loss, self.center_loss, self.mixup = embedding_loss, center_loss, mixup
+        self.sam_rho = check_rho(sam_rho)
         self.teacher, self.distance, self.projection = distill if distill is not None else (None, None, None)
         self.stored_teacher = isinstance(self.teacher, int)
         if self.stored_teacher:
@@ -129,6 +132,12 @@ class FaceTask(keras.Model):
         correct = ops.equal(predicted, ops.cast(ops.reshape(head_labels, (-1,)), predicted.dtype))
         self.accuracy_tracker.update_state(ops.cast(correct, "float32"))
         return cross_entropy, extra
+
+    def train_step(self, state, data):
+        """Keras's step, or with ``sam_rho`` > 0 the SAM step (the gradient taken at sharpness-perturbed weights)."""
+        if self.sam_rho > 0:
+            return sam_train_step(self, state, data, self.sam_rho)
+        return super().train_step(state, data)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """The stage's whole loss from the labels ``y`` and the outputs of ``call``; see the module docstring."""

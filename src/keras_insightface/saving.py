@@ -90,6 +90,20 @@ def copy_weights_by_name(source, target, where="pretrained"):
     return copied, skipped
 
 
+def embedding_at(model, index, where="model"):
+    """``(basic model, classifier layer or None)`` of a full model whose embedding is the output of layer number
+    ``index`` (the seed's ``Train(basic_model=-2, model=...)``); the classifier is its last layer when that holds a
+    kernel."""
+    import keras
+
+    if not -len(model.layers) <= index < len(model.layers):
+        raise DataError(f"{where}: basic_model={index} is not a layer index of its {len(model.layers)} layers")
+    layer = model.layers[index]
+    basic = keras.Model(model.inputs[0], layer.output, name=model.name + "_basic")
+    head = model.layers[-1] if layer is not model.layers[-1] else None
+    return basic, (head if getattr(head, "kernel", None) is not None else None)
+
+
 def split_full_model(model, where="model"):
     """``(basic model, classifier layer or None)`` of a full training model saved by the seed or built by a user:
     the basic model ends at the layer named ``embedding`` (flat, as the seed's ``.h5``, or a nested model), the

@@ -134,3 +134,19 @@ def test_random_status_minus_one_is_no_augmentation():
     flips = FaceAugment(random_status=0, seed=0)
     outputs = [np.asarray(flips(images, training=True)) for _ in range(8)]
     assert any(not np.array_equal(out, images) for out in outputs)  # level 0 flips
+
+
+def test_basic_model_as_the_seeds_layer_index_of_a_full_model(tiny_data, tmp_path):
+    from keras_insightface import buildin_models
+    from keras_insightface.heads.norm_dense import NormDense
+
+    basic = buildin_models("r18_tiny", emb_shape=16)
+    full = keras.Model(basic.inputs, NormDense(8, name="arcface")(basic.output))
+    trainer = _seed_train(tiny_data / "rec", tmp_path, basic_model=-2, model=full)
+    trainer.close()
+    assert trainer.basic_model.output_shape == (None, 16) and trainer.basic_model.layers[-1].name == "embedding"
+    np.testing.assert_array_equal(np.asarray(trainer.parts.head.kernel), np.asarray(full.get_layer("arcface").kernel))
+    with pytest.raises(DataError, match="basic_model=-1000 is not a layer index"):
+        _seed_train(tiny_data / "rec", tmp_path, basic_model=-1000, model=full)
+    with pytest.raises(ValueError, match="a layer index names the embedding inside model="):
+        _seed_train(tiny_data / "rec", tmp_path, basic_model=-2)

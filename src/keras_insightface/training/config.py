@@ -121,8 +121,11 @@ def _decay_steps(key, value):
 
 
 def _model_spec(key, value):
-    """A name or model file, or a Keras model object (Python only)."""
-    return value if hasattr(value, "layers") else _text(key, value)
+    """A name or model file, a Keras model object (Python only), or (basic_model) the seed's layer index of the
+    embedding inside ``model``."""
+    if hasattr(value, "layers") or (key == "basic_model" and _is_int(value)):
+        return value
+    return _text(key, value)
 
 
 def _augment(key, value):

@@ -13,7 +13,7 @@ from keras_insightface.errors import DataError
 from keras_insightface.evaluation.verification import eval_callback
 from keras_insightface.heads.norm_dense import NormDense
 from keras_insightface.heads.partial_fc import PartialFC
-from keras_insightface.saving import copy_weights_by_name, load_model, split_full_model
+from keras_insightface.saving import copy_weights_by_name, embedding_at, load_model, split_full_model
 from keras_insightface.training import callbacks as cbs
 from keras_insightface.training.distribute import data_parallel_size, is_primary, resolve_distribution
 from keras_insightface.training.model_setup import (
@@ -60,9 +60,14 @@ def build_parts(config, num_classes, steps_per_epoch, teacher_dim, distributed):
         if not os.path.isfile(full):
             raise DataError(f"{full}: no model to continue; give basic_model (a buildin_models name such as 'r50', "
                             "a .keras / .h5 file or a keras.Model) or model (a full training model)")
+    if isinstance(basic_model, int) and full is None:
+        raise ValueError(f"basic_model={basic_model}: a layer index names the embedding inside model=, which is None")
     if full is not None:  # a full model (basic model + classifier): continue from both
-        basic_model, classifier = split_full_model(load_model(full) if isinstance(full, str) else full,
-                                                   full if isinstance(full, str) else "model")
+        where, full = (full, load_model(full)) if isinstance(full, str) else ("model", full)
+        if isinstance(basic_model, int):  # the seed's layer index of the embedding output
+            basic_model, classifier = embedding_at(full, basic_model, where)
+        else:
+            basic_model, classifier = split_full_model(full, where)
     basic_model = load_basic_model(basic_model, model.output_layer, model.emb_shape, distributed, model.model_preset,
                                    model.weights)
     if model.pretrained is not None:

@@ -51,17 +51,22 @@ class SpawnSafeDataset:
 
 
 class SpawnSafeIterator:
-    """grain's iterator; each call that may start workers runs with the main script hidden."""
+    """grain's iterator; the calls that start workers (the first ``next`` after creation or ``set_state``) run
+    with the main script hidden, the others untouched."""
 
     def __init__(self, iterator):
-        self.iterator = iterator
+        self.iterator, self.starting = iterator, True
 
     def __iter__(self):
         return self
 
     def __next__(self):
-        with main_script_hidden():
+        if not self.starting:
             return next(self.iterator)
+        with main_script_hidden():
+            item = next(self.iterator)
+        self.starting = False
+        return item
 
     def get_state(self):
         return self.iterator.get_state()
@@ -69,6 +74,7 @@ class SpawnSafeIterator:
     def set_state(self, state):
         with main_script_hidden():
             self.iterator.set_state(state)
+        self.starting = True
 
     def close(self):
         if hasattr(self.iterator, "close"):

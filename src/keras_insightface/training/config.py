@@ -386,10 +386,10 @@ class TrainConfig:
             built = cls.from_kwargs(stages=config["stage"], **config["train"])
         except (TypeError, ValueError) as error:
             raise ValueError(f"{where}: [train] {error}") from None
-        from keras_insightface.training.stages import fill_losses, plan_stage
+        from keras_insightface.training.stages import plan_stage, prepare_schedule
 
         try:
-            for index, stage in enumerate(fill_losses(schedule(built.stages))):
+            for index, stage in enumerate(prepare_schedule(schedule(built.stages))):
                 plan_stage(index, stage)
         except (TypeError, ValueError) as error:
             raise ValueError(f"{where}: [[stage]] {error}") from None

@@ -10,11 +10,9 @@ from keras_insightface.training import callbacks as cbs
 from keras_insightface.training.distribute import process_count
 
 
-def open_data(config, global_batch_size, grouped=False):
-    """``(source, loader, teacher embeddings or None)`` of ``config.data``: the data source (identities with fewer
-    than ``image_per_class`` images left out), checked to hold at least two identities, and its grain loader of this
-    process's share of the global batch, made of whole identity groups of ``image_per_class`` when ``grouped``
-    (the seed's triplet dataset; other stages only filter)."""
+def open_data(config):
+    """``(source, teacher embeddings or None)`` of ``config.data``: the data source (identities with fewer than
+    ``image_per_class`` images left out), checked to hold at least two identities."""
     data = config.data
     source = open_source(data.data_path, image_per_class=data.image_per_class, strict=data.strict_data,
                          allow_outside=data.allow_outside_paths)
@@ -25,26 +23,34 @@ def open_data(config, global_batch_size, grouped=False):
     teacher_embeddings = getattr(source, "embeddings", None)
     if teacher_embeddings is not None:
         source.embeddings = None
-    loader = make_loader(
+    return source, teacher_embeddings
+
+
+def make_data_loader(config, source, global_batch_size, with_records, grouped=False):
+    """The grain loader of this process's share of the global batch over ``source``, made of whole identity groups
+    of ``image_per_class`` when ``grouped`` (the seed's triplet dataset; other stages only filter)."""
+    data = config.data
+    return make_loader(
         source, global_batch_size // process_count(), seed=config.run.seed, num_workers=data.num_workers,
         image_per_class=data.image_per_class if grouped else 0, strict=data.strict_data,
-        jpeg_quality_level=data.jpeg_quality_level, with_records=teacher_embeddings is not None,
+        jpeg_quality_level=data.jpeg_quality_level, with_records=with_records,
     )
-    return source, loader, teacher_embeddings
 
 
 def reopen_data(run, data_path=None, grouped=None):
-    """The run's data opened again: from ``data_path`` when given (the seed's ``reset_dataset``; it must hold the
-    same number of identities, as the classifier is kept), grouped by identity or not (``grouped``, default: as
-    now). The next stage reads it from its start."""
-    config = run.config
-    if data_path is not None:
-        config.data.data_path = data_path
+    """The run's data from its start: read from ``data_path`` when given (the seed's ``reset_dataset``; it must hold
+    the same number of identities, as the classifier is kept), batched by identity groups or not (``grouped``,
+    default: as now; the source already open is reused)."""
     grouped = run.grouped if grouped is None else grouped
-    source, loader, teacher_embeddings = open_data(config, run.global_batch_size, grouped)
-    if loader.num_classes != run.loader.num_classes:
-        raise DataError(f"{config.data.data_path}: {loader.num_classes} identities, the run's classifier has "
-                        f"{run.loader.num_classes}; a new dataset must keep the classes")
+    if data_path is not None:
+        run.config.data.data_path = data_path
+        source, teacher_embeddings = open_data(run.config)
+        if source.num_classes != run.loader.num_classes:
+            raise DataError(f"{data_path}: {source.num_classes} identities, the run's classifier has "
+                            f"{run.loader.num_classes}; a new dataset must keep the classes")
+    else:
+        source, teacher_embeddings = run.source, run.teacher_embeddings
+    loader = make_data_loader(run.config, source, run.global_batch_size, teacher_embeddings is not None, grouped)
     close_iterator(run)
     run.source, run.loader, run.teacher_embeddings, run.grouped = source, loader, teacher_embeddings, grouped
     run.parts.schedule_settings["steps_per_epoch"] = loader.steps_per_epoch

@@ -19,7 +19,7 @@ from keras_insightface.training.checkpoint import latest_state_dir, load_meta, r
 from keras_insightface.training.distribute import is_primary
 from keras_insightface.training.run_files import RunLock, check_new_run
 from keras_insightface.training.run_data import use_data
-from keras_insightface.training.stages import fill_losses, plan_stage, seed_stage_keys
+from keras_insightface.training.stages import plan_stage, prepare_schedule
 
 
 @dataclasses.dataclass
@@ -187,8 +187,7 @@ def run_stages(run, schedule, state, initial_epoch=0, resume=False, callbacks=()
     ``resume=True`` continues the same schedule from the latest full-state checkpoint. ``callbacks`` are the
     user's Keras callbacks: called after the built-in ones, and seeing one run across the stages (``OneRun``).
     """
-    schedule = fill_losses([seed_stage_keys(index, stage) if isinstance(stage, dict) else stage
-                            for index, stage in enumerate(schedule)], run.last_loss)
+    schedule = prepare_schedule(schedule, run.last_loss)
     plans = [plan_stage(index, stage) for index, stage in enumerate(schedule)]
     run.last_loss = next((stage["loss"] for stage in reversed(schedule) if stage.get("loss") is not None),
                          run.last_loss)
@@ -223,7 +222,7 @@ def _run_stages(run, schedule, plans, state, initial_epoch, resume, callbacks):
             resuming = meta is not None and index == meta["stage"]
             if resuming:  # the optimizer in the checkpoint was created at this epoch: same schedule offset
                 start = meta["optimizer_start_epoch"]
-            use_data(run, grouped=plan.grouped or bool(stage.get("triplet")))
+            use_data(run, grouped=plan.identity_groups)
             run.parts.basic_model.trainable = not plan.bottleneck_only  # bottleneckOnly: train the head(s) only
             state.stage = index + 1
             try:

@@ -19,7 +19,7 @@ from keras_insightface.training.distribute import data_parallel_size, is_primary
 from keras_insightface.training.model_setup import (
     continue_classifier, dtype_policy, load_basic_model, load_teacher, output_decay_factors,
 )
-from keras_insightface.training.run_data import open_data
+from keras_insightface.training.run_data import make_data_loader, open_data
 from keras_insightface.training.runner import Run
 from keras_insightface.training.stage_parts import StageParts
 
@@ -114,7 +114,8 @@ def build_run(config):
     distribution = resolve_distribution(config.run.distribution, config.run.model_parallel)
     replicas = data_parallel_size(distribution)
     global_batch_size = config.data.batch_size * replicas
-    source, loader, teacher_embeddings = open_data(config, global_batch_size)
+    source, teacher_embeddings = open_data(config)
+    loader = make_data_loader(config, source, global_batch_size, teacher_embeddings is not None)
     prefix = run_prefix(config)
     keras.utils.set_random_seed(config.run.seed)  # weight init and augmentation draws repeat for a given seed
     scope = distribution.scope() if distribution is not None else contextlib.nullcontext()

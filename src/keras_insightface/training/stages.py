@@ -66,6 +66,7 @@ class StagePlan:
     loss_weight: float = 1.0
     top_k: int = 1
     bottleneck_only: bool = False
+    triplet_term: bool = False
 
     @property
     def main_term(self):
@@ -78,6 +79,11 @@ class StagePlan:
     def grouped(self):
         """Whether the main loss mines the batch (triplet, AcrTripLoss): its batches should be identity groups."""
         return self.main_term == "embedding"
+
+    @property
+    def identity_groups(self):
+        """Whether the stage's batches should be identity groups: its main loss or its ``triplet`` term mines them."""
+        return self.grouped or self.triplet_term
 
 
 def triplet_loss(stage, index):
@@ -131,11 +137,13 @@ def _kind_of(loss):
     return "softmax" if loss.plain_head else "arcface"
 
 
-def fill_losses(schedule, previous=None):
-    """The stage dicts with the seed's rule applied: a stage without ``loss`` (and not a triplet / center / distill
+def prepare_schedule(schedule, previous=None):
+    """The stage dicts as ``plan_stage`` and the trainer read them: the seed's spellings turned into stage keys
+    (``seed_stage_keys``) and its rule applied that a stage without ``loss`` (and not a triplet / center / distill
     type) trains with the loss of the stage before it (``previous``: the last loss of an earlier ``train`` call)."""
     filled = []
-    for stage in schedule:
+    for index, stage in enumerate(schedule):
+        stage = seed_stage_keys(index, stage) if isinstance(stage, dict) else stage
         if isinstance(stage, dict) and stage.get("loss") is None and stage.get("type") not in LOSS_OPTIONAL_KINDS:
             if previous is not None:
                 stage = {**stage, "loss": previous}
@@ -170,7 +178,6 @@ def plan_stage(index, stage):
     unknown = sorted(set(stage) - set(STAGE_KEYS))
     if unknown:
         raise ValueError(f"Stage {index}: unknown keys {unknown}; stage keys are {', '.join(STAGE_KEYS)}")
-    stage = seed_stage_keys(index, stage)
     epochs = stage.get("epoch")
     if not isinstance(epochs, (int, float)) or isinstance(epochs, bool) or epochs < 1 or int(epochs) != epochs:
         raise ValueError(f"Stage {index} needs a positive 'epoch' (whole epochs), received {stage!r}")
@@ -189,7 +196,7 @@ def plan_stage(index, stage):
         raise ValueError(f"Stage {index}: lossTopK must be a positive integer, > 1 only with a margin loss; "
                          f"received {top_k!r} for a {kind} stage")
     plan = StagePlan(kind, int(epochs), loss_weight=float(stage.get("lossWeight", 1.0)), top_k=top_k,
-                     bottleneck_only=bool(stage.get("bottleneckOnly", False)))
+                     bottleneck_only=bool(stage.get("bottleneckOnly", False)), triplet_term=bool(stage.get("triplet")))
     if kind in ("arcface", "softmax") and not isinstance(loss, AcrTripLoss):
         plan.margin_loss = loss
     elif kind == "triplet":

@@ -1,14 +1,15 @@
 """The seed README's training, evaluation and plotting examples run as a plain script (no ``__main__`` guard, as seed
 users write them) with only their import lines changed.
 
-The script below is the seed README's "Basic Training" example followed by its "Evaluation" example and a
-``plot.hist_plot_split`` call, as written there except for: the import lines (``import losses, train, models`` ->
+The script below is the seed README's "Basic Training" example, its "Restore training from break point" example
+(continuing the full model the first run saved), its "Evaluation" example and a ``plot.hist_plot_split`` call, as written there except for: the import lines (``import losses, train, models`` ->
 ``from keras_insightface import losses, train, models``; ``from tensorflow import keras`` -> ``import keras``;
 ``import tensorflow_addons as tfa`` -> ``from keras_insightface import training as tfa``, whose ``optimizers``
-module has ``SGDW``), the dataset paths, ``batch_size`` 512 -> 16, ``epoch`` 5/5/40 -> 1/1/1,
+module has ``SGDW``), the dataset paths, ``batch_size`` 512 -> 16, ``epoch`` 5/5/40 -> 1/1/1 (restored: 35 -> 1 from epoch 15 -> 2),
 ``weights=None`` (no ImageNet download here), and the evaluated file name (the seed's was a name from its own run).
 """
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -41,6 +42,16 @@ sch = [
 ]
 tt.train(sch, 0)
 
+# "Restore training from break point": the full model the run saved as checkpoints/<save_path>
+tt = train.Train(data_path, 'keras_mobilenet_emore.h5', eval_paths, model='./checkpoints/keras_mobilenet_emore.h5',
+                batch_size=16, random_status=0, lr_base=0.1, lr_decay=0.5, lr_decay_steps=16, lr_min=1e-5)
+sch = [
+  # {{"loss": losses.ArcfaceLoss(scale=16), "epoch": 5, "optimizer": optimizer}},
+  # {{"loss": losses.ArcfaceLoss(scale=32), "epoch": 5}},
+  {{"loss": losses.ArcfaceLoss(scale=64), "epoch": 1}},
+]
+tt.train(sch, initial_epoch=2)
+
 import glob
 from keras_insightface import evals
 basic_model = keras.models.load_model(glob.glob('checkpoints/keras_mobilenet_emore_basic_*.keras')[0], compile=False)
@@ -72,7 +83,9 @@ def test_seed_readme_examples_run_as_a_plain_script(tmp_path):
     assert result.returncode == 0, output[-4000:]
     assert "SEED SCRIPT DONE" in result.stdout
     assert ">>>> val evaluation max accuracy:" in result.stdout  # the seed's evaluation line
-    assert (tmp_path / "checkpoints" / "keras_mobilenet_emore_hist.json").is_file()
+    history = json.loads((tmp_path / "checkpoints" / "keras_mobilenet_emore_hist.json").read_text())
+    assert len(history["loss"]) == 3  # two epochs kept, the third trained from the restored full model
+    assert ">>>> Continuing from the model's classifier" in result.stdout
     assert (tmp_path / "hist.png").stat().st_size > 10_000
     assert "Traceback" not in output
 

@@ -80,6 +80,8 @@ FAMILIES = types.MappingProxyType({
     "iresnet": "IR-ResNet (insightface / the seed's resnet.py)",
     "mobilenet": "MobileNet",
     "efficientnet": "EfficientNet (keras.applications)",
+    "efficientnet_extra": "EfficientNet (keras_efficientnet_v2 layouts)",
+    "se_resnext": "SE-ResNeXt",
     "applications": "keras.applications",
     "resnetv2": "ResNetV2 (keras.applications layout)",
 })

@@ -1,4 +1,5 @@
-"""One loader for every model file the project meets: our ``.keras`` files and the seed system's ``.h5``.
+"""One loader for every model file the project meets: our ``.keras`` files, the seed system's ``.h5`` and Keras 3
+``.h5`` files (the full model ``Train`` saves for a seed ``save_path``).
 
 ``keras.saving.load_model`` only finds custom layers whose modules were imported; this loader imports every
 module of the model layers that registers one (ViT blocks, MHSA, stochastic depth, heads, augmentation, seed
@@ -26,6 +27,7 @@ REGISTERING_MODULES = (
     "keras_insightface.layers.mhsa",
     "keras_insightface.layers.stochastic_depth",
     "keras_insightface.heads.norm_dense",
+    "keras_insightface.heads.vpl",
     "keras_insightface.heads.margin",
     "keras_insightface.losses.cross_entropy",
     "keras_insightface.data.augment",
@@ -43,10 +45,15 @@ def load_model(path, compile=False):
         raise DataError(f"{path}: model file does not exist")
     for module in REGISTERING_MODULES:
         importlib.import_module(module)
-    if path.endswith(".h5"):
+    if path.endswith(".h5") and not _written_by_keras3(path):
         from keras_insightface.seed_h5 import load_seed_h5
 
         return load_seed_h5(path)
+    if path.endswith(".h5"):  # a Keras 3 HDF5 file (the full model a Train of a .h5 save_path writes)
+        try:
+            return keras.saving.load_model(path, compile=compile)
+        except (ValueError, OSError, KeyError, TypeError) as error:
+            raise DataError(f"{path}: could not load the Keras 3 HDF5 model: {error}") from error
     if not path.endswith(".keras"):
         raise DataError(f"{path}: unknown model format; expected a .keras file or a seed .h5 file")
     if not zipfile.is_zipfile(path):  # Keras would say "File not found" of a truncated or foreign file
@@ -55,6 +62,19 @@ def load_model(path, compile=False):
         return keras.saving.load_model(path, compile=compile)
     except (ValueError, OSError, KeyError) as error:
         raise DataError(f"{path}: could not load the model: {error}") from error
+
+
+def _written_by_keras3(path):
+    """Whether an ``.h5`` file was written by Keras 3 (its ``keras_version`` attribute), not by TF-Keras 2."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as file:
+            version = file.attrs.get("keras_version", b"")
+    except OSError as error:
+        raise DataError(f"{path}: not an HDF5 file ({error})") from None
+    version = version.decode() if isinstance(version, bytes) else str(version)
+    return version.startswith("3.")
 
 
 def save_model(model, path):

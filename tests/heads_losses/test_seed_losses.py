@@ -454,3 +454,20 @@ def test_compile_with_the_norm_column():
     values = np.minimum(np.where(one_hot > 0, np.cos(np.arccos(cos) + margin), cos), cos) * 16
     want = seed_cross_entropy(one_hot, values, True, 0.0) + 35 * (norm / 110**2 + 1 / norm)
     assert got == pytest.approx(want.mean(), rel=1e-4)
+
+
+def test_norm_dense_takes_the_seeds_arguments_in_its_order():
+    """The seed's NormDense(units, kernel_regularizer, loss_top_k, append_norm, partial_fc_split): the regulariser
+    adds its loss, sub-centers and the norm column as the seed's; a class-split kernel is an error naming PartialFC."""
+    from keras_insightface.models import NormDense
+
+    layer = NormDense(6, keras.regularizers.L2(0.5), 2, True)
+    outputs = layer(np.ones((3, 4), "float32"))
+    assert outputs.shape == (3, 7) and layer.kernel.shape == (4, 12)
+    kernel = np.asarray(layer.kernel)
+    assert float(layer.losses[0]) == pytest.approx(0.5 * float((kernel**2).sum()), rel=1e-5)
+    again = NormDense.from_config(layer.get_config())
+    assert (again.units, again.loss_top_k, again.append_norm) == (6, 2, True)
+    assert again.kernel_regularizer.get_config()["l2"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="partial_fc_split=2.*PartialFC"):
+        NormDense(6, None, 1, False, 2)

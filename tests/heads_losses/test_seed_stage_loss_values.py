@@ -56,6 +56,8 @@ SEED = {
     "arc_batch_hard": [1.485403, 1.294292, 1.337969, 1.514729, 0.6127297, 0.0, 0.1030067, 0.2728159],
     # OfflineArcTripletLoss(0.35)(None, TRIPLES)
     "offline_arc": [0.1236543, 0.953887],
+    # OfflineTripletLoss(alpha=0.35).__calculate_triplet_loss__(zeros, TRIPLES, 0.35) (measured 2026-12-06)
+    "offline_cosine": [0.1327124, 0.9560887],
     # c = CenterLoss(num_classes=4, emb_shape=4, alpha=0.5); c(ONE_HOT, EMB), c.centers, c(ONE_HOT, EMB2), c.centers
     "center_step1": [1.447334, 1.94162, 1.690981, 0.9714825, 2.310578, 1.174069, 1.319043, 2.577902],
     "center_centers1": [[0.2038333, 0.041, 0.2638333, 0.1108333], [-0.158875, 0.030125, -0.14525, 0.081],
@@ -292,11 +294,15 @@ def test_distiller_loss_cosine_is_a_distill_stage():
     check(got, np_distiller_cosine(teacher, EMB), SEED["distill_cosine_nonfinite"])
 
 
-def test_offline_arc_triplet_values_and_a_clear_error_as_a_stage_loss():
+def test_offline_triplet_values_and_their_stages():
+    """The seed's two offline triplet losses on mined triples; in a stage they are triplet stages (which need
+    samples_per_mining: tests/training/test_offline_mining.py)."""
     loss = losses.OfflineArcTripletLoss(0.35)
     check(loss.call(None, TRIPLES), np_offline_arc(TRIPLES, 0.35), SEED["offline_arc"])
-    with pytest.raises(ValueError, match="Stage 0: OfflineArcTripletLoss .*offline-mined .*samples_per_mining"):
-        plan(loss)
+    a, p, n = (np_normalize(TRIPLES.astype("float64"))[i::3] for i in range(3))
+    cosine = losses.OfflineTripletLoss(alpha=0.35)
+    check(cosine.call(None, TRIPLES), np.maximum((a * n).sum(1) - (a * p).sum(1) + 0.35, 0), SEED["offline_cosine"])
+    assert plan(loss).kind == plan(cosine).kind == "triplet"
 
 
 def test_stage_errors_name_the_stage_and_the_fix():
@@ -314,7 +320,7 @@ def test_stage_errors_name_the_stage_and_the_fix():
         plan(keras.losses.mean_squared_error)
     with pytest.raises(ValueError, match="Stage 0: Unknown margin loss .*or a triplet, center"):
         plan(keras.losses.MeanSquaredError())
-    for name in ("BatchHardTripletLossEuclideanAutoAlpha", "OfflineTripletLoss", "CenterLossCosine",
+    for name in ("BatchHardTripletLossEuclideanAutoAlpha", "CenterLossCosine",
                  "distiller_loss_euclidean"):
         with pytest.raises(AttributeError, match=f"losses.{name} is not available: "):
             getattr(losses, name)

@@ -116,6 +116,7 @@ FAMILY_MEMBERS = {
     "mobilenetv3_small": {"alpha": 0.75}, "efficientnetv2b0": {}, "efficientnetb0": {}, "resnet50": {},
     "resnet50v2": {}, "botnet50": {}, "vargfacenet": {"multiplier": 0.25, "group_size": 4}, "vargface": {},
     "mobilefacenet": {}, "mobilefacenet_insightface": {"width": 0.125}, "ghostnet": {"width": 0.1},
+    "efficientnetv2t": {}, "se_resnext50": {"depth": (1, 1, 1, 1), "width": 1},
 }
 NO_BATCH_NORM = ("vit_t", "vit_s", "vit_b")
 

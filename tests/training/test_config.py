@@ -9,7 +9,7 @@ import pytest
 from keras_insightface.cli import make_parser
 from keras_insightface.cli.train import run_config
 from keras_insightface.errors import DataError
-from keras_insightface.training.config import TrainConfig, apply_overrides, options
+from keras_insightface.training.config import TrainConfig, apply_overrides, options, schedule
 from keras_insightface.training.train import Train
 
 # a valid, non-default value of every option, as a flag would type it (and as TOML holds it)
@@ -32,7 +32,9 @@ SAMPLES = {
     "keep_checkpoints": ("3", 3), "overwrite": ("true", True), "allow_outside_paths": ("true", True),
     "optimizer": ("sgdw", "sgdw"), "lr_t_mul": ("3", 3.0), "steps_per_execution": ("2", 2),
     "append_history": ("true", True), "model_preset": ("arcface_torch", "arcface_torch"),
-    "weights": ("imagenet", "imagenet"),
+    "weights": ("imagenet", "imagenet"), "save_full_model": ("false", False),
+    "softmax_classifier": ("euclidean", "euclidean"), "vpl_start_iters": ("-1", -1),
+    "vpl_allowed_delta": ("100", 100), "samples_per_mining": ("0", 0.0),
 }
 
 
@@ -137,3 +139,30 @@ def test_the_resolved_config_has_every_default_and_reads_back(tmp_path):
                                                                                       "epoch": 1}])
     stage = as_object.to_dict()["stage"][0]
     assert stage["loss"] == "ArcfaceLoss" and stage["loss_config"]["scale"] == 32
+
+
+def test_config_files_name_every_stage_loss_and_write_them_back():
+    """A config file names any stage loss (triplet, center, AcrTrip, distillation, the seed's loss functions),
+    case-insensitively; the resolved config writes each back under its class name and reads it back."""
+    from keras_insightface.losses.distillation import DistillKLDivergenceLoss
+    from keras_insightface.losses.seed_functions import scale_softmax
+    from keras_insightface.losses.triplet import AcrTripLoss, BatchHardTripletLoss
+
+    stages = [{"loss": "batchhardtripletloss", "loss_config": {"alpha": 0.3}, "epoch": 1},
+              {"loss": "AcrTripLoss", "loss_config": {"scale": 32}, "epoch": 1},
+              {"loss": "DistillKLDivergenceLoss", "epoch": 1}, {"loss": "scale_softmax", "epoch": 1}]
+    config = TrainConfig.from_dict({"train": {"data_path": "faces", "save_path": "r.keras"}, "stage": stages}, "r.toml")
+    losses = [stage["loss"] for stage in schedule(config.stages)]
+    assert isinstance(losses[0], BatchHardTripletLoss) and losses[0].alpha == 0.3
+    assert isinstance(losses[1], AcrTripLoss) and losses[1].arcface.scale == 32
+    assert isinstance(losses[2], DistillKLDivergenceLoss) and losses[2].scale == 10 and losses[3] is scale_softmax
+    written = TrainConfig.from_kwargs(data_path="faces", save_path="r.keras",
+                                      stages=[{"loss": loss, "epoch": 1} for loss in losses]).to_dict()["stage"]
+    assert [stage["loss"] for stage in written] == ["BatchHardTripletLoss", "AcrTripLoss", "DistillKLDivergenceLoss",
+                                                   "scale_softmax"]
+    again = TrainConfig.from_dict({"train": {"data_path": "faces", "save_path": "r.keras"}, "stage": written}, "r.toml")
+    assert [type(stage["loss"]) for stage in schedule(again.stages)] == [type(loss) for loss in losses]
+    with pytest.raises(ValueError, match=r"Stage 1: Unknown stage loss 'BatchHardTriplet' \(did you mean "
+                                         r"'BatchHardTripletLoss'\?\)"):
+        TrainConfig.from_dict({"train": {"data_path": "faces", "save_path": "r.keras"},
+                               "stage": [stages[0], {"loss": "BatchHardTriplet", "epoch": 1}]}, "r.toml")

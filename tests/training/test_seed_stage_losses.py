@@ -64,11 +64,14 @@ def test_seed_scheduler_examples_train_softmax_triplet_center_and_acr_trip_stage
 
         trainer.parts.head.build(trainer.basic_model.output_shape)  # no margin stage before: built here to compare
         kernel = np.array(trainer.parts.head.kernel)
+        accuracies = len(trainer.history.get("accuracy", []))
         logs = _epoch_losses(trainer, {"loss": losses.AcrTripLoss(margin=0.5, scale=16.0), "epoch": 1})
         task = trainer.parts.train_model
         assert isinstance(task.embedding_loss, AcrTripTerm) and task.embedding_loss.head is trainer.parts.head
         assert task.margin_head is None and task.weights_by_term == {"embedding": 1.0}
         assert np.isfinite(logs["loss"]) and logs["loss"] > 0
+        # the classifier's accuracy logged, as the seed's AcrTripLoss stage
+        assert len(trainer.history["accuracy"]) == accuracies + 1 and 0 <= logs["accuracy"] <= 1
         assert not np.allclose(np.array(trainer.parts.head.kernel), kernel)  # the cosine classifier trains
         with pytest.raises(ValueError, match=r"Stage 0: CenterLoss\(num_classes=10, emb_shape=None\) does not fit"):
             trainer.train([{"loss": losses.CenterLoss(num_classes=10), "epoch": 1}])

@@ -47,8 +47,8 @@ def test_seed_positional_arguments_defaults_and_refused_features(tiny_data, tmp_
     for kwargs, message in [
         (dict(partial_fc_split=2), "partial_fc_sample_rate=0.5"),
         (dict(sam_rho=-0.05), "sam_rho: must be >= 0"),
-        (dict(samples_per_mining=64), "offline triplet mining"),
-        (dict(vpl_start_iters=8000), "VPL"),
+        (dict(samples_per_mining=-1), "samples_per_mining: must be >= 0"),
+        (dict(vpl_start_iters=8000, partial_fc_sample_rate=0.5), "VPL is not available with Partial FC"),
     ]:
         with pytest.raises(ValueError, match=message):
             _seed_train(tiny_data / "rec", tmp_path, **kwargs)
@@ -150,3 +150,137 @@ def test_basic_model_as_the_seeds_layer_index_of_a_full_model(tiny_data, tmp_pat
         _seed_train(tiny_data / "rec", tmp_path, basic_model=-1000, model=full)
     with pytest.raises(ValueError, match="a layer index names the embedding inside model="):
         _seed_train(tiny_data / "rec", tmp_path, basic_model=-2)
+
+
+def test_restore_from_break_point_with_the_full_model_saved_every_epoch(tiny_data, tmp_path):
+    """The seed's "Restore training from break point": every epoch writes the basic model + classifier as
+    ``<checkpoint_dir>/<save_path>`` (a Keras 3 HDF5 file for an ``.h5`` name); ``Train(model=that file)``
+    continues its weights and classifier, and ``train(schedule, initial_epoch=N)`` keeps N epochs of history."""
+    from keras_insightface.saving import load_model
+
+    trainer = Train(str(tiny_data / "rec"), "seed.h5", basic_model="r18_tiny", batch_size=16, emb_shape=16,
+                    num_workers=0, checkpoint_dir=str(tmp_path), verbose=0, lr_base=0.1)
+    try:
+        trainer.train([{"loss": ArcfaceLoss(scale=16), "epoch": 2}])
+    finally:
+        trainer.close()
+    saved = tmp_path / "seed.h5"
+    full = load_model(saved)
+    images = np.asarray(next(iter(trainer.loader.dataset))[0][:4], "float32")
+    np.testing.assert_allclose(np.asarray(full(images)), np.asarray(trainer.parts.head(trainer.basic_model(images))),
+                               atol=1e-5)
+    for options in (dict(model=str(saved)), dict(basic_model=None)):  # both None: checkpoints/<save_path>, as the seed
+        again = Train(str(tiny_data / "rec"), "seed.h5", **{"basic_model": None, **options}, batch_size=16,
+                      num_workers=0, checkpoint_dir=str(tmp_path), verbose=0, lr_base=0.1)
+        try:
+            np.testing.assert_allclose(np.asarray(again.basic_model(images)), np.asarray(trainer.basic_model(images)),
+                                       atol=1e-5)
+            np.testing.assert_array_equal(np.asarray(again.parts.head.kernel), np.asarray(trainer.parts.head.kernel))
+        finally:
+            again.close()
+    again = Train(str(tiny_data / "rec"), "seed.h5", model=str(saved), batch_size=16, num_workers=0,
+                  checkpoint_dir=str(tmp_path), verbose=0, lr_base=0.1)
+    try:
+        again.train([{"loss": ArcfaceLoss(scale=32), "epoch": 1}], initial_epoch=1)
+    finally:
+        again.close()
+    history = _history(tmp_path)
+    assert len(history["loss"]) == 2  # the first epoch kept, the second trained again from the saved model
+
+
+def test_softmax_stage_classifiers_dense_without_bias_or_euclidean(tiny_data, tmp_path):
+    """Softmax stages train the seed's Dense without bias, or EuclideanDense (softmax_classifier='euclidean'),
+    which the saved full model keeps and a Train(model=...) continues."""
+    from keras_insightface.heads.euclidean_dense import EuclideanDense
+    from keras_insightface.losses.margin import SoftmaxLoss
+
+    trainer = _seed_train(tiny_data / "rec", tmp_path, save_full_model=False)
+    try:
+        trainer.train([{"loss": SoftmaxLoss(), "epoch": 1}])
+        assert trainer.parts.dense_head.weights == [trainer.parts.dense_head.kernel]  # no bias, as the seed's
+    finally:
+        trainer.close()
+    assert not (tmp_path / "seed.keras").exists()  # save_full_model=False writes no full model
+    trainer = _seed_train(tiny_data / "rec", tmp_path, softmax_classifier="euclidean", lr_base=0.01)
+    try:
+        trainer.train([{"loss": SoftmaxLoss(), "epoch": 1}])
+        head = trainer.parts.dense_head
+        assert isinstance(head, EuclideanDense)
+    finally:
+        trainer.close()
+    again = _seed_train(tiny_data / "rec", tmp_path, basic_model=None, model=str(tmp_path / "seed.keras"))
+    again.close()
+    assert isinstance(again.parts.dense_head, EuclideanDense)
+    np.testing.assert_array_equal(np.asarray(again.parts.dense_head.kernel), np.asarray(head.kernel))
+
+
+def test_vpl_start_iters_trains_margin_stages_with_norm_dense_vpl(tiny_data, tmp_path):
+    """The seed's vpl_start_iters: margin stages train NormDenseVPL; below 50 it counts epochs (x steps per
+    epoch); the memory holds the last normalised embedding of each class seen and the step it was seen at; a norm
+    margin (MagFace) gets the -||x|| column on the same memory; the saved full model holds the plain kernel."""
+    from keras_insightface import MagFaceLoss
+    from keras_insightface.heads.vpl import NormDenseVPL
+
+    trainer = _seed_train(tiny_data / "rec", tmp_path, lr_base=0.1, vpl_start_iters=1, vpl_allowed_delta=3)
+    try:
+        steps = trainer.loader.steps_per_epoch
+        trainer.train([{"loss": ArcfaceLoss(scale=16), "epoch": 2}])
+        head = trainer.parts.head
+        assert isinstance(head, NormDenseVPL) and (head.start_iters, head.allowed_delta) == (steps, 3)
+        assert int(head.iters) == 2 * steps
+        seen = np.asarray(head.memory_iters) > 0
+        assert seen.sum() == trainer.num_classes  # every class of the data seen in two epochs
+        norms = np.linalg.norm(np.asarray(head.memory)[seen], axis=-1)
+        np.testing.assert_allclose(norms, 1.0, rtol=1e-5)  # normalised features remembered
+        kernel = np.asarray(head.kernel)
+        trainer.train([{"loss": MagFaceLoss(), "epoch": 1}])
+        assert isinstance(trainer.parts.head, NormDenseVPL) and trainer.parts.head.append_norm
+        assert int(trainer.parts.head.iters) == 3 * steps  # memory and step count carried to the new head
+        assert not np.array_equal(np.asarray(trainer.parts.head.kernel), kernel)
+    finally:
+        trainer.close()
+    from keras_insightface.saving import load_model
+
+    full = load_model(tmp_path / "seed.keras")
+    np.testing.assert_array_equal(np.asarray(full.layers[-1].kernel), np.asarray(trainer.parts.head.kernel))
+
+
+def test_distill_kl_divergence_stage_trains_the_classifier_toward_a_teacher(tiny_data, tmp_path):
+    """The seed's DistillKLDivergenceLoss stage: the run's cosine classifier's scores move toward those of a
+    teacher whose output is the classes (its value is Keras's KLDivergence of the two scaled softmaxes, as the
+    seed computed it); a teacher of embeddings is refused with the fix."""
+    from keras_insightface import buildin_models, losses
+    from keras_insightface.heads.norm_dense import NormDense
+
+    kl = losses.DistillKLDivergenceLoss()
+    rng = np.random.default_rng(0)
+    teacher_cos, student_cos = rng.uniform(-1, 1, (2, 4, 6)).astype("float32")
+    expected = keras.losses.KLDivergence()(keras.ops.softmax(teacher_cos * 10), keras.ops.softmax(student_cos * 10))
+    assert float(kl(teacher_cos, student_cos)) == pytest.approx(float(expected), rel=1e-4)
+
+    trainer = _seed_train(tiny_data / "rec", tmp_path, random_status=-1, lr_base=0.01, save_full_model=False)
+    classes = trainer.num_classes
+    trainer.close()
+    basic = buildin_models("r18_tiny", emb_shape=16)
+    teacher = keras.Model(basic.inputs[0], NormDense(classes, name="norm_dense")(basic.output))
+    trainer = _seed_train(tiny_data / "rec", tmp_path, random_status=-1, lr_base=0.01, save_full_model=False,
+                          teacher_model_interf=teacher)
+    try:
+        images = np.asarray(next(iter(trainer.loader.dataset))[0], "float32")
+
+        def distance():
+            return float(kl(teacher(images), trainer.parts.head(trainer.basic_model(images))))
+
+        trainer.train([{"loss": ArcfaceLoss(scale=16), "epoch": 1}])  # a class-score teacher: no embedding term
+        assert "distill" not in trainer.parts.train_model.weights_by_term
+        before = distance()
+        trainer.train([{"loss": losses.DistillKLDivergenceLoss(), "epoch": 3}])
+        assert distance() < 0.7 * before
+    finally:
+        trainer.close()
+    student = _seed_train(tiny_data / "rec", tmp_path, teacher_model_interf=basic, save_full_model=False)
+    try:
+        with pytest.raises(ValueError, match="teacher with 16 outputs"):
+            student.train([{"loss": losses.DistillKLDivergenceLoss(), "epoch": 1}])
+    finally:
+        student.close()

@@ -294,7 +294,7 @@ def test_plain_softmax_stage_uses_a_dense_classifier(tiny_data, tmp_path):
         trainer.close()
     assert isinstance(trainer.parts.optimizer, SGDW) and trainer.parts.optimizer.lr_base == 0.1
     assert trainer.parts.optimizer.weight_decay == pytest.approx(5e-4 * 0.1)  # L2SGD's decay at lr_base, decoupled
-    assert isinstance(trainer.parts.dense_head, keras.layers.Dense) and trainer.parts.dense_head.use_bias
+    assert isinstance(trainer.parts.dense_head, keras.layers.Dense) and not trainer.parts.dense_head.use_bias  # the seed's
     assert trainer.parts.head.name == "norm_dense" and trainer.parts.head.built  # the margin stage still had its cosine head
     assert len(history["loss"]) == 3 and history["loss"][1] < history["loss"][0]
 

@@ -12,11 +12,13 @@ import types
 from keras_insightface.backbones.botnet import botnet
 from keras_insightface.backbones.applications import keras_application
 from keras_insightface.backbones.efficientnet import efficientnet_v1, efficientnet_v2
+from keras_insightface.backbones.efficientnet_extra import efficientnet_extra
 from keras_insightface.backbones.ghostnet import ghostnet
 from keras_insightface.backbones.iresnet import iresnet
 from keras_insightface.backbones.mobilefacenet import mobilefacenet
 from keras_insightface.backbones.mobilenet import mobilenet, mobilenet_v1, mobilenet_v2, mobilenet_v3
 from keras_insightface.backbones.resnetv2 import resnet_v2
+from keras_insightface.backbones.se_resnext import se_resnext
 from keras_insightface.backbones.seed_mobilefacenet import seed_mobilefacenet
 from keras_insightface.backbones.seed_vargface import seed_vargface
 from keras_insightface.backbones.vargface import vargfacenet
@@ -42,6 +44,10 @@ BACKBONES = types.MappingProxyType(
         **{f"efficientnetv2{v}": functools.partial(efficientnet_v2, variant=v) for v in ("b0", "b1", "b2", "b3", "s")},
         **{f"efficientnetv2{v}": functools.partial(efficientnet_v2, variant=v) for v in ("m", "l")},
         **{f"efficientnetb{i}": functools.partial(efficientnet_v1, variant=f"b{i}") for i in range(8)},
+        # the keras_efficientnet_v2 package's models that keras.applications lacks (the seed's names)
+        "efficientnetv2t": functools.partial(efficientnet_extra, variant="v2t"),
+        "efficientnetv2xl": functools.partial(efficientnet_extra, variant="v2xl"),
+        "efficientnetl2": functools.partial(efficientnet_extra, variant="v1l2"),
         # keras.applications' ResNet50 / 101 / 152 (v1), as the seed's "resnet50"...; any other keras.applications
         # model is found by name in buildin_models (DenseNet121, InceptionV3, ...)
         **{f"resnet{depth}": functools.partial(keras_application, model_name=f"ResNet{depth}") for depth in (50, 101, 152)},
@@ -49,6 +55,10 @@ BACKBONES = types.MappingProxyType(
         # (buildin_models("resnet101v2", first_conv_k3_stride_1=True, pad_same=True, conv_no_bias=True)).
         **{f"resnet{depth}v2": functools.partial(resnet_v2, depth=depth) for depth in (50, 101, 152)},
         **{f"botnet{depth}": functools.partial(botnet, depth=depth) for depth in (50, 101, 152)},
+        # titu1994's SEResNextImageNet, as the seed; "se_resnext" is the seed's name for the 50-layer one
+        "se_resnext": functools.partial(se_resnext, depth=(3, 4, 6, 3)),
+        "se_resnext50": functools.partial(se_resnext, depth=(3, 4, 6, 3)),
+        "se_resnext101": functools.partial(se_resnext, depth=(3, 4, 23, 3)),
         "vargfacenet": vargfacenet,
         # the seed's MobileFaceNet and VarGFaceNet (layer names as the seed's, so seed .h5 weights load by name);
         # the paper / insightface MobileFaceNet keeps its own names

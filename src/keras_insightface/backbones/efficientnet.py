@@ -4,8 +4,8 @@ The seed system built them from the ``keras_efficientnet_v2`` package, whose lay
 (parameter counts equal at 112x112: 5,919,312 for V2 B0, 4,049,564 + Keras's 7 normalisation statistics for
 V1 B0) but whose BatchNormalization uses momentum 0.9, epsilon 1e-3: those are the defaults here.
 V2 models are built without their rescaling (inputs here are already normalised); V1 models always rescale,
-see ``applications.py``. ImageNet weights on request (``weights="imagenet"``). V2-T and V2-XL exist only in
-that package and are not built here.
+see ``applications.py``. ImageNet weights on request (``weights="imagenet"``). That package's V2-T, V2-XL and
+V1-L2, which ``keras.applications`` lacks, are built in ``efficientnet_extra.py``.
 
 Example:
     >>> import keras

@@ -27,7 +27,7 @@ STAGE_FLAGS = {"loss": "arcface", "scales": [16, 32, 64], "epochs": [5, 5, 40]}
 # The command line trains arcface_torch's recipe (SGD 0.1, one cosine over the run); Train's defaults are the
 # seed's (Adam 0.001, exponential decay). A run of an existing name is an error here, not an appended history.
 RECIPE = {"basic_model": "r50", "model_preset": "arcface_torch", "optimizer": "sgd", "lr_base": 0.1, "lr_min": 1e-5,
-          "lr_schedule": "cosine", "append_history": False}
+          "lr_schedule": "cosine", "append_history": False, "save_full_model": False}
 TRAIN_PRESET = {**RECIPE, "save_path": "keras_insightface.keras"}
 DEMO_PRESET = {
     **RECIPE, "basic_model": "r18_tiny", "emb_shape": 128, "batch_size": 64, "lr_warmup_steps": 1,
@@ -168,7 +168,7 @@ def _train_and_report(config, trainer, stages, baseline, resume, start):
     from keras_insightface.evaluation.verification import evaluate_bin
     from keras_insightface.plot import plot_runs
     from keras_insightface.training.config import save_resolved
-    from keras_insightface.training.distribute import is_primary
+    from keras_insightface.hosts import is_primary
 
     if is_primary():
         save_resolved(config, trainer.prefix + "_config.json")  # what `train --resume DIR` reruns

@@ -98,18 +98,19 @@ class _Decode:
         return (images, labels, skipped, records) if self.with_records else (images, labels, skipped)
 
 
-def ordered_batches(source, batch_size, num_workers=None, image_size=(112, 112)):
+def ordered_batches(source, batch_size, num_workers=None, image_size=(112, 112), strict=True):
     """Every record of ``source`` once, in order, as ``(uint8 images, int32 labels)`` batches (the last one may
     be short), decoded by ``num_workers`` threads (the JPEG decoder releases the GIL; default: cores - 1).
 
     A corrupt image is a ``DataError`` naming it; the first record is read before the threads start, so a bad
-    source fails at once.
+    source fails at once. ``strict=False`` replaces it by the next readable one, as training batches do.
     """
     if batch_size < 1:
         raise DataError(f"{getattr(source, 'name', 'source')}: batch_size must be positive, received {batch_size}")
     num_workers = default_num_workers() if num_workers is None else num_workers
-    decode = _Decode(source=source, image_size=tuple(image_size), strict=True)
-    decode.read(0)
+    decode = _Decode(source=source, image_size=tuple(image_size), strict=strict)
+    if strict:
+        decode.read(0)
     batches = grain.MapDataset.range(len(source)).batch(batch_size, drop_remainder=False).map_with_index(decode)
     options = grain.ReadOptions(num_threads=num_workers, prefetch_buffer_size=2 * num_workers)
     for images, labels, _ in batches.to_iter_dataset(options):
@@ -233,6 +234,7 @@ def make_loader(
     process_index=None,
     process_count=None,
     with_records=False,
+    order=None,
 ):
     """Build the training pipeline over a random-access ``source`` (``i -> (bytes, label)``, ``.labels``).
 
@@ -240,14 +242,18 @@ def make_loader(
     batches never straddle epochs. ``image_per_class > 1`` batches whole identity groups (batch rounded
     down to a multiple). ``num_workers=0`` decodes in the main process (useful for tiny tests).
     ``jpeg_quality_level`` > 0 re-compresses images in the workers (quality 80 +- 5 * level).
-    ``with_records`` adds each image's record index as a 4th batch array.
+    ``with_records`` adds each image's record index as a 4th batch array. ``order``: record indices read in that
+    order every epoch instead (offline-mined triples, ``triplet_mining.py``; one host).
     """
     name = getattr(source, "name", type(source).__name__)
     if process_index is None or process_count is None:
         process_index, process_count = _host_shard()
     if batch_size < 1:
         raise DataError(f"{name}: batch_size must be positive, received {batch_size}")
-    if image_per_class > 1:
+    if order is not None:
+        ds = grain.MapDataset.source(np.asarray(order, np.int64))
+        per_host = len(ds)
+    elif image_per_class > 1:
         if batch_size < image_per_class:
             raise DataError(f"{name}: batch_size {batch_size} is smaller than image_per_class {image_per_class}")
         batch_size = batch_size // image_per_class * image_per_class

@@ -26,6 +26,7 @@ import numpy as np
 
 from keras_insightface.data.binpack import decode_bin_images, load_bin
 from keras_insightface.errors import DataError
+from keras_insightface.hosts import is_primary
 from keras_insightface.inference.embed import embed_views, l2_normalize
 from keras_insightface.inference.embedders import open_model
 from keras_insightface.saving import save_model as save_keras_model
@@ -209,15 +210,6 @@ def _positive_int(value, name, minimum):
     return int(value)
 
 
-def _primary_host():
-    """Whether this process writes files: process 0 of a multi-host JAX run, always on other backends."""
-    if keras.backend.backend() != "jax":
-        return True
-    import jax
-
-    return jax.process_index() == 0
-
-
 class eval_callback(keras.callbacks.Callback):  # noqa: N801 - the seed system's public name
     """The seed's verification callback: evaluate a basic model on a ``.bin`` pack at every epoch end and, with
     ``eval_freq`` > 1, also every ``eval_freq`` batches.
@@ -319,7 +311,7 @@ class eval_callback(keras.callbacks.Callback):  # noqa: N801 - the seed system's
             prefix = os.path.join("checkpoints", prefix)
         base = f"{prefix}_basic_{self.name}_epoch_"
         path = f"{base}{label}_{self.max_accuracy:f}.keras"
-        if _primary_host():
+        if is_primary():
             os.makedirs(os.path.dirname(path), exist_ok=True)
             save_keras_model(self.basic_model, path)
             for old in glob.glob(glob.escape(base) + "*.keras"):

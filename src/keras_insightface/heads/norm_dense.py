@@ -18,6 +18,10 @@ class NormDense(keras.layers.Layer):
     output is ``(B, units + 1)``; ``MarginHead`` splits it off. It is negative, as the seed, so that an accuracy
     argmax over this output never picks it.
 
+    The arguments are the seed's, in its order: ``NormDense(units, kernel_regularizer, loss_top_k, append_norm,
+    partial_fc_split)``; ``partial_fc_split`` > 1 (the seed's class-split kernel) is an error naming
+    ``PartialFC``, its replacement here.
+
     Example:
         >>> import numpy as np
         >>> layer = NormDense(10)
@@ -25,12 +29,17 @@ class NormDense(keras.layers.Layer):
         (2, 10)
     """
 
-    def __init__(self, units, loss_top_k=1, append_norm=False, kernel_initializer="glorot_normal", **kwargs):
+    def __init__(self, units=1000, kernel_regularizer=None, loss_top_k=1, append_norm=False, partial_fc_split=0,
+                 kernel_initializer="glorot_normal", **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         if units < 1 or loss_top_k < 1:
             raise ValueError(f"NormDense needs units >= 1 and loss_top_k >= 1, received {units=}, {loss_top_k=}")
+        if partial_fc_split > 1:
+            raise ValueError(f"NormDense(partial_fc_split={partial_fc_split}): the seed's class-split kernel is not "
+                             f"built; PartialFC(units, sample_rate={1 / partial_fc_split:g}) samples the classes")
         self.units, self.loss_top_k, self.append_norm = int(units), int(loss_top_k), bool(append_norm)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
     def build(self, input_shape):
@@ -38,6 +47,7 @@ class NormDense(keras.layers.Layer):
             name="norm_dense_w",
             shape=(input_shape[-1], self.units * self.loss_top_k),
             initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
         )
 
     def call(self, inputs):
@@ -59,5 +69,6 @@ class NormDense(keras.layers.Layer):
             loss_top_k=self.loss_top_k,
             append_norm=self.append_norm,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+            kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
         )
         return config

@@ -91,16 +91,17 @@ def embed_faces(model, faces, batch_size=64):
 
 
 def iter_embeddings(source, model, batch_size=256, flip=False, num_workers=None, image_size=(112, 112),
-                    desc="embedding"):
+                    desc="embedding", strict=True):
     """Yield ``(labels, L2-normalised float32 embeddings)`` for consecutive batches of the dataset ``source``
     (``data.sources.open_source``), in order.
 
     Images are decoded by ``num_workers`` threads (default: cores - 1); ``flip`` adds the embedding of the
-    mirrored image before normalising. A corrupt image is a ``DataError`` naming it.
+    mirrored image before normalising. A corrupt image is a ``DataError`` naming it (``strict=False``: replaced
+    by the next readable one, as in training).
     """
     from keras_insightface.data.loader import ordered_batches
 
-    batches = ordered_batches(source, batch_size, num_workers, image_size)
+    batches = ordered_batches(source, batch_size, num_workers, image_size, strict)
     labels = []
 
     def images():
@@ -108,7 +109,7 @@ def iter_embeddings(source, model, batch_size=256, flip=False, num_workers=None,
             labels.append(batch_labels)
             yield batch_images
 
-    name = f"{desc} {getattr(source, 'name', 'source')}"
+    name = f"{desc} {getattr(source, 'name', 'source')}" if desc is not None else None  # None: no progress lines
     for views in embed_batches(model, images(), batch_size, flip, desc=name, total=len(source)):
         yield labels.pop(0).astype(np.int64), l2_normalize(sum(views)).astype(np.float32)
 

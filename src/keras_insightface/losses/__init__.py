@@ -21,10 +21,11 @@ _NAMES = {
     ),
     "triplet": (
         "TripletLoss", "BatchHardTripletLoss", "BatchAllTripletLoss", "BatchHardTripletLossEuclidean",
-        "ArcBatchHardTripletLoss", "OfflineArcTripletLoss", "AcrTripLoss",
+        "ArcBatchHardTripletLoss", "OfflineTripletLoss", "OfflineArcTripletLoss", "AcrTripLoss",
     ),
     "center": ("CenterLoss",),
-    "distillation": ("DistillCosineLoss", "DistillEuclideanLoss", "DistillKLDivergence"),
+    "distillation": ("DistillCosineLoss", "DistillEuclideanLoss", "DistillKLDivergence",
+                     "DistillKLDivergenceLoss"),
     "cross_entropy": ("MarginCrossEntropy",),
     "seed_functions": ("scale_softmax", "distiller_loss_cosine"),
 }
@@ -33,8 +34,6 @@ _MODULE_OF = {name: module for module, names in _NAMES.items() for name in names
 _NOT_BUILT = {
     "BatchHardTripletLossEuclideanAutoAlpha": "the seed's class fails when constructed (it names an undefined "
     "class); use BatchHardTripletLossEuclidean(alpha)",
-    "OfflineTripletLoss": "it needs batches of offline-mined (anchor, positive, negative) triples, the seed's "
-    "samples_per_mining dataset, which is not built; use BatchHardTripletLoss(alpha) on identity-group batches",
     "CenterLossCosine": "the seed moves its centers toward the raw embeddings; CenterLoss(num_classes, cosine=True) "
     "has the same loss value with centers of normalised embeddings",
     "distiller_loss_euclidean": "the seed's distance of unnormalised embeddings is not built; use "

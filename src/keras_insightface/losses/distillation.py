@@ -130,3 +130,13 @@ class DistillKLDivergence(keras.losses.Loss):
 
     def get_config(self):
         return {**super().get_config(), "scale": self.scale, "temperature": self.temperature}
+
+
+@keras.saving.register_keras_serializable(package="keras_insightface")
+class DistillKLDivergenceLoss(DistillKLDivergence):
+    """The seed's name and default: ``DistillKLDivergence(scale=10)``, ``KL(softmax(10 t) || softmax(10 s))`` of the
+    teacher's and the student's class cosines (the seed clipped probabilities at 1e-7; here log-softmax is exact).
+    In a stage it trains the run's cosine classifier toward a teacher whose output is the classes."""
+
+    def __init__(self, scale=10.0, temperature=1.0, name="distill_kl_divergence", **kwargs):
+        super().__init__(scale=scale, temperature=temperature, name=name, **kwargs)

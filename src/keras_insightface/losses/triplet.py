@@ -5,8 +5,8 @@ boolean gathers so shapes stay static under ``jit``. Batch-hard mining follows H
 the Triplet Loss" (2017); the cosine, batch-all, squared and arc-margin forms follow the seed Keras_insightface.
 The seed's class names are here with the seed's meaning: ``BatchHardTripletLoss`` (kind ``batch_hard_cosine``),
 ``BatchAllTripletLoss`` (``batch_all``), ``BatchHardTripletLossEuclidean`` (``batch_hard_squared``),
-``ArcBatchHardTripletLoss`` (``batch_hard_arc_margin``) and ``OfflineArcTripletLoss`` (``offline_arc``, on
-pre-mined triples). ``AcrTripLoss`` is the seed's ArcFace loss with the batch-hard triplet violation taken off the
+``ArcBatchHardTripletLoss`` (``batch_hard_arc_margin``), ``OfflineTripletLoss`` (``offline_cosine``) and
+``OfflineArcTripletLoss`` (``offline_arc``), the last two on offline-mined triples. ``AcrTripLoss`` is the seed's ArcFace loss with the batch-hard triplet violation taken off the
 target logit; ``AcrTripTerm`` is its form for a training step, with the cosines from the run's classifier.
 
 Example:
@@ -131,20 +131,32 @@ def batch_hard_triplet_arc_margin(labels, embeddings, alpha=0.35):
     return ops.relu(hardest_neg - pos_valid)
 
 
+def _triples(embeddings, what):
+    """``(anchor, positive, negative)`` normalised embeddings of a batch laid out ``[a, p, n, a, p, n, ...]``."""
+    batch = embeddings.shape[0]
+    if batch is not None and batch % 3:
+        raise ValueError(f"{what} needs a batch of [anchor, positive, negative] triples, received B={batch}")
+    emb = l2_normalize(ops.cast(embeddings, "float32"))
+    triples = ops.reshape(emb, (-1, 3, ops.shape(emb)[-1]))
+    return triples[:, 0], triples[:, 1], triples[:, 2]
+
+
 def offline_triplet(labels, embeddings, alpha=0.35):
     """Pre-mined triples laid out ``[anchor, positive, negative, ...]``: ``relu(|a-p|^2 - |a-n|^2 + alpha)``, (B/3,).
 
     ``labels`` are accepted for a uniform signature and unused.
     """
-    batch = embeddings.shape[0]
-    if batch is not None and batch % 3:
-        raise ValueError(f"offline_triplet needs a batch of [anchor, positive, negative] triples, received B={batch}")
-    emb = l2_normalize(ops.cast(embeddings, "float32"))
-    triples = ops.reshape(emb, (-1, 3, ops.shape(emb)[-1]))
-    anchor, positive, negative = triples[:, 0], triples[:, 1], triples[:, 2]
+    anchor, positive, negative = _triples(embeddings, "offline_triplet")
     pos_dist = ops.sum(ops.square(anchor - positive), axis=-1)
     neg_dist = ops.sum(ops.square(anchor - negative), axis=-1)
     return ops.relu(pos_dist - neg_dist + alpha)
+
+
+def offline_cosine_triplet(labels, embeddings, alpha=0.35):
+    """The seed's ``OfflineTripletLoss`` on ``[anchor, positive, negative, ...]`` triples: ``relu(cos(a, n) -
+    cos(a, p) + alpha)``, (B/3,). ``labels`` are unused."""
+    anchor, positive, negative = _triples(embeddings, "offline_cosine_triplet")
+    return ops.relu(ops.sum(anchor * negative, axis=-1) - ops.sum(anchor * positive, axis=-1) + alpha)
 
 
 def offline_arc_triplet(labels, embeddings, alpha=0.35):
@@ -154,13 +166,7 @@ def offline_arc_triplet(labels, embeddings, alpha=0.35):
     (the seed compares the margin-added value, so the fallback starts at ``theta_ap = pi - 2 alpha``). ``labels``
     are accepted for a uniform signature and unused.
     """
-    batch = embeddings.shape[0]
-    if batch is not None and batch % 3:
-        raise ValueError("offline_arc_triplet needs a batch of [anchor, positive, negative] triples, "
-                         f"received B={batch}")
-    emb = l2_normalize(ops.cast(embeddings, "float32"))
-    triples = ops.reshape(emb, (-1, 3, ops.shape(emb)[-1]))
-    anchor, positive, negative = triples[:, 0], triples[:, 1], triples[:, 2]
+    anchor, positive, negative = _triples(embeddings, "offline_arc_triplet")
     pos_cos = ops.sum(anchor * positive, axis=-1)
     neg_cos = ops.sum(anchor * negative, axis=-1)
     pos_margin = ops.cos(ops.arccos(ops.clip(pos_cos, -1.0 + _EPS, 1.0 - _EPS)) + alpha)
@@ -176,8 +182,11 @@ TRIPLET_LOSSES = {
     "batch_hard_squared": batch_hard_triplet_squared,
     "batch_hard_arc_margin": batch_hard_triplet_arc_margin,
     "offline": offline_triplet,
+    "offline_cosine": offline_cosine_triplet,
     "offline_arc": offline_arc_triplet,
 }
+# kinds that read batches of offline-mined triples (Train's samples_per_mining)
+OFFLINE_KINDS = ("offline", "offline_cosine", "offline_arc")
 
 
 def get_triplet_loss(name):
@@ -252,10 +261,18 @@ class ArcBatchHardTripletLoss(SeedTripletLoss):
 
 
 @keras.saving.register_keras_serializable(package="keras_insightface")
+class OfflineTripletLoss(SeedTripletLoss):
+    """The seed's ``OfflineTripletLoss(alpha=0.35)``: ``offline_cosine_triplet`` on embeddings laid out as
+    ``[anchor, positive, negative, ...]``; a ``Train`` stage takes it with ``samples_per_mining`` > 0."""
+
+    KIND = "offline_cosine"
+
+
+@keras.saving.register_keras_serializable(package="keras_insightface")
 class OfflineArcTripletLoss(SeedTripletLoss):
     """The seed's ``OfflineArcTripletLoss(alpha=0.35)``: ``offline_arc_triplet`` on embeddings laid out as
     ``[anchor, positive, negative, ...]``, one value per triple; ``y_true`` is unused. It needs batches of mined
-    triples (the seed's ``samples_per_mining`` dataset), so a ``Train`` stage does not take it.
+    triples: a ``Train`` stage takes it with ``samples_per_mining`` > 0 (the seed's offline-mined dataset).
 
     Example:
         >>> import numpy as np

@@ -12,9 +12,10 @@ import keras
 import numpy as np
 
 from keras_insightface.atomic import write_json_atomic
+from keras_insightface.hosts import is_primary, process_count
 from keras_insightface.saving import save_model
 from keras_insightface.training.checkpoint import KEEP, restore_metrics, save_state
-from keras_insightface.training.distribute import gather_objects, is_primary, process_count
+from keras_insightface.training.distribute import gather_objects
 
 
 def _to_float(value):
@@ -183,6 +184,24 @@ class BestBasicModel(keras.callbacks.Callback):
                 if old != path:
                     os.remove(old)
             print(f">>>> Improved {name} to {self.best[name]:.6f}: saved {path}")
+
+
+class FullModelCheckpoint(keras.callbacks.Callback):
+    """The seed's ``checkpoints/<save_path>``: at every epoch end the basic model followed by the run's classifier
+    (``full_model()``, called on every host: the kernel may be gathered) is saved to ``path``, so a seed script
+    continues it with ``Train(model=path)`` and ``train(schedule, initial_epoch)``. Exact resume (optimizer, data
+    position, random states) is the full-state checkpoint's job. Process 0 writes."""
+
+    def __init__(self, path, full_model, state):
+        super().__init__()
+        self.path, self.full_model, self.state = path, full_model, state
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None or self.state.stopped:
+            return
+        model = self.full_model()
+        if is_primary():
+            save_model(model, self.path)
 
 
 class SkippedImages(keras.callbacks.Callback):

@@ -29,9 +29,8 @@ import shutil
 import numpy as np
 
 from keras_insightface.errors import DataError
-from keras_insightface.training.distribute import (
-    barrier, gather_objects, host_values, is_primary, process_count, process_index,
-)
+from keras_insightface.hosts import is_primary, process_count, process_index
+from keras_insightface.training.distribute import barrier, gather_objects, host_values
 
 STATE_FILE = "state.json"
 MANIFEST_FILE = "manifest.json"

@@ -177,10 +177,16 @@ class DataConfig(_Section):
     allow_outside_paths: bool = option(False, _bool, "let a list file or npz list name images outside its own folder "
                                        "(the seed's absolute-path npz lists); off, such an entry is an error")
     jpeg_quality_level: float = option(0, _float, "L > 0 re-compresses images in the loader at JPEG quality 80 +- 5L")
+    samples_per_mining: float = option(0, _float, "> 0: every stage trains on [anchor, positive, negative] triples "
+                                       "mined offline each epoch with the current model, as the seed's (> 1 images "
+                                       "per mining round, <= 1 a fraction of the dataset; groups of image_per_class, "
+                                       "at least 4)")
 
     def __post_init__(self):
         super().__post_init__()
-        for key in ("batch_size", "image_per_class"):
+        if self.samples_per_mining > 0 and self.batch_size < 3:
+            raise ValueError(f"samples_per_mining: batches of triples need batch_size >= 3, received {self.batch_size}")
+        for key in ("batch_size", "image_per_class", "samples_per_mining"):
             if getattr(self, key) < (1 if key == "batch_size" else 0):
                 raise ValueError(f"{key}: must be {'positive' if key == 'batch_size' else '>= 0'}, "
                                  f"received {getattr(self, key)}")
@@ -216,9 +222,21 @@ class HeadConfig(_Section):
                                         "times weight_decay, in (0, 1) that value")
     teacher_model_interf: str = option(None, _optional(_model_spec), "a .keras / .h5 teacher run frozen inside the "
                                        "step, distilled into the student (stage key distill)", ("--teacher",))
+    softmax_classifier: str = option("dense", _choice("dense", "euclidean"), "the classifier of softmax stages: "
+                                     "'dense' (the seed's Dense without bias) or 'euclidean' (EuclideanDense: minus "
+                                     "half the squared distance to each class center)")
+    vpl_start_iters: int = option(-1, _int, "> 0: Variational Prototype Learning (NormDenseVPL) in margin stages "
+                                  "from that step (< 50: that many epochs), as the seed's")
+    vpl_allowed_delta: int = option(200, _int, "VPL: a class's remembered feature mixes into its center while at "
+                                    "most that many steps old")
 
     def __post_init__(self):
         super().__post_init__()
+        if self.vpl_start_iters > 0 and self.partial_fc_sample_rate < 1:
+            raise ValueError("vpl_start_iters needs the full classifier: VPL is not available with Partial FC "
+                             f"(partial_fc_sample_rate={self.partial_fc_sample_rate})")
+        if self.vpl_allowed_delta < 0:
+            raise ValueError(f"vpl_allowed_delta: must be >= 0, received {self.vpl_allowed_delta}")
         if not 0 < self.partial_fc_sample_rate <= 1:
             raise ValueError(f"partial_fc_sample_rate: must be in (0, 1], received {self.partial_fc_sample_rate}")
         if self.output_weight_decay < 0:
@@ -321,6 +339,8 @@ class RunConfig(_Section):
     append_history: bool = option(True, _bool, "a new run of a save_path that already has a history appends its "
                                   "epochs to it (the seed's My_history); off, such a run is an error unless "
                                   "overwrite")
+    save_full_model: bool = option(True, _bool, "at every epoch end, the basic model with the run's classifier "
+                                   "as <checkpoint_dir>/<save_path> (the seed's; continue it with model=)")
     verbose: int = option(1, _int, "Keras's progress bar (0: none)")
 
     def __post_init__(self):
@@ -423,9 +443,9 @@ def _plain_stage(stage):
     stage = dict(stage)
     loss = stage.get("loss")
     if loss is not None and not isinstance(loss, str):
-        from keras_insightface.losses.margin import serialize_margin_loss
+        from keras_insightface.losses.registry import serialize_stage_loss
 
-        serialized = serialize_margin_loss(loss)
+        serialized = serialize_stage_loss(loss)
         stage["loss"], stage["loss_config"] = serialized["class_name"], serialized["config"]
     return {key: value if _plain(value) else f"<{type(value).__name__}>" for key, value in stage.items()}
 
@@ -476,9 +496,9 @@ def apply_overrides(config, assignments):
 
 
 def schedule(stages):
-    """Stage dicts for ``Train.train``: ``loss`` + ``loss_config`` become a margin loss object (the stage keys are
-    checked by ``stages.plan_stage``)."""
-    from keras_insightface.losses.margin import get_margin_loss
+    """Stage dicts for ``Train.train``: ``loss`` + ``loss_config`` become the loss object of that name (any stage
+    loss: ``losses/registry.py``; the stage keys are checked by ``stages.plan_stage``); errors name the stage."""
+    from keras_insightface.losses.registry import get_stage_loss
 
     result = []
     for index, stage in enumerate(stages):
@@ -488,7 +508,10 @@ def schedule(stages):
         if "loss" in stage and isinstance(stage["loss"], str):
             loss_config = stage.pop("loss_config", {})
             spec = {"class_name": stage["loss"], "config": loss_config} if loss_config else stage["loss"]
-            stage["loss"] = get_margin_loss(spec)
+            try:
+                stage["loss"] = get_stage_loss(spec)
+            except ValueError as error:
+                raise ValueError(f"Stage {index}: {error}") from None
         result.append(stage)
     return result
 

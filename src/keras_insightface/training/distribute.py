@@ -18,10 +18,13 @@ Example:
     'batch'
 """
 
+import contextlib
 import json
 
 import keras
 import numpy as np
+
+from keras_insightface.hosts import process_count
 
 HEAD_KERNELS = ("norm_dense/norm_dense_w", "partial_fc/norm_dense_w", "dense_softmax/kernel")
 
@@ -114,27 +117,15 @@ def initialize_hosts(coordinator=None, num_processes=None, process_id=None):
     keras.distribution.initialize(coordinator, num_processes, process_id)
 
 
-def process_count():
-    """The hosts (JAX processes) taking part in the run; 1 on other backends."""
-    if keras.backend.backend() != "jax":
-        return 1
-    import jax
-
-    return jax.process_count()
-
-
-def process_index():
-    """This host's index among ``process_count()`` (0 on other backends)."""
-    if keras.backend.backend() != "jax":
-        return 0
-    import jax
-
-    return jax.process_index()
-
-
-def is_primary():
-    """Whether this host writes the run's files and prints its reports (process 0)."""
-    return process_index() == 0
+@contextlib.contextmanager
+def no_distribution():
+    """Variables made inside live on this host's default device, whole, even within a distribution's scope."""
+    previous = keras.distribution.distribution()
+    keras.distribution.set_distribution(None)
+    try:
+        yield
+    finally:
+        keras.distribution.set_distribution(previous)
 
 
 def barrier(name):

@@ -11,12 +11,13 @@ import contextlib
 import keras
 
 from keras_insightface.errors import DataError
+from keras_insightface.heads.euclidean_dense import EuclideanDense
 from keras_insightface.heads.norm_dense import NormDense
 from keras_insightface.models import buildin_models
 from keras_insightface.saving import load_model
 from keras_insightface.training.distribute import host_values
 
-CLASSIFIER_KERNELS = ("norm_dense_w", "dense_softmax/kernel")
+CLASSIFIER_KERNELS = ("norm_dense_w", "dense_softmax/kernel", "euclidean_dense/kernel")
 
 
 @contextlib.contextmanager
@@ -73,8 +74,8 @@ def continue_classifier(classifier, head, basic_model, num_classes):
             head = NormDense(num_classes, loss_top_k=kernel.shape[1] // num_classes, name="norm_dense")
         head.build((None, dims))
         head.kernel.assign(kernel)
-    elif type(classifier) is keras.layers.Dense and kernel.shape == (dims, num_classes):
-        dense_head = keras.layers.Dense(num_classes, dtype="float32", name="dense_softmax")
+    elif type(classifier) in (keras.layers.Dense, EuclideanDense) and kernel.shape == (dims, num_classes):
+        dense_head = type(classifier).from_config(classifier.get_config())
         dense_head.build((None, dims))
         dense_head.set_weights(host_values(classifier.weights))
     else:

@@ -1,13 +1,20 @@
 """The run's training data: its source and grain loader, opened from the config, opened again for a new dataset
-(the seed's ``reset_dataset``) or when stages switch between plain and identity-group batches, and its iterator."""
+(the seed's ``reset_dataset``) or when stages switch between plain and identity-group batches, mined again every
+epoch for offline triplets (the seed's ``samples_per_mining``), and its iterator."""
 
 import functools
 
+import numpy as np
+
 from keras_insightface.data.loader import describe_record, make_loader
-from keras_insightface.data.sources import open_source
+from keras_insightface.data.sources import SubsetSource, open_source
+from keras_insightface.data.triplet_mining import hardest_triplets, mining_sample, mining_size, triplet_order
 from keras_insightface.errors import DataError
+from keras_insightface.hosts import process_count
+from keras_insightface.inference.embed import iter_embeddings
 from keras_insightface.training import callbacks as cbs
-from keras_insightface.training.distribute import process_count
+
+MINING_GROUP = 4  # the seed's smallest identity group in a mining sample
 
 
 def open_data(config):
@@ -26,15 +33,50 @@ def open_data(config):
     return source, teacher_embeddings
 
 
-def make_data_loader(config, source, global_batch_size, with_records, grouped=False):
+def make_data_loader(config, source, global_batch_size, with_records, grouped=False, order=None):
     """The grain loader of this process's share of the global batch over ``source``, made of whole identity groups
-    of ``image_per_class`` when ``grouped`` (the seed's triplet dataset; other stages only filter)."""
+    of ``image_per_class`` when ``grouped`` (the seed's triplet dataset; other stages only filter), or reading the
+    records ``order`` (mined triples) in batches of a multiple of 3."""
     data = config.data
+    batch_size = global_batch_size // process_count()
     return make_loader(
-        source, global_batch_size // process_count(), seed=config.run.seed, num_workers=data.num_workers,
-        image_per_class=data.image_per_class if grouped else 0, strict=data.strict_data,
-        jpeg_quality_level=data.jpeg_quality_level, with_records=with_records,
+        source, batch_size // 3 * 3 if order is not None else batch_size, seed=config.run.seed,
+        num_workers=data.num_workers, image_per_class=data.image_per_class if grouped and order is None else 0,
+        strict=data.strict_data, jpeg_quality_level=data.jpeg_quality_level, with_records=with_records, order=order,
     )
+
+
+def mined_order(run, epoch):
+    """Record indices ``[anchor, positive, negative, ...]`` of ``epoch``: a mining sample of identity groups (the
+    same for a given seed and epoch) embedded with the current basic model, each image with its hardest positive
+    and negative (``data/triplet_mining.py``)."""
+    data, source = run.config.data, run.source
+    labels = np.asarray(source.labels)
+    rng = np.random.default_rng([run.config.run.seed, epoch])
+    group = max(MINING_GROUP, data.image_per_class)
+    sample = mining_sample(labels, group, mining_size(data.samples_per_mining, len(source)), rng)
+    subset = SubsetSource(source, sample, np.arange(source.num_classes))
+    workers = None if data.num_workers is None else max(1, data.num_workers)
+    embeddings = np.concatenate([emb for _, emb in iter_embeddings(
+        subset, run.parts.basic_model, batch_size=run.global_batch_size, num_workers=workers,
+        desc=f"triplet mining, epoch {epoch + 1}" if run.verbose else None, strict=data.strict_data)])
+    positives, negatives = hardest_triplets(embeddings, labels[sample])
+    return triplet_order(sample, positives, negatives)
+
+
+def mine_data(run, epoch):
+    """Offline triplets for ``epoch``: the run's loader and iterator read freshly mined triples (the previous
+    iterator's workers stopped); the schedule follows the loader's steps per epoch."""
+    if process_count() > 1:
+        raise ValueError("samples_per_mining (offline triplet mining) runs on one host; use in-batch triplet "
+                         "stages (image_per_class >= 2) on several hosts")
+    order = mined_order(run, epoch)
+    loader = make_data_loader(run.config, run.source, run.global_batch_size, run.teacher_embeddings is not None,
+                              order=order)
+    close_iterator(run)
+    run.loader, run.iterator = loader, iter(loader.dataset)
+    run.parts.schedule_settings["steps_per_epoch"] = loader.steps_per_epoch
+    return run.iterator
 
 
 def reopen_data(run, data_path=None, grouped=None):
@@ -64,9 +106,13 @@ def close_iterator(run):
         iterator.close()
 
 
-def use_data(run, grouped):
-    """Before a stage: the data batched by identity groups when the stage has a triplet term, else not (opened
-    again when that changes, as the seed switches between its triplet and plain datasets), and its iterator open."""
+def use_data(run, grouped, epoch=0):
+    """Before a stage starting at ``epoch``: offline-mined triples when the run mines (``samples_per_mining``),
+    else the data batched by identity groups when the stage has a triplet term, else not (opened again when that
+    changes, as the seed switches between its triplet and plain datasets), and its iterator open."""
+    if run.config.data.samples_per_mining > 0:
+        mine_data(run, epoch)
+        return
     if grouped != run.grouped:
         reopen_data(run, grouped=grouped)
     if run.iterator is None:

@@ -14,11 +14,11 @@ import os
 import keras
 
 from keras_insightface.errors import DataError
+from keras_insightface.hosts import is_primary
 from keras_insightface.training import callbacks as cbs
 from keras_insightface.training.checkpoint import latest_state_dir, load_meta, restore_model_and_optimizer
-from keras_insightface.training.distribute import is_primary
 from keras_insightface.training.run_files import RunLock, check_new_run
-from keras_insightface.training.run_data import use_data
+from keras_insightface.training.run_data import mine_data, use_data
 from keras_insightface.training.stages import plan_stage, prepare_schedule
 
 
@@ -78,6 +78,12 @@ class Run:
     @property
     def history_path(self):
         return self.prefix + "_hist.json"
+
+    @property
+    def full_model_path(self):
+        """The seed's ``checkpoints/<save_path>``: ``<prefix>.h5`` when ``save_path`` names an ``.h5``, else
+        ``<prefix>.keras``."""
+        return self.prefix + (".h5" if self.config.run.save_path.endswith(".h5") else ".keras")
 
     def scope(self):
         """The context every model variable of the run is made and trained in: the distribution's scope."""
@@ -206,7 +212,9 @@ def _run_stages(run, schedule, plans, state, initial_epoch, resume, callbacks):
     first_epoch = epoch
     total_epochs = epoch + sum(plan.epochs for plan in plans if not plan.bottleneck_only)
     monitors = [callback.name for callback in run.eval_callbacks]
-    saver = cbs.BestBasicModel(run.parts.basic_model, run.prefix, monitors, state)
+    savers = [cbs.BestBasicModel(run.parts.basic_model, run.prefix, monitors, state)]
+    if run.config.run.save_full_model:
+        savers.append(cbs.FullModelCheckpoint(run.full_model_path, run.parts.full_model, state))
     tensorboard = run.config.run.tensorboard_dir
     user = [*([keras.callbacks.TensorBoard(tensorboard)] if tensorboard and is_primary() else []), *callbacks]
     one_run = cbs.OneRun(user)
@@ -222,7 +230,7 @@ def _run_stages(run, schedule, plans, state, initial_epoch, resume, callbacks):
             resuming = meta is not None and index == meta["stage"]
             if resuming:  # the optimizer in the checkpoint was created at this epoch: same schedule offset
                 start = meta["optimizer_start_epoch"]
-            use_data(run, grouped=plan.identity_groups)
+            use_data(run, grouped=plan.identity_groups, epoch=meta["epoch"] if resuming else start)
             run.parts.basic_model.trainable = not plan.bottleneck_only  # bottleneckOnly: train the head(s) only
             state.stage = index + 1
             try:
@@ -230,6 +238,8 @@ def _run_stages(run, schedule, plans, state, initial_epoch, resume, callbacks):
                 step_offset = 0
                 if resuming:
                     restore_model_and_optimizer(resume_dir, run.parts.train_model, run.parts.optimizer)
+                    if run.config.data.samples_per_mining > 0:  # the epoch's triples mined with the restored model
+                        mine_data(run, meta["epoch"])
                     run.iterator.set_state(meta["iterator"])
                     start, step_offset = meta["epoch"], meta["step"]
                     meta = None
@@ -238,7 +248,7 @@ def _run_stages(run, schedule, plans, state, initial_epoch, resume, callbacks):
                     frozen = ", backbone frozen, no evaluation" if plan.bottleneck_only else ""
                     print(f">>>> Stage {index + 1} ({plan.kind}{frozen}): {what}, epochs {start + 1}..{end_epoch}, "
                           f"lr now {current_lr(run.parts.optimizer):.6f}")
-                fit_stage(run, state, saver, one_run, (index, len(schedule), first_epoch), start, end_epoch,
+                fit_stage(run, state, savers, one_run, (index, len(schedule), first_epoch), start, end_epoch,
                           step_offset, resume_dir if step_offset else None, evaluate=not plan.bottleneck_only)
             finally:
                 run.parts.basic_model.trainable = True
@@ -247,7 +257,7 @@ def _run_stages(run, schedule, plans, state, initial_epoch, resume, callbacks):
             if not plan.bottleneck_only:
                 epoch = end_epoch
     one_run.end_run()
-    state.best_model_path = saver.saved
+    state.best_model_path = savers[0].saved
     return epoch
 
 
@@ -256,7 +266,7 @@ def current_lr(optimizer):
     return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
 
 
-def fit_stage(run, state, saver, one_run, position, start, end_epoch, step_offset, metrics_dir, evaluate=True):
+def fit_stage(run, state, savers, one_run, position, start, end_epoch, step_offset, metrics_dir, evaluate=True):
     """``fit`` one stage from epoch ``start`` to ``end_epoch``; a resumed epoch (``step_offset`` batches done) is
     a short first ``fit`` of its remaining batches. ``position`` is ``(stage index, stages, first epoch)``;
     ``evaluate=False`` leaves the evaluation packs out."""
@@ -281,7 +291,7 @@ def fit_stage(run, state, saver, one_run, position, start, end_epoch, step_offse
         cbs.StopOnNaN(state),
         cbs.LossScaleCollapse(parts.optimizer, state),
         *(run.eval_callbacks if evaluate else []),
-        saver,
+        *savers,
         cbs.HistoryJSON(run.history_path, state, lambda: current_lr(parts.optimizer)),
         checkpoint,
         cbs.StopOnSignal(state, checkpoint),
@@ -293,7 +303,16 @@ def fit_stage(run, state, saver, one_run, position, start, end_epoch, step_offse
                   callbacks=callbacks, verbose=run.verbose, shuffle=False)
         batches.rewind(checkpoint.trained)
         start += 1
-    if start < end_epoch and not state.stopped:
+    if run.config.data.samples_per_mining > 0:  # triples mined again with the current model at every epoch
+        for epoch in range(start, end_epoch):
+            if state.stopped:
+                break
+            if epoch != start or step_offset:  # use_data mined the epoch the stage (or its resume) starts at
+                batches.iterator = mine_data(run, epoch)
+            model.fit(iter(batches), epochs=epoch + 1, initial_epoch=epoch, steps_per_epoch=steps,
+                      callbacks=callbacks, verbose=run.verbose, shuffle=False)
+            batches.rewind(checkpoint.trained)
+    elif start < end_epoch and not state.stopped:
         model.fit(iter(batches), epochs=end_epoch, initial_epoch=start, steps_per_epoch=steps,
                   callbacks=callbacks, verbose=run.verbose, shuffle=False)
         batches.rewind(checkpoint.trained)

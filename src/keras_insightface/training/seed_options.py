@@ -14,19 +14,11 @@ SEED_POSITIONAL = (
     "image_per_class", "samples_per_mining", "mixup_alpha", "partial_fc_split", "teacher_model_interf", "sam_rho",
     "vpl_start_iters", "vpl_allowed_delta", "steps_per_execution",
 )
-# Seed keywords whose feature is not built here: a value other than the seed's "off" is refused, saying so.
-NOT_BUILT = {
-    "samples_per_mining": (0, "offline triplet mining (the seed calls it 'not working well'); use a stage with "
-                              "'triplet' and image_per_class >= 2 for in-batch mining"),
-    "vpl_start_iters": (-1, "VPL training through Train is not built yet (NormDenseVPL exists as a layer)"),
-}
-
-
 def seed_train_options(args, options):
     """``(options, custom_objects)``: ``options`` (our ``TrainConfig`` keywords) from the seed's positional
     ``args`` and keywords. ``compile`` is accepted and has no effect (a loaded model's optimizer is never reused:
     each stage builds its optimizer with the run's schedule); ``custom_objects`` is returned for loading models;
-    ``partial_fc_split`` > 1 and the features in ``NOT_BUILT`` are clear errors."""
+    ``partial_fc_split`` > 1 is a clear error."""
     if len(args) > len(SEED_POSITIONAL):
         raise TypeError(f"Train takes at most {3 + len(SEED_POSITIONAL)} positional arguments, received "
                         f"{3 + len(args)}")
@@ -43,9 +35,4 @@ def seed_train_options(args, options):
     if split > 1:
         raise ValueError(f"partial_fc_split={split}: the seed's class-split head is not built here; use "
                          f"partial_fc_sample_rate={1 / split:g} (Partial FC sampling that fraction of the classes)")
-    options.pop("vpl_allowed_delta", None)
-    for name, (off, reason) in NOT_BUILT.items():
-        value = options.pop(name, off)
-        if value not in (off, None) and not (name == "vpl_start_iters" and value <= 0):
-            raise ValueError(f"{name}={value}: {reason}")
     return options, custom_objects

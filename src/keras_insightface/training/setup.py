@@ -13,9 +13,11 @@ from keras_insightface.errors import DataError
 from keras_insightface.evaluation.verification import eval_callback
 from keras_insightface.heads.norm_dense import NormDense
 from keras_insightface.heads.partial_fc import PartialFC
+from keras_insightface.heads.vpl import NormDenseVPL
+from keras_insightface.hosts import is_primary
 from keras_insightface.saving import copy_weights_by_name, embedding_at, load_model, split_full_model
 from keras_insightface.training import callbacks as cbs
-from keras_insightface.training.distribute import data_parallel_size, is_primary, resolve_distribution
+from keras_insightface.training.distribute import data_parallel_size, resolve_distribution
 from keras_insightface.training.model_setup import (
     continue_classifier, dtype_policy, load_basic_model, load_teacher, output_decay_factors,
 )
@@ -76,6 +78,11 @@ def build_parts(config, num_classes, steps_per_epoch, teacher_dim, distributed):
               + (f" ({', '.join(skipped[:5])}{', ...' if len(skipped) > 5 else ''})" if skipped else ""))
     if head_config.partial_fc_sample_rate < 1:
         head = PartialFC(num_classes, head_config.partial_fc_sample_rate, seed=seed, name="partial_fc")
+    elif head_config.vpl_start_iters > 0:  # the seed's rule: below 50 it counts epochs
+        start = head_config.vpl_start_iters
+        start = start * steps_per_epoch if start < 50 else start
+        head = NormDenseVPL(num_classes, start_iters=start, allowed_delta=head_config.vpl_allowed_delta,
+                            name="norm_dense_vpl")
     else:
         head = NormDense(num_classes, name="norm_dense")
     head, dense_head = continue_classifier(classifier, head, basic_model, num_classes)
@@ -103,6 +110,7 @@ def build_parts(config, num_classes, steps_per_epoch, teacher_dim, distributed):
                                                                    optimizer.weight_decay)),
         mixed_precision=model.mixed_precision, dense_head=dense_head,
         steps_per_execution=config.run.steps_per_execution, sam_rho=optimizer.sam_rho,
+        softmax_classifier=head_config.softmax_classifier, mining=data.samples_per_mining > 0,
     )
 
 

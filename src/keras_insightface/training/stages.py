@@ -13,7 +13,9 @@ The seed's loss spellings are read with the seed's meaning (``stage_loss``):
 - ``losses.CenterLoss(num_classes, emb_shape)`` -> a center stage trained by that layer;
 - ``losses.AcrTripLoss(margin, scale)`` -> an arcface stage: the run's cosine classifier, the target logit
   lowered by the in-batch triplet violation (``AcrTripTerm``);
-- ``losses.distiller_loss_cosine`` -> a distill stage with ``DistillCosineLoss``.
+- ``losses.distiller_loss_cosine`` -> a distill stage with ``DistillCosineLoss``;
+- ``losses.DistillKLDivergenceLoss(scale)`` (``DistillKLDivergence``) -> an arcface stage without margin: the run's
+  cosine classifier trained toward the class scores of a teacher whose output is the classes.
 
 Example:
     >>> from keras_insightface.losses.margin import ArcfaceLoss
@@ -33,7 +35,7 @@ import dataclasses
 import keras
 
 from keras_insightface.losses.center import CenterLoss
-from keras_insightface.losses.distillation import DistillCosineLoss, EmbeddingDistill
+from keras_insightface.losses.distillation import DistillCosineLoss, DistillKLDivergence, EmbeddingDistill
 from keras_insightface.losses.margin import MarginLoss, SoftmaxLoss, get_margin_loss
 from keras_insightface.losses.seed_functions import distiller_loss_cosine, scale_softmax
 from keras_insightface.losses.triplet import AcrTripLoss, TripletLoss
@@ -57,7 +59,7 @@ IN_BATCH_TRIPLETS = (
 class StagePlan:
     """A checked stage: ``margin_loss`` for classifier kinds, ``embedding_loss`` for the others: the
     ``TripletLoss``, the ``CenterLoss`` layer (None: the run's), the distillation loss, or an arcface stage's
-    ``AcrTripLoss`` (then ``margin_loss`` is None)."""
+    ``AcrTripLoss`` or ``DistillKLDivergence`` (then ``margin_loss`` is None)."""
 
     kind: str
     epochs: int
@@ -73,7 +75,15 @@ class StagePlan:
         """The ``FaceTask`` term of the stage's main loss: crossentropy, embedding, centerloss or distill."""
         if self.margin_loss is not None:
             return "crossentropy"
+        if self.logit_distill:
+            return "distill"
         return {"triplet": "embedding", "arcface": "embedding", "center": "centerloss", "distill": "distill"}[self.kind]
+
+    @property
+    def logit_distill(self):
+        """Whether the stage trains the cosine classifier toward a teacher's class scores (``DistillKLDivergence``,
+        the seed's arcface-type ``DistillKLDivergenceLoss`` stage)."""
+        return isinstance(self.embedding_loss, DistillKLDivergence)
 
     @property
     def grouped(self):
@@ -98,13 +108,9 @@ def triplet_loss(stage, index):
 def stage_loss(index, loss):
     """The loss object a stage trains with, from the stage's ``loss`` in this project's or the seed's spelling
     (see the module docstring); errors name the stage."""
-    if loss is None or isinstance(loss, (MarginLoss, EmbeddingDistill, CenterLoss, AcrTripLoss)):
+    if loss is None or isinstance(loss, (MarginLoss, EmbeddingDistill, CenterLoss, AcrTripLoss, DistillKLDivergence)):
         return loss
-    if isinstance(loss, TripletLoss):
-        if loss.kind not in IN_BATCH_TRIPLETS:
-            raise ValueError(f"Stage {index}: {type(loss).__name__} (kind {loss.kind!r}) needs batches of offline-"
-                             "mined (anchor, positive, negative) triples, the seed's samples_per_mining dataset, "
-                             f"which is not built; use an in-batch kind: {', '.join(IN_BATCH_TRIPLETS)}")
+    if isinstance(loss, TripletLoss):  # offline kinds are checked against the run (StageParts.stage_terms)
         return loss
     if isinstance(loss, keras.losses.CategoricalCrossentropy):
         config = loss.get_config()
@@ -132,7 +138,7 @@ def _kind_of(loss):
         return "distill"
     if isinstance(loss, CenterLoss):
         return "center"
-    if isinstance(loss, AcrTripLoss):
+    if isinstance(loss, (AcrTripLoss, DistillKLDivergence)):
         return "arcface"
     return "softmax" if loss.plain_head else "arcface"
 
@@ -197,13 +203,13 @@ def plan_stage(index, stage):
                          f"received {top_k!r} for a {kind} stage")
     plan = StagePlan(kind, int(epochs), loss_weight=float(stage.get("lossWeight", 1.0)), top_k=top_k,
                      bottleneck_only=bool(stage.get("bottleneckOnly", False)), triplet_term=bool(stage.get("triplet")))
-    if kind in ("arcface", "softmax") and not isinstance(loss, AcrTripLoss):
+    if kind in ("arcface", "softmax") and not isinstance(loss, (AcrTripLoss, DistillKLDivergence)):
         plan.margin_loss = loss
     elif kind == "triplet":
         plan.embedding_loss = loss if loss is not None else triplet_loss(stage, index)
     elif kind == "distill":
         plan.embedding_loss = loss if loss is not None else DistillCosineLoss()
-    else:  # center (None: the run's CenterLoss), or AcrTripLoss
+    else:  # center (None: the run's CenterLoss), AcrTripLoss or DistillKLDivergence
         plan.embedding_loss = loss
     for key, term in (("triplet", "embedding"), ("centerloss", "centerloss")):
         if key in stage and plan.main_term == term:

@@ -10,7 +10,8 @@ terms, each weighted as the stage dict says:
   them into its sample), plus the margin's own extra term (MagFace); with mixup, weighted between both labels;
 - ``centerloss``: ``CenterLoss`` on the embeddings (its centers move inside the step);
 - ``embedding``: an in-batch triplet loss on the embeddings;
-- ``distill``: the distance between the teacher's embeddings and the (projected) student's.
+- ``distill``: the distance between the teacher's embeddings and the (projected) student's, or with
+  ``DistillKLDivergence`` between the teacher's class scores and the classifier's cosines.
 
 Each term is the batch mean of its per-sample values times its weight, summed in the order of the names, as
 Keras's compiled losses would. The metrics: ``loss``, the classifier's top-1 ``accuracy`` and, when a stage
@@ -36,7 +37,10 @@ import keras
 from keras import ops
 
 from keras_insightface.heads.partial_fc import PartialFC
+from keras_insightface.heads.vpl import NormDenseVPL
 from keras_insightface.losses.cross_entropy import MarginCrossEntropy
+from keras_insightface.losses.distillation import DistillKLDivergence
+from keras_insightface.losses.triplet import AcrTripTerm
 from keras_insightface.training.sam import check_rho, sam_train_step
 
 def batch_mean(values):
@@ -53,13 +57,14 @@ class FaceTask(keras.Model):
         basic_model: the embedding model (normalises inside), trained in place.
         augment: a layer ``uint8 images -> float32 0..255`` that augments when training (``FaceAugment``).
         head: the classifier: ``NormDense`` (cosines; with the ``-||x||`` column when the margin reads norms),
+            ``NormDenseVPL`` (the same, centers mixed with remembered features, fed the labels),
             ``PartialFC`` (cosines of a class sample and the labels in it) or a ``Dense`` (plain softmax).
         margin_head: a ``MarginHead`` turning the classifier's cosines into logits (None: no classifier).
         weights: term name -> weight (``crossentropy``, ``centerloss``, ``embedding``, ``distill``).
         embedding_loss: the ``embedding`` term's Keras loss ``(labels, embeddings)`` (a ``TripletLoss``).
         center_loss: a ``CenterLoss`` layer for the ``centerloss`` term.
-        distill: ``(teacher, distance, projection)``: ``teacher`` a frozen embedding model run on the augmented
-            images, or the size D of stored teacher embeddings given as the second input; ``distance`` a
+        distill: ``(teacher, distance, projection)``: ``teacher`` a frozen embedding model (a full model whose
+            output is the classes, for ``DistillKLDivergence``) run on the augmented images, or the size D of stored teacher embeddings given as the second input; ``distance`` a
             distillation loss whose ``call(teacher, student)`` is per sample; ``projection`` maps the student
             embedding to the teacher's size (or None).
         mixup: a ``Mixup`` layer mixing the augmented images; the cross-entropy is then weighted between both
@@ -81,7 +86,9 @@ class FaceTask(keras.Model):
             self.teacher_dim, self.teacher = self.teacher, None
         label_smoothing = margin_head.loss.label_smoothing if margin_head is not None else 0.0
         self.cross_entropy = MarginCrossEntropy(label_smoothing)
-        self.accuracy_tracker = keras.metrics.Mean(name="accuracy") if margin_head is not None else None
+        self.acr_trip = isinstance(embedding_loss, AcrTripTerm)  # the loss scores the classifier's cosines itself
+        has_classifier = margin_head is not None or self.acr_trip
+        self.accuracy_tracker = keras.metrics.Mean(name="accuracy") if has_classifier else None
         present = {"centerloss": center_loss, "crossentropy": margin_head, "distill": self.distance,
                    "embedding": embedding_loss}
         terms = sorted(name for name, part in present.items() if part is not None)
@@ -113,12 +120,18 @@ class FaceTask(keras.Model):
             outputs["teacher"] = teacher if self.stored_teacher else self.teacher(augmented, training=False)
         return outputs
 
+    def _cosines(self, embedding, labels, training):
+        """``(classifier scores, the labels they are scored against)``: Partial FC renumbers the labels into its
+        class sample; VPL mixes remembered features into the centers and remembers the batch's."""
+        if isinstance(self.head, PartialFC):
+            return self.head([embedding, labels])
+        if isinstance(self.head, NormDenseVPL):
+            return self.head([embedding, labels], training=training), labels
+        return self.head(embedding), labels
+
     def _classifier_terms(self, embedding, labels, outputs, training):
         """``(cross-entropy per sample, margin extra per sample or None)``; updates the accuracy."""
-        if isinstance(self.head, PartialFC):
-            cos, head_labels = self.head([embedding, labels])
-        else:
-            cos, head_labels = self.head(embedding), labels
+        cos, head_labels = self._cosines(embedding, labels, training)
         logits, extra = self.margin_head.logits_and_extra(cos, head_labels, training=training)
         cross_entropy = self.cross_entropy.call(head_labels, logits)
         if self.mixup is not None:
@@ -127,11 +140,14 @@ class FaceTask(keras.Model):
             partner_logits, _ = self.margin_head.logits_and_extra(cos, partner_labels, training=training)
             partner = self.cross_entropy.call(partner_labels, partner_logits)
             cross_entropy = weight * cross_entropy + (1.0 - weight) * partner
-        scores = cos[:, :-1] if getattr(self.head, "append_norm", False) else cos
-        predicted = ops.argmax(scores, axis=-1)
-        correct = ops.equal(predicted, ops.cast(ops.reshape(head_labels, (-1,)), predicted.dtype))
-        self.accuracy_tracker.update_state(ops.cast(correct, "float32"))
+        self._track_accuracy(cos[:, :-1] if getattr(self.head, "append_norm", False) else cos, head_labels)
         return cross_entropy, extra
+
+    def _track_accuracy(self, scores, labels):
+        """Top-1 accuracy of the classifier's scores against the labels they were scored with."""
+        predicted = ops.argmax(scores, axis=-1)
+        correct = ops.equal(predicted, ops.cast(ops.reshape(labels, (-1,)), predicted.dtype))
+        self.accuracy_tracker.update_state(ops.cast(correct, "float32"))
 
     def train_step(self, state, data):
         """Keras's step, or with ``sam_rho`` > 0 the SAM step (the gradient taken at sharpness-perturbed weights)."""
@@ -147,10 +163,17 @@ class FaceTask(keras.Model):
             terms["crossentropy"], extra = self._classifier_terms(embedding, labels, y_pred, training)
         if self.center_loss is not None:
             terms["centerloss"] = self.center_loss([embedding, labels], training=training)
-        if self.embedding_loss is not None:
+        if self.acr_trip:  # AcrTripLoss on the run's classifier's cosines, whose accuracy is logged too
+            cos = self.embedding_loss.head(embedding)
+            terms["embedding"] = self.embedding_loss.acr_trip.per_sample(labels, embedding, cos)
+            self._track_accuracy(cos, labels)
+        elif self.embedding_loss is not None:
             terms["embedding"] = self.embedding_loss(labels, embedding)
         if self.distance is not None:
-            student = self.projection(embedding) if self.projection is not None else embedding
+            if isinstance(self.distance, DistillKLDivergence):  # class scores: the classifier's cosines
+                student = self._cosines(embedding, labels, training)[0]
+            else:
+                student = self.projection(embedding) if self.projection is not None else embedding
             terms["distill"] = self.distance.call(y_pred["teacher"], student)
         means = {name: batch_mean(terms[name]) for name in sorted(terms)}
         for name, tracker in self.term_trackers.items():

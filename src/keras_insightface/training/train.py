@@ -136,8 +136,7 @@ def _signature():
                    for name in ("data_path", "save_path")]
     parameters.append(inspect.Parameter("eval_paths", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=()))
     known = options()
-    seed_only = {"compile": True, "custom_objects": None, "samples_per_mining": 0, "partial_fc_split": 0,
-                 "vpl_start_iters": -1, "vpl_allowed_delta": 200}
+    seed_only = {"compile": True, "custom_objects": None, "partial_fc_split": 0}
     for name in SEED_POSITIONAL:  # the seed's order, so its positional calls bind as in the seed
         default = default_of(known[name][1]) if name in known else seed_only[name]
         parameters.append(inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default))

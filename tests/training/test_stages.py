@@ -140,7 +140,8 @@ def test_full_model_pretrained_weights_and_output_weight_decay(tiny_data, tmp_pa
         for mine, theirs in zip(trainer.basic_model.get_weights(), basic.get_weights()):
             np.testing.assert_array_equal(mine, theirs)
         trainer.train([{"loss": ArcfaceLoss(scale=16), "epoch": 1, "lossTopK": 2}])
-        assert trainer.parts.optimizer.decay_factors == {"norm_dense_w": 0.0, "dense_softmax/kernel": 0.0}
+        assert trainer.parts.optimizer.decay_factors == {"norm_dense_w": 0.0, "dense_softmax/kernel": 0.0,
+                                                         "euclidean_dense/kernel": 0.0}
     finally:
         trainer.close()
 

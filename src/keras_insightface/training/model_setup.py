@@ -2,8 +2,10 @@
 carried into the head, the in-step teacher, and the classifier's weight decay.
 
 Example:
-    >>> output_decay_factors(0, weight_decay=5e-4), output_decay_factors(2, 5e-4)
-    ({'norm_dense_w': 0.0, 'dense_softmax/kernel': 0.0}, {'norm_dense_w': 2.0, 'dense_softmax/kernel': 2.0})
+    >>> output_decay_factors(0, weight_decay=5e-4)
+    {'norm_dense_w': 0.0, 'dense_softmax/kernel': 0.0, 'euclidean_dense/kernel': 0.0}
+    >>> output_decay_factors(2, 5e-4)["dense_softmax/kernel"]
+    2.0
 """
 
 import contextlib

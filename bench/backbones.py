@@ -4,8 +4,8 @@
     python bench/backbones.py --cpu                         # CPU-sized: small models, batch 16
     python bench/backbones.py r50 ghostnet --batch-size 128 --precision mixed_bfloat16
 
-Prints a markdown table (and one ``RESULT`` line per backbone). GFLOPs come from XLA's cost analysis of one
-forward pass (multiply and add counted separately).
+Prints a markdown table (and one ``RESULT`` line per backbone). GFLOPs are multiply-accumulates of the
+convolutions and matrix products of one forward (``flops.gflops``, insightface's convention).
 """
 
 import argparse

@@ -14,8 +14,8 @@ from keras_insightface.summary import format_summary, input_normalization, model
 CONV, DEPTHWISE, POINTWISE = 3 * 3 * 3 * 8 + 8, 28 * 28 * 8, 8 * 16
 PARAMETERS = CONV + DEPTHWISE + 4 * 8 + POINTWISE + 4 * 16  # each BN: gamma, beta, moving mean and variance
 TRAINABLE = CONV + DEPTHWISE + 2 * 8 + POINTWISE + 2 * 16
-# multiply-accumulates of the three convolutions, the normalisation's multiply and add per input value and the
-# conv's bias add per output value; the BNs add a few hundred more (40 values)
+# multiply-accumulates of the three convolutions (the field's GFLOPs); XLA's count adds the normalisation's
+# multiply and add per input value and the conv's bias add per output value, and the BNs a few hundred more
 MACS = 28 * 28 * 8 * 27 + 28 * 28 * 8 + 8 * 16
 COUNTED_FLOPS = 2 * MACS + 2 * 112 * 112 * 3 + 28 * 28 * 8
 
@@ -35,14 +35,17 @@ def test_numbers_of_a_small_model(model):
     info = model_summary(model, runs=3)
     assert (info["parameters"], info["trainable_parameters"]) == (PARAMETERS, TRAINABLE)
     assert model.count_params() == PARAMETERS
-    assert info["gflops"] == gflops(model) and info["gmacs"] == info["gflops"] / 2
-    assert COUNTED_FLOPS <= info["gflops"] * 1e9 <= COUNTED_FLOPS + 1000  # multiply and add are two FLOPs
+    assert info["gflops"] == gflops(model) == MACS / 1e9
+    assert info["xla_gflops"] == gflops(model, convention="flops")
+    assert COUNTED_FLOPS <= info["xla_gflops"] * 1e9 <= COUNTED_FLOPS + 1000  # multiply and add are two FLOPs
     assert info["latency_ms"] > 0 and (info["latency_batch_size"], info["latency_runs"]) == (1, 3)
     assert (info["embedding_size"], info["input_shape"], info["input_dtype"]) == (16, (None, 112, 112, 3), "float32")
     assert (info["normalization"], info["output_layer"]) == ("(x - 127.5) / 128 (layer 'normalize')", "embedding")
     text = format_summary(info)
     assert f"parameters     {PARAMETERS:,} ({TRAINABLE:,} trainable)" in text
-    assert f"GFLOPs         {info['gflops']:.4g} per image" in text and "Bx112x112x3 float32" in text
+    xla = f"{info['xla_gflops']:.4g}"
+    assert f"GFLOPs         0.0001757 per image (multiply-accumulates; XLA's count {xla} GFLOPs)" in text
+    assert "Bx112x112x3 float32" in text
     assert model_summary(model, batch_size=4, runs=1)["latency_batch_size"] == 4
     with pytest.raises(ValueError, match="batch_size and runs must be positive"):
         model_summary(model, runs=0)
@@ -73,5 +76,6 @@ def test_input_normalization_is_read_from_the_model():
     bare = keras.Model(inputs, keras.layers.Dense(5, name="embedding")(keras.layers.Flatten()(inputs)))
     info = model_summary(bare, runs=1)
     assert info["normalization"] is None and "none found: the model expects normalised input" in format_summary(info)
-    assert info["gflops"] * 1e9 == pytest.approx(2 * 8 * 8 * 3 * 5 + 5)  # multiply-adds and the bias adds
+    assert info["gflops"] * 1e9 == pytest.approx(8 * 8 * 3 * 5)  # the dense layer's multiply-adds
+    assert info["xla_gflops"] * 1e9 == pytest.approx(2 * 8 * 8 * 3 * 5 + 5)  # XLA's: multiply, add, bias add
     assert info["embedding_size"] == 5

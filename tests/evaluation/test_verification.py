@@ -198,3 +198,121 @@ def test_too_small_or_one_sided_pack_is_rejected_up_front(tmp_path):
     write_bin(tmp_path / "same.bin", images, [True] * 12)
     with pytest.raises(DataError, match="same.bin: 12 pairs .12 genuine."):
         VerificationSet(tmp_path / "same.bin")
+
+
+def test_seed_metric_with_fewer_than_ten_impostors_searches_all_of_them():
+    # int(0.1 x 6) = 0 impostor candidates: the seed's ff[-0:] is every impostor score
+    scores = np.array([0.9, 0.5, 0.45, 0.4, 0.6, 0.3, 0.2, 0.1, 0.05, 0.0])
+    issame = np.array([True] * 4 + [False] * 6)
+    # candidate 0.6 (the only one of a top-10% rule): 1 genuine above + 6 impostors at or below = 7;
+    # candidate 0.3: 4 + 5 = 9, the best
+    assert best_threshold_accuracy(scores, issame) == (0.9, 0.3)
+
+
+def _sign_model(size, dims, seed):
+    """``flatten(x) @ W`` with ``W`` in {-1, 0, 1}: integer embeddings of uint8 pixels, exact in float32, so the
+    references below see the very numbers the model gives."""
+    weights = np.random.default_rng(seed).choice([-1, 0, 0, 0, 1], size=(size * size * 3, dims)).astype("float32")
+    return _linear_model_of(size, weights), weights
+
+
+def _linear_model_of(size, weights):
+    inputs = keras.Input((size, size, 3))
+    dense = keras.layers.Dense(weights.shape[1], use_bias=False)
+    model = keras.Model(inputs, dense(keras.layers.Flatten()(inputs)))
+    dense.set_weights([weights])
+    return model
+
+
+def _insightface_reference(views, issame):
+    """``(XNorm, 10-fold mean, std)`` as arcface_torch ``eval/verification.py``: float64 views, summed,
+    ``sklearn.preprocessing.normalize``, squared L2 distance, ``KFold(10)`` without shuffle, thresholds
+    ``np.arange(0, 4, 0.01)``, each fold's best threshold (first of equal accuracy) chosen on the other folds."""
+    from sklearn.model_selection import KFold
+    from sklearn.preprocessing import normalize
+
+    views = [np.asarray(v, np.float64) for v in views]
+    norms = [np.linalg.norm(row) for view in views for row in view]
+    xnorm = sum(norms) / len(norms)
+    embeddings = normalize(views[0] + views[1])
+    dist = np.sum(np.square(embeddings[0::2] - embeddings[1::2]), axis=1)
+    thresholds = np.arange(0, 4, 0.01)
+
+    def accuracy(threshold, rows):
+        return float(np.sum((dist[rows] < threshold) == issame[rows])) / len(rows)
+
+    folds = []
+    for train, test in KFold(n_splits=10, shuffle=False).split(np.arange(len(issame))):
+        best = int(np.argmax([accuracy(t, train) for t in thresholds]))
+        folds.append(accuracy(thresholds[best], test))
+    return xnorm, np.mean(folds), np.std(folds)
+
+
+def _seed_reference(views, issame):
+    """``(accuracy, threshold)`` as the seed's ``evals.py``: float32 flip sum, ``sklearn`` normalize, cosine,
+    candidates the top ``int(0.1 x impostors)`` impostor scores (all when 0), first best kept."""
+    from sklearn.preprocessing import normalize
+
+    embeddings = normalize(np.asarray(views[0], np.float32) + np.asarray(views[1], np.float32))
+    cosine = (embeddings[0::2] * embeddings[1::2]).sum(1)
+    genuine, impostor = np.sort(cosine[issame]), np.sort(cosine[~issame])
+    steps = int(0.1 * len(impostor))
+    candidates = impostor[len(impostor) - steps :] if steps else impostor
+    counts = [(genuine > c).sum() + (impostor <= c).sum() for c in candidates]
+    best = int(np.argmax(counts))
+    return counts[best] / len(cosine), candidates[best]
+
+
+def _printed_against_references(capsys, pack, size, seed):
+    model, weights = _sign_model(size, 16, seed)
+    path = str(pack.parent / f"sign{seed}.keras")
+    model.save(path)
+    assert main(["eval", "-m", path, "-t", str(pack), "-b", "16"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    encoded, issame = load_bin(pack)
+    images = decode_bin_images(encoded, str(pack)).astype(np.int64)
+    views = [images.reshape(len(images), -1) @ weights.astype(np.int64),
+             images[:, :, ::-1].reshape(len(images), -1) @ weights.astype(np.int64)]
+    name = pack.stem
+    xnorm, mean, std = _insightface_reference(views, issame)
+    accuracy, threshold = _seed_reference(views, issame)
+    insightface = ["insightface (arcface_torch eval/verification.py: 10-fold accuracy on squared L2 distance):",
+                   "[%s]XNorm: %f" % (name, xnorm), "[%s]Accuracy-Flip: %1.5f+-%1.5f" % (name, mean, std)]
+    seed_lines = ["seed (evals.py eval_callback: best accuracy over the top 10% impostor cosine thresholds):",
+                  ">>>> %s evaluation max accuracy: %f, thresh: %f, previous max accuracy: %f"
+                  % (name, accuracy, threshold, 0.0)]
+    assert out[-5:] == insightface + seed_lines
+    row = [c.strip() for c in out[2].strip("|").split("|")]
+    assert row[:4] == [name, f"{accuracy:.4f}", f"{threshold:.4f}", f"{mean:.4f} ± {std:.4f}"]
+    result = evaluate_bin(model, pack, batch_size=16)  # unrounded: the float32 threshold bit for bit
+    assert (result["accuracy"], result["threshold"]) == (accuracy, float(threshold))
+    assert (result["kfold_mean"], result["kfold_std"]) == (mean, std)
+    return mean, accuracy
+
+
+def test_eval_prints_insightface_and_seed_lines_on_the_real_pack(real_faces, tmp_path, capsys):
+    pack = tmp_path / "small_lfw_pairs.bin"
+    pack.write_bytes((real_faces / "small_lfw_pairs.bin").read_bytes())
+    _printed_against_references(capsys, pack, 112, seed=0)
+
+
+def _hard_pack(path, pairs=300, size=8, seed=5):
+    """``pairs`` pairs of ``size`` x ``size`` images near one shared pattern: genuine pairs are two noisy copies
+    of a base, impostor pairs two bases; noisy enough that both metrics fall well below 1."""
+    rng = np.random.default_rng(seed)
+    common = rng.integers(60, 200, (size, size, 3))
+    bases = np.clip(common + rng.normal(0, 40, (pairs, size, size, 3)), 0, 255)
+    images, issame = [], []
+    for i in range(pairs):
+        same = i % 3 != 0
+        a, b = bases[i], bases[i] if same else bases[(i + 7) % pairs]
+        images += [jpeg(np.clip(view + rng.normal(0, 25, view.shape), 0, 255)) for view in (a, b)]
+        issame.append(same)
+    write_bin(path, images, issame)
+    return path
+
+
+def test_eval_prints_insightface_and_seed_lines_on_generated_packs(tmp_path, capsys):
+    mean, accuracy = _printed_against_references(capsys, _hard_pack(tmp_path / "hard.bin"), 8, seed=1)
+    assert 0.6 < mean < 0.97 and 0.6 < accuracy < 0.97, (mean, accuracy)  # thresholds matter: not separable
+    _printed_against_references(capsys, _toy_pack(tmp_path / "toy.bin"), 4, seed=2)  # 6 impostors: all candidates

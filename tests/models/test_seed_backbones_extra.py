@@ -13,11 +13,11 @@ import keras
 import numpy as np
 import pytest
 
-from keras_insightface.backbones import get_backbone
 from keras_insightface.backbones.efficientnet_extra import efficientnet_extra
 from keras_insightface.backbones.se_resnext import se_resnext
 from keras_insightface.layers.stochastic_depth import StochasticDepth
 from keras_insightface.models import buildin_models
+from tests.models.unfilled import unfilled, unfilled_backbone
 
 NAMES = ("efficientnetv2t", "efficientnetv2xl", "efficientnetl2", "se_resnext50", "se_resnext101")
 # Backbone at 112x112x3, measured: keras_efficientnet_v2.EfficientNetV2T / EfficientNetV2XL / EfficientNetV1L2(
@@ -34,24 +34,6 @@ COUNTS = {
 }
 
 
-def graph_only(build):
-    """``build()`` with variables that have shapes but no values, then a cleared session so that no later
-    ``StatelessScope`` draws them."""
-    try:
-        with keras.StatelessScope(initialize_variables=False):
-            return build()
-    finally:
-        keras.utils.clear_session()
-
-
-def backbone(name, size=112, **options):
-    def build():
-        inputs = keras.Input((size, size, 3))
-        return keras.Model(inputs, get_backbone(name)(inputs, **options))
-
-    return graph_only(build)
-
-
 def layers_of(model, kind):
     return [layer for layer in model.layers if isinstance(layer, kind)]
 
@@ -59,13 +41,13 @@ def layers_of(model, kind):
 @pytest.mark.parametrize("name", NAMES)
 def test_parameter_counts_equal_the_reference_packages(name):
     backbone_params, seed_params = COUNTS[name]
-    assert backbone(name).count_params() == backbone_params
-    model = graph_only(lambda: buildin_models(name, weights=None))
+    assert unfilled_backbone(name).count_params() == backbone_params
+    model = unfilled(lambda: buildin_models(name, weights=None))
     assert model.count_params() == seed_params and model.output_shape == (None, 512)
 
 
 def test_efficientnet_v2_t_structure():
-    model = backbone("efficientnetv2t")
+    model = unfilled_backbone("efficientnetv2t")
     assert model.output_shape == (None, 4, 4, 1024)  # stride 32
     blocks = {layer.name.split("_")[0] + "_" + layer.name.split("_")[1] for layer in model.layers
               if layer.name.startswith("stack")}
@@ -87,7 +69,7 @@ def test_efficientnet_v2_t_structure():
 
 
 def test_efficientnet_v2_xl_and_l2_structure():
-    xl = backbone("efficientnetv2xl")
+    xl = unfilled_backbone("efficientnetv2xl")
     assert xl.output_shape == (None, 4, 4, 1280)
     # the package's XL: 94 adds, 80 SE modules / depthwise convs, 4 fused expansion-1 blocks; TensorFlow padding
     assert len(layers_of(xl, keras.layers.Add)) == 94
@@ -98,7 +80,7 @@ def test_efficientnet_v2_xl_and_l2_structure():
     assert {(layer.momentum, layer.epsilon) for layer in layers_of(xl, keras.layers.BatchNormalization)} == {
         (0.9, 1e-3)}
 
-    l2 = backbone("efficientnetl2")
+    l2 = unfilled_backbone("efficientnetl2")
     assert l2.output_shape == (None, 4, 4, 5504)
     # the package's L2: 88 blocks, all with SE, 49 5x5 and 39 3x3 depthwise convs, and 81 residual branches
     # dropped with rate 0.2 * block / 88 (its default drop_connect_rate=0.2)
@@ -112,7 +94,7 @@ def test_efficientnet_v2_xl_and_l2_structure():
 
 
 def test_se_resnext_structure():
-    model = backbone("se_resnext101")
+    model = unfilled_backbone("se_resnext101")
     assert model.output_shape == (None, 4, 4, 2048)
     grouped = [layer for layer in layers_of(model, keras.layers.Conv2D) if layer.groups > 1]
     assert len(grouped) == 3 + 4 + 23 + 3 and {layer.groups for layer in grouped} == {32}
@@ -126,15 +108,15 @@ def test_se_resnext_structure():
     assert all(layer.kernel_regularizer is None for layer in layers_of(model, keras.layers.Dense))
     assert {(layer.momentum, layer.epsilon) for layer in layers_of(model, keras.layers.BatchNormalization)} == {
         (0.99, 1e-3)}
-    seed_name = graph_only(lambda: buildin_models("se_resnext", weights=None))  # the seed's name for the 50
+    seed_name = unfilled(lambda: buildin_models("se_resnext", weights=None))  # the seed's name for the 50
     assert seed_name.count_params() == COUNTS["se_resnext50"][1]
-    plain = backbone("se_resnext50", depth=(1, 1, 1, 1), weight_decay=0)
+    plain = unfilled_backbone("se_resnext50", depth=(1, 1, 1, 1), weight_decay=0)
     assert all(layer.kernel_regularizer is None for layer in layers_of(plain, keras.layers.Conv2D))
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_bn_settings_reach_every_batch_norm(name):
-    model = graph_only(lambda: buildin_models(name, weights=None, bn_momentum=0.95, bn_epsilon=2e-5))
+    model = unfilled(lambda: buildin_models(name, weights=None, bn_momentum=0.95, bn_epsilon=2e-5))
     settings = {(layer.momentum, layer.epsilon) for layer in layers_of(model, keras.layers.BatchNormalization)}
     assert settings == {(0.95, 2e-5)}
 
@@ -160,9 +142,9 @@ def test_bad_options_are_errors():
 
 
 def test_efficientnet_options():
-    stride_one = backbone("efficientnetv2t", first_strides=1)
+    stride_one = unfilled_backbone("efficientnetv2t", first_strides=1)
     assert stride_one.output_shape == (None, 7, 7, 1024)
-    dropping = backbone("efficientnetv2t", drop_connect_rate=0.2)
+    dropping = unfilled_backbone("efficientnetv2t", drop_connect_rate=0.2)
     rates = [layer.drop_rate for layer in layers_of(dropping, StochasticDepth)]
     # 34 residual blocks; the first (block 0 of 39) drops with rate 0, a plain add as in the package
     assert len(rates) == 33 and len(layers_of(dropping, keras.layers.Add)) == 1

@@ -117,6 +117,7 @@ FAMILY_MEMBERS = {
     "resnet50v2": {}, "botnet50": {}, "vargfacenet": {"multiplier": 0.25, "group_size": 4}, "vargface": {},
     "mobilefacenet": {}, "mobilefacenet_insightface": {"width": 0.125}, "ghostnet": {"width": 0.1},
     "efficientnetv2t": {}, "se_resnext50": {"depth": (1, 1, 1, 1), "width": 1},
+    "mbf": {"width": 1, "blocks": (2, 1, 0, 0)},
 }
 NO_BATCH_NORM = ("vit_t", "vit_s", "vit_b")
 

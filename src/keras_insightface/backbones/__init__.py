@@ -15,6 +15,7 @@ from keras_insightface.backbones.efficientnet import efficientnet_v1, efficientn
 from keras_insightface.backbones.efficientnet_extra import efficientnet_extra
 from keras_insightface.backbones.ghostnet import ghostnet
 from keras_insightface.backbones.iresnet import iresnet
+from keras_insightface.backbones.mbf import mbf
 from keras_insightface.backbones.mobilefacenet import mobilefacenet
 from keras_insightface.backbones.mobilenet import mobilenet, mobilenet_v1, mobilenet_v2, mobilenet_v3
 from keras_insightface.backbones.resnetv2 import resnet_v2
@@ -66,6 +67,8 @@ BACKBONES = types.MappingProxyType(
         "se_mobilefacenet": functools.partial(seed_mobilefacenet, use_se=True),
         "mobilefacenet_insightface": mobilefacenet,
         "se_mobilefacenet_insightface": functools.partial(mobilefacenet, use_se=True),
+        # arcface_torch's get_mbf (width = its scale, 2 by default), the model zoo's 0.45 GFLOPs mbf
+        "mbf": mbf,
         "vargface": seed_vargface,
         "ghostnet": ghostnet,
         "vit_t": vit_t,

@@ -30,15 +30,17 @@ def _conv_bn_relu6(x, layer, name, momentum, epsilon):
 def mobilenet_v1(inputs, alpha=1.0, stem_strides=2, bn_momentum=0.99, bn_epsilon=1e-3):
     """MobileNet v1 feature map; ``alpha`` scales every width, ``stem_strides=1`` gives ``mobilenet_m1``.
 
-    Stride-2 depthwise convs use ``same`` padding: with ``stem_strides=2`` a 112x112 input ends at 4x4, where
-    Keras's MobileNet (``mobilenet``) pads only bottom/right and ends at 3x3."""
+    Every depthwise conv reads its input padded by one pixel on each side, as the seed's ``mobilenet_m1`` (for
+    the stride-2 ones this differs from Keras's ``same``, which pads bottom/right only); with ``stem_strides=2``
+    a 112x112 input ends at 4x4, where Keras's MobileNet (``mobilenet``) ends at 3x3."""
     if alpha <= 0 or stem_strides not in (1, 2):
         raise ValueError(f"mobilenet_v1 needs alpha > 0 and stem_strides 1 or 2, received {alpha=}, {stem_strides=}")
     stem = keras.layers.Conv2D(int(32 * alpha), 3, strides=stem_strides, padding="same", use_bias=False, name="stem_conv")
     x = _conv_bn_relu6(inputs, stem, "stem", bn_momentum, bn_epsilon)
     for index, (filters, strides) in enumerate(V1_BLOCKS, 1):
         name = f"block{index}"
-        depthwise = keras.layers.DepthwiseConv2D(3, strides=strides, padding="same", use_bias=False, name=name + "_dw")
+        x = keras.layers.ZeroPadding2D(1, name=name + "_pad")(x)
+        depthwise = keras.layers.DepthwiseConv2D(3, strides=strides, padding="valid", use_bias=False, name=name + "_dw")
         x = _conv_bn_relu6(x, depthwise, name + "_dw", bn_momentum, bn_epsilon)
         pointwise = keras.layers.Conv2D(int(filters * alpha), 1, use_bias=False, name=name + "_pw")
         x = _conv_bn_relu6(x, pointwise, name + "_pw", bn_momentum, bn_epsilon)

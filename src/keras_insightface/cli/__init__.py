@@ -12,6 +12,8 @@ Examples:
     keras-insightface convert folders2rec datasets/my_faces datasets/my_faces_rec
     keras-insightface convert make-bin datasets/held_out datasets/held_out.bin --pairs 3000
     keras-insightface convert seed-h5 old_seed_basic_model.h5 r100_basic.keras
+    keras-insightface convert arcface-torch ms1mv3_arcface_r50_fp16/backbone.pth r50_ms1mv3.keras --model r50
+    keras-insightface convert onnx buffalo_l/w600k_r50.onnx w600k_r50.keras    # the network read from the graph
     keras-insightface ijb -m r50_basic.keras -d datasets/ijb --subset IJBC --save-scores r50_ijbc.npz
     keras-insightface distill-data datasets/faces_emore emore_r100_teacher.npz -m r100_teacher.onnx --flip
     keras-insightface drop-topk datasets/faces_emore emore_clean.npz -m r50_basic.keras \\

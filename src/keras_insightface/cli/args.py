@@ -1,5 +1,8 @@
 """Argument helpers shared by the commands: list and number parsers, embedding and detector options."""
 
+# what every -m / --model option opens (inference/embedders.py open_model)
+MODEL_FILES = ".keras, seed .h5, .onnx (NCHW or NHWC), TorchScript .pt/.pth or an arcface_torch state dict .pth"
+
 
 def int_list(text):
     return [int(v) for v in text.split(",") if v.strip()]

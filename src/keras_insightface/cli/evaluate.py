@@ -4,25 +4,33 @@ import os
 from pathlib import Path
 
 from keras_insightface.atomic import savefig_atomic
-from keras_insightface.cli.args import add_embedding_args, dataset, float_list, int_list
+from keras_insightface.cli.args import MODEL_FILES, add_embedding_args, dataset, float_list, int_list
 from keras_insightface.errors import DataError
 
 
 def cmd_eval(args):
-    from keras_insightface.evaluation.verification import evaluate_bin
-
+    """The metrics table of every pack, then each pack's lines in insightface's and in the seed's printout."""
+    from keras_insightface.evaluation.verification import VerificationSet, insightface_lines, seed_line
     from keras_insightface.inference.embedders import open_model
 
     model = open_model(args.model)
     print("| set | accuracy | threshold | 10-fold | VAL@FAR=1e-3 | FAR | XNorm |\n|---|---|---|---|---|---|---|")
+    results = []
     for path in args.test_bin:
-        result = evaluate_bin(model, path, args.batch_size, flip=not args.no_flip)
-        name = os.path.splitext(os.path.basename(path))[0]
+        dataset = VerificationSet(path)
+        result = dataset.evaluate(model, args.batch_size, flip=not args.no_flip)
+        results.append((dataset.name, result))
         print(
-            f"| {name} | {result['accuracy']:.4f} | {result['threshold']:.4f} |"
+            f"| {dataset.name} | {result['accuracy']:.4f} | {result['threshold']:.4f} |"
             f" {result['kfold_mean']:.4f} ± {result['kfold_std']:.4f} |"
             f" {result['val']:.4f} ± {result['val_std']:.4f} | {result['far']:.5f} | {result['xnorm']:.4f} |"
         )
+    print("\ninsightface (arcface_torch eval/verification.py: 10-fold accuracy on squared L2 distance):")
+    for name, result in results:
+        print("\n".join(insightface_lines(name, result, flip=not args.no_flip)))
+    print("seed (evals.py eval_callback: best accuracy over the top 10% impostor cosine thresholds):")
+    for name, result in results:
+        print(seed_line(name, result["accuracy"], result["threshold"]))
 
 
 def cmd_ijb(args):
@@ -97,9 +105,12 @@ def cmd_eval_folder(args):
 
 def add_commands(sub):
     """Register this module's subcommands on ``sub`` (the parser's subparsers)."""
-    evaluate = sub.add_parser("eval", help="verification accuracy, VAL@FAR=1e-3 and XNorm of a model on .bin packs")
+    evaluate = sub.add_parser(
+        "eval", help="verification accuracy, VAL@FAR=1e-3 and XNorm of a model on .bin packs, with insightface's"
+        " and the seed's printout lines"
+    )
     evaluate.add_argument(
-        "-m", "--model", required=True, help="a .keras basic model, seed .h5, .onnx (NCHW or NHWC) or TorchScript .pt"
+        "-m", "--model", required=True, help=f"basic model: {MODEL_FILES}"
     )
     evaluate.add_argument("-t", "--test-bin", nargs="+", required=True, help=".bin packs")
     evaluate.add_argument("-b", "--batch-size", type=int, default=64)
@@ -107,7 +118,7 @@ def add_commands(sub):
     evaluate.set_defaults(func=cmd_eval)
 
     ijb = sub.add_parser("ijb", help="IJB-B/IJB-C 1:1 verification (TAR at FAR, ROC) and 1:N identification")
-    ijb.add_argument("-m", "--model", help="basic model: .keras, .h5, .onnx or TorchScript .pt/.pth")
+    ijb.add_argument("-m", "--model", help=f"basic model: {MODEL_FILES}")
     ijb.add_argument("-d", "--data-dir", help="folder holding IJBC/ (or IJBB/) with meta/ and loose_crop/")
     ijb.add_argument("-s", "--subset", default="IJBC", type=str.upper, choices=["IJBB", "IJBC"])
     ijb.add_argument("-b", "--batch-size", type=int, default=64)
@@ -134,7 +145,7 @@ def add_commands(sub):
 
     folder = sub.add_parser("eval-folder", help="top-1 against class centers and TPR@FPR on a class-folder dataset")
     folder.add_argument("data", help="class-folder root, train.rec folder or list file")
-    folder.add_argument("-m", "--model", required=True, help="basic model: .keras, .h5, .onnx or TorchScript .pt/.pth")
+    folder.add_argument("-m", "--model", required=True, help=f"basic model: {MODEL_FILES}")
     folder.add_argument("--fprs", type=float_list, default=[1e-4, 1e-3, 1e-2], help="comma-separated FPRs")
     folder.add_argument("--flip", action="store_true", help="add the flipped image's embedding")
     add_embedding_args(folder)

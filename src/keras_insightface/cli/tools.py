@@ -5,9 +5,12 @@ import os
 from pathlib import Path
 
 from keras_insightface.cli.args import (
-    add_detector_args, add_embedding_args, add_outside_arg, dataset, detector, prepare,
+    MODEL_FILES, add_detector_args, add_embedding_args, add_outside_arg, dataset, detector, prepare,
 )
 from keras_insightface.errors import DataError
+
+INSIGHTFACE_KINDS = ("arcface-torch", "onnx")
+INSIGHTFACE_ARCHS = ("r18", "r34", "r50", "r100", "r200", "mbf")  # insightface_import.ARCHS, without importing it
 
 
 def cmd_models(args):
@@ -25,10 +28,19 @@ def cmd_models(args):
 def cmd_convert(args):
     from keras_insightface.data import convert
 
+    if args.model is not None and args.kind not in INSIGHTFACE_KINDS:
+        raise DataError(f"--model applies to {' and '.join(INSIGHTFACE_KINDS)} only, not to {args.kind}")
     if args.kind == "seed-h5":
         from keras_insightface.seed_h5 import convert_seed_h5
 
         convert_seed_h5(args.src, args.dst)
+    elif args.kind in INSIGHTFACE_KINDS:
+        from keras_insightface.inference.insightface_import import convert_insightface
+
+        model = convert_insightface(args.src, args.dst, args.kind, args.model)
+        print(f">>>> {args.kind}: {args.src} -> {args.dst} ({model.name}, {model.output_shape[-1]}-d embedding, "
+              "input RGB 0..255)")
+        return
     elif args.kind == "rec2folders":
         convert.rec_to_folders(args.src, args.dst)
     elif args.kind == "folders2rec":
@@ -140,21 +152,27 @@ def cmd_summary(args):
 
 def add_commands(sub):
     """Register this module's subcommands on ``sub`` (the parser's subparsers)."""
-    models = sub.add_parser("models", help="list backbones with parameters and GFLOPs (one forward at 112x112)")
+    models = sub.add_parser("models", help="list backbones with parameters and GFLOPs (multiply-accumulates, one"
+                                           " 112x112 forward, as insightface's tables)")
     models.add_argument("names", nargs="*", help="backbone names (default: all)")
     models.add_argument("--emb-shape", type=int, default=512)
     models.set_defaults(func=cmd_models)
 
     convert = sub.add_parser(
-        "convert", help="convert datasets (rec2folders, folders2rec, make-bin) or seed .h5 models (seed-h5)"
+        "convert", help="convert datasets (rec2folders, folders2rec, make-bin), seed .h5 models (seed-h5) or "
+                        "insightface weights (arcface-torch .pth state dicts, model-zoo onnx files)"
     )
-    convert.add_argument("kind", choices=["rec2folders", "folders2rec", "make-bin", "seed-h5"])
+    convert.add_argument("kind", choices=["rec2folders", "folders2rec", "make-bin", "seed-h5", *INSIGHTFACE_KINDS])
     convert.add_argument(
-        "src", help="a train.rec folder (rec2folders), any dataset (folders, list file, npz) or a seed .h5 (seed-h5)"
+        "src", help="a train.rec folder (rec2folders), any dataset (folders, list file, npz), a seed .h5 (seed-h5), "
+                    "an arcface_torch backbone .pth (arcface-torch) or an insightface recognition .onnx (onnx)"
     )
     convert.add_argument(
-        "dst", help="output folder (rec2folders, folders2rec), .bin path (make-bin) or .keras path (seed-h5)"
+        "dst", help="output folder (rec2folders, folders2rec), .bin path (make-bin) or .keras path (seed-h5, "
+                    "arcface-torch, onnx)"
     )
+    convert.add_argument("--model", choices=INSIGHTFACE_ARCHS,
+                         help="arcface-torch, onnx: the source network (default: read from the file)")
     convert.add_argument("--pairs", type=int, default=3000, help="make-bin: genuine pairs (and as many impostor)")
     convert.add_argument("--seed", type=int, default=0)
     add_outside_arg(convert)
@@ -165,7 +183,7 @@ def add_commands(sub):
     )
     distill.add_argument("data", help="train.rec folder, class-folder root, list file or npz list")
     distill.add_argument("out", help="output .npz (embeddings, image_classes, image_names or rec_path)")
-    distill.add_argument("-m", "--model", required=True, help="teacher: .keras, .h5, .onnx or TorchScript .pt/.pth")
+    distill.add_argument("-m", "--model", required=True, help=f"teacher: {MODEL_FILES}")
     distill.add_argument("--flip", action="store_true", help="add the flipped image's embedding")
     add_embedding_args(distill)
     distill.set_defaults(func=cmd_distill_data)
@@ -191,7 +209,7 @@ def add_commands(sub):
     align.add_argument("--size", default="112x112", help="crop HEIGHTxWIDTH: 112x112 or 112x96 (or 128x128, 224x224)")
     align.set_defaults(func=cmd_align)
 
-    model_help = "basic model: .keras, .h5, .onnx or TorchScript .pt/.pth"
+    model_help = f"basic model: {MODEL_FILES}"
 
     compare = sub.add_parser("compare", help="cosine similarity of two faces, and same/different at a threshold")
     compare.add_argument("image_a", help="first face: an aligned crop of the model's input size (or any photo with "
@@ -226,7 +244,8 @@ def add_commands(sub):
     export.add_argument("--opset", type=int, default=17, help="ONNX opset")
     export.set_defaults(func=cmd_export)
 
-    summary = sub.add_parser("summary", help="parameters, GFLOPs, CPU latency, embedding size and input of a model")
+    summary = sub.add_parser("summary", help="parameters, GFLOPs (multiply-accumulates; XLA's FLOPs beside), CPU"
+                                             " latency, embedding size and input of a model")
     summary.add_argument("model", help="a .keras / seed .h5 basic model or a backbone name (keras-insightface models)")
     summary.add_argument("--runs", type=int, default=20, help="timed calls for the median latency")
     summary.add_argument("-b", "--batch-size", type=int, default=1, help="batch of the latency measurement")

@@ -10,8 +10,11 @@ default is ``N0D1F1``; insightface's scripts name the norm flag the other way ro
 norm) -> template features (mean over the images of a media, sum over the medias, L2-normalise) -> cosine
 scores of the template pairs -> TAR at FAR and AUC, or identification against the two galleries.
 
-TAR at FAR follows insightface: the ROC point whose FAR is nearest the target, the highest TAR among points
-of that FAR (``rule="at_most"`` instead takes the best point with FAR <= target).
+TAR at FAR and AUC are computed as published IJB tables are (insightface's ``ijb_11.py``, the seed's
+``IJB_evals.py``): on scikit-learn's ``roc_curve`` (collinear points dropped), the point whose FAR is nearest
+the target, the highest TAR of equally near points; AUC by the trapezoid rule on that curve (``Roc``, our own
+numpy code, checked against scikit-learn in the tests). 1:N CMC and TPIR at FPIR follow ``IJB_evals.py``'s
+``evaluation_1N`` (``identification``).
 
 Example:
     >>> rng = np.random.default_rng(0)
@@ -21,11 +24,12 @@ Example:
     >>> print(markdown_table({"toy": roc}, fars=(1e-2, 1e-1)))
     | method | 1e-02 | 1e-01 | AUC |
     |---|---|---|---|
-    | toy | 86.00 | 98.00 | 99.44 |
+    | toy | 86.00 | 99.00 | 99.44 |
 """
 
 import os
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -167,69 +171,110 @@ def pair_scores(template_features, template_ids, p1, p2, chunk=1 << 20):
 # ROC, TAR at FAR, AUC
 # ---------------------------------------------------------------------------------------------------------------
 class Roc:
-    """The ROC of ``scores`` for ``labels`` (True = genuine), sorted once; ties are one ROC step.
+    """The ROC of ``scores`` for ``labels`` (True = genuine), as scikit-learn's ``roc_curve`` computes it.
 
-    ``tar_at_far``, ``auc`` and ``curve`` read it without re-sorting. Impostors are kept in descending order;
-    accepting the ``k`` highest impostors is possible for ``k = 0``, ``N`` and every ``k`` at a change of
-    impostor score, and then the best TAR is the share of genuine scores above the next impostor.
+    ``fpr``, ``tpr`` and ``roc_thresholds`` equal ``sklearn.metrics.roc_curve(labels, scores)`` (its default
+    ``drop_intermediate=True``: a point collinear with its two neighbours is dropped; the curve starts at (0, 0)
+    with threshold inf; a pair is accepted when its score is >= the threshold). Published IJB tables read TAR
+    at FAR from that curve, so ``tar_at_far`` does too; ``auc`` integrates it as ``sklearn.metrics.auc``. The
+    sorted ``genuine`` and ``impostor`` scores are kept for ``rule="at_most"`` and ``curve`` (the full ROC).
+
+    Scores keep their float dtype (float32 ties stay ties, as in scikit-learn); labels of one kind only give a
+    nan FAR (no impostor) or TAR (no genuine), as scikit-learn, with a warning.
     """
 
     def __init__(self, scores, labels):
-        scores, labels = np.asarray(scores, dtype=np.float32), np.asarray(labels).astype(bool)
-        if scores.shape != labels.shape or scores.ndim != 1:
-            raise DataError(f"Roc: scores {scores.shape} and labels {labels.shape} differ")
-        if labels.all() or not labels.any():
-            raise DataError("Roc: needs both genuine and impostor scores")
+        scores, labels = np.asarray(scores), np.asarray(labels).astype(bool)
+        if not np.issubdtype(scores.dtype, np.floating):
+            scores = scores.astype(np.float64)
+        if scores.shape != labels.shape or scores.ndim != 1 or scores.size == 0:
+            raise DataError(f"Roc: scores {scores.shape} and labels {labels.shape} must be one non-empty 1-D shape")
         if not np.isfinite(scores).all():
             raise DataError("Roc: scores must be finite")
         self.genuine = np.sort(scores[labels])
         self.impostor = np.sort(scores[~labels])[::-1]  # descending
+        descending = np.sort(scores)[::-1]
+        last = np.r_[np.flatnonzero(descending[1:] != descending[:-1]), len(descending) - 1]  # end of each level
+        levels = descending[last]
+        del descending
+        tps = len(self.genuine) - np.searchsorted(self.genuine, levels, side="left")  # genuine >= each level
+        fps = last + 1 - tps
+        keep = np.ones(len(fps), bool)
+        if len(fps) > 2:  # scikit-learn's drop_intermediate: keep the corners (a second difference is not 0)
+            keep[1:-1] = (np.diff(fps, 2) != 0) | (np.diff(tps, 2) != 0)
+        self.roc_thresholds = np.r_[np.inf, levels[keep].astype(np.float64)]
+        self.fpr = self._rate(np.r_[0, fps[keep]], "impostor", "FAR")
+        self.tpr = self._rate(np.r_[0, tps[keep]], "genuine", "TAR")
+
+    @staticmethod
+    def _rate(counts, kind, name):
+        """``counts / counts[-1]`` (float64), or nan everywhere with a warning when there is none of ``kind``."""
+        if counts[-1] > 0:
+            return counts / counts[-1]
+        warnings.warn(f"Roc: no {kind} scores, {name} is undefined (nan), as in scikit-learn's roc_curve",
+                      stacklevel=3)
+        return np.full(len(counts), np.nan)
+
+    def _nearest(self, fars):
+        """insightface / the seed: on the curve reversed, the first point of FAR nearest each target."""
+        flipped = self.fpr[::-1]
+        return np.array([len(flipped) - 1 - int(np.argmin(np.abs(flipped - far))) for far in fars], np.int64)
+
+    def _at_most(self, fars):
+        """``(accepted impostors, accepted genuine, threshold)`` of the full-ROC point with most impostors
+        <= FAR x N: every score above the first impostor that must stay rejected (all scores when none must)."""
         n = len(self.impostor)
-        changes = np.flatnonzero(self.impostor[1:] != self.impostor[:-1]) + 1
-        self.accepted = np.r_[0, changes, n]  # possible counts of accepted impostors
-
-    def _tar(self, counts):
-        """Best TAR accepting exactly ``counts`` impostors (all of them: TAR 1)."""
-        counts = np.asarray(counts)
-        below = self.impostor[np.minimum(counts, len(self.impostor) - 1)]
-        above = len(self.genuine) - np.searchsorted(self.genuine, below, side="right")
-        return np.where(counts >= len(self.impostor), 1.0, above / len(self.genuine))
-
-    def _counts(self, fars, rule):
-        target = np.asarray(fars, dtype=np.float64) * len(self.impostor)
-        at_most = np.searchsorted(self.accepted, target, side="right") - 1
-        if rule == "at_most":
-            return self.accepted[at_most]
-        if rule != "nearest":
-            raise DataError(f"TAR at FAR rule {rule!r}: expected 'nearest' or 'at_most'")
-        above = np.minimum(at_most + 1, len(self.accepted) - 1)
-        low, high = self.accepted[at_most] / len(self.impostor), self.accepted[above] / len(self.impostor)
-        fars = np.asarray(fars, dtype=np.float64)
-        return np.where(np.abs(high - fars) <= np.abs(low - fars), self.accepted[above], self.accepted[at_most])
+        rejected = np.floor(np.asarray(fars, dtype=np.float64) * n).astype(np.int64)
+        everything = rejected >= n
+        bound = self.impostor[np.minimum(rejected, max(n - 1, 0))] if n else np.full(len(rejected), -np.inf)
+        bound = np.where(everything, -np.inf, bound)
+        ascending = self.impostor[::-1]
+        impostors = n - np.searchsorted(ascending, bound, side="right")
+        genuine_below = np.searchsorted(self.genuine, bound, side="right")
+        lowest = np.full(len(bound), np.inf)
+        has_genuine = genuine_below < len(self.genuine)
+        lowest[has_genuine] = self.genuine[genuine_below[has_genuine]]
+        has_impostor = impostors > 0
+        lowest[has_impostor] = np.minimum(lowest[has_impostor], ascending[n - impostors[has_impostor]])
+        return impostors, len(self.genuine) - genuine_below, lowest
 
     def tar_at_far(self, fars=FARS, rule="nearest"):
-        """TAR (float64 array) at each FAR of ``fars``; see the module docstring for ``rule``."""
-        return self._tar(self._counts(fars, rule))
+        """TAR (float64 array) at each FAR of ``fars``.
+
+        ``rule="nearest"`` (the default) is how insightface's ``ijb_11.py`` and the seed's ``IJB_evals.py`` read
+        published tables: on ``roc_curve``'s points, the point whose FAR is nearest the target, the last (highest
+        TAR) of equally near points. ``rule="at_most"`` is the best TAR of any threshold with FAR <= target.
+        """
+        fars = np.atleast_1d(np.asarray(fars, dtype=np.float64))
+        if rule == "nearest":
+            return self.tpr[self._nearest(fars)]
+        if rule == "at_most":
+            genuine = self._at_most(fars)[1]
+            return genuine / len(self.genuine) if len(self.genuine) else np.full(len(fars), np.nan)
+        raise DataError(f"TAR at FAR rule {rule!r}: expected 'nearest' or 'at_most'")
 
     def thresholds(self, fars=FARS, rule="nearest"):
-        """The score a pair must exceed at each FAR of ``fars``."""
-        counts = self._counts(fars, rule)
-        below = self.impostor[np.minimum(counts, len(self.impostor) - 1)]
-        return np.where(counts >= len(self.impostor), -np.inf, below)
+        """The threshold of the point ``tar_at_far`` selects: pairs scoring >= it are accepted (inf: none)."""
+        fars = np.atleast_1d(np.asarray(fars, dtype=np.float64))
+        if rule == "nearest":
+            return self.roc_thresholds[self._nearest(fars)]
+        if rule == "at_most":
+            return self._at_most(fars)[2].astype(np.float64)
+        raise DataError(f"TAR at FAR rule {rule!r}: expected 'nearest' or 'at_most'")
 
     def auc(self):
-        """Area under the ROC: P(genuine > impostor) + P(tie) / 2 (the trapezoid rule on this ROC)."""
-        ascending = self.impostor[::-1]
-        below = np.searchsorted(ascending, self.genuine, side="left")
-        ties = np.searchsorted(ascending, self.genuine, side="right") - below
-        return float((below.sum() + 0.5 * ties.sum()) / (len(self.genuine) * len(self.impostor)))
+        """Area under ``(fpr, tpr)`` by the trapezoid rule, as ``sklearn.metrics.auc`` (nan for one kind only)."""
+        return float(np.sum(np.diff(self.fpr) * (self.tpr[1:] + self.tpr[:-1]) / 2.0))
 
     def curve(self, points=400, min_far=None):
-        """``(far, tar)`` at about ``points`` ROC points, log-spaced in FAR from ``min_far`` (default 1 / N) to 1."""
-        n = len(self.impostor)
+        """``(far, tar)`` at about ``points`` full-ROC points, log-spaced in FAR from ``min_far`` (default 1/N) to 1."""
+        n, g = len(self.impostor), len(self.genuine)
+        if not (n and g):
+            return self.fpr, self.tpr
         low = np.log10(min_far if min_far else 1.0 / n)
-        counts = np.unique(self._counts(np.r_[0.0, np.logspace(low, 0, points)], "at_most"))
-        return counts / n, self._tar(counts)
+        impostors, genuine, _ = self._at_most(np.r_[0.0, np.logspace(low, 0, points)])
+        far, tar = np.unique(np.stack([impostors / n, genuine / g]), axis=1)
+        return far, tar
 
 
 def tar_at_far(scores, labels, fars=FARS, rule="nearest"):
@@ -245,7 +290,7 @@ def tar_at_far(scores, labels, fars=FARS, rule="nearest"):
 
 
 def roc_auc(scores, labels):
-    """Area under the ROC of ``scores`` for ``labels``."""
+    """Area under the ROC of ``scores`` for ``labels`` (``Roc.auc``: scikit-learn's ``auc`` of its ``roc_curve``)."""
     return Roc(scores, labels).auc()
 
 
@@ -261,19 +306,27 @@ def markdown_table(rocs, fars=FARS, rule="nearest"):
 # ---------------------------------------------------------------------------------------------------------------
 # 1:N identification
 # ---------------------------------------------------------------------------------------------------------------
-def fpir_grid(low=-4, points=41):
-    """FPIRs log-spaced from ``10**low`` to 1 whose decades are exact (``floor(FPIR x n)`` is then exact too)."""
-    return 10.0 ** np.round(np.linspace(low, 0, points), 6)
+def fpir_grid(points=100):
+    """The seed's FPIR grid: ``10 ** e`` for ``e`` in ``np.arange(-4, 0, 4 / points)``, then 1 (101 points).
+
+    Its decades are not exact (``1e-3`` is ``0.001000000000000002``); ``floor(FPIR x non-mated)`` is taken on
+    these very values, as the seed does, so the thresholds match its table.
+    """
+    return np.array([10**exponent for exponent in np.arange(-4, 0, 4 / points)] + [1.0])
 
 
 def identification(probe_features, probe_subjects, gallery_features, gallery_subjects, max_rank=20, fpirs=None):
     """Open-set identification of probe templates against one gallery (one template per subject).
 
-    Returns a dict: ``cmc`` (hit rate at ranks 1..``max_rank`` over the mated probes, ties counted in the
-    probe's favour), ``hits`` (their counts), ``mated`` and ``non_mated`` (probe counts), ``fpir``, ``tpir``
-    (a mated probe counts at an FPIR when its own subject ranks first and scores above the threshold that
-    ``floor(FPIR x non-mated)`` non-mated probes' best scores reach, as insightface) and ``thresholds``.
-    ``fpirs`` defaults to 41 points log-spaced over 1e-4..1 (``fpir_grid()``).
+    The seed's ``IJB_evals.py`` ``evaluation_1N``: a mated probe (its subject is in the gallery) is ranked by
+    the gallery's scores sorted as ``np.argsort(scores)[::-1]`` (stable: of tied scores the later gallery row
+    ranks first); it counts at an FPIR when its own score is above every other gallery score and above the
+    threshold ``best[max(floor(FPIR x non-mated) - 1, 0)]`` of the non-mated probes' best scores sorted
+    descending.
+
+    Returns a dict: ``cmc`` (hit rate at ranks 1..``max_rank`` over the mated probes), ``hits`` (their counts),
+    ``mated`` and ``non_mated`` (probe counts), ``fpir``, ``tpir`` and ``thresholds``. ``fpirs`` defaults to
+    the seed's 101-point grid over 1e-4..1 (``fpir_grid()``).
 
     Example:
         >>> gallery = np.eye(3, dtype="float32")
@@ -292,14 +345,18 @@ def identification(probe_features, probe_subjects, gallery_features, gallery_sub
     position = np.searchsorted(gallery_subjects, probe_subjects, sorter=order)
     column = order[np.minimum(position, len(order) - 1)]
     mated = gallery_subjects[column] == probe_subjects
-    mated_scores = similarity[mated, column[mated]]
-    rank = (similarity[mated] > mated_scores[:, None]).sum(axis=1)  # 0 = first
+    mated_similarity, own = similarity[mated], column[mated]
+    mated_scores = mated_similarity[np.arange(len(own)), own]
+    later = np.arange(similarity.shape[1])[None, :] > own[:, None]
+    ties = mated_similarity == mated_scores[:, None]
+    rank = (mated_similarity > mated_scores[:, None]).sum(axis=1) + (ties & later).sum(axis=1)  # 0 = first
+    strictly_best = (rank == 0) & (ties.sum(axis=1) == 1)  # the own score alone at the top
     ranks = np.arange(1, max_rank + 1)
     hits = (rank[None, :] < ranks[:, None]).sum(axis=1)
     best_non_mated = np.sort(similarity[~mated].max(axis=1))[::-1] if (~mated).any() else np.zeros(0)
     if len(best_non_mated):
         thresholds = best_non_mated[np.maximum(np.floor(fpirs * len(best_non_mated)).astype(int) - 1, 0)]
-        correct = (rank == 0)[None, :] & (mated_scores[None, :] > thresholds[:, None])
+        correct = strictly_best[None, :] & (mated_scores[None, :] > thresholds[:, None])
         tpir = correct.sum(axis=1) / max(mated.sum(), 1)
     else:
         thresholds, tpir = np.full(len(fpirs), np.nan), np.full(len(fpirs), np.nan)
@@ -308,23 +365,27 @@ def identification(probe_features, probe_subjects, gallery_features, gallery_sub
 
 
 def combine_galleries(results):
-    """The galleries' mean: CMC over all their mated probes, TPIR averaged (insightface's 'mean' row)."""
+    """The seed's 'Mean' row: CMC = the galleries' hits over the number of probes, TPIR averaged."""
     results = list(results)
     hits = sum(r["hits"] for r in results)
-    mated = sum(r["mated"] for r in results)
-    return {"cmc": hits / max(mated, 1), "hits": hits, "mated": mated,
+    probes = results[0]["mated"] + results[0]["non_mated"]
+    return {"cmc": hits / max(probes, 1), "hits": hits, "mated": sum(r["mated"] for r in results),
             "non_mated": sum(r["non_mated"] for r in results), "fpir": results[0]["fpir"],
             "tpir": np.mean([r["tpir"] for r in results], axis=0),
             "thresholds": np.full(len(results[0]["fpir"]), np.nan)}
 
 
 def identification_table(results, ranks=RANKS, fpirs=FPIRS):
-    """A markdown table of CMC (%) at ``ranks`` and TPIR (%) at ``fpirs`` for ``{name: identification result}``."""
+    """A markdown table of CMC (%) at ``ranks`` and TPIR (%) at ``fpirs`` for ``{name: identification result}``.
+
+    TPIR is read at the curve's FPIR nearest each of ``fpirs`` (on the seed's grid: the values its table shows).
+    """
     head = [f"top-{r}" for r in ranks] + [f"TPIR@{f:.0e}" for f in fpirs]
     lines = ["| gallery | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
     for name, result in results.items():
         cmc = [result["cmc"][r - 1] if r <= len(result["cmc"]) else np.nan for r in ranks]
-        tpir = [np.interp(np.log10(f), np.log10(result["fpir"]), result["tpir"]) for f in fpirs]
+        grid = np.log10(result["fpir"])
+        tpir = [result["tpir"][int(np.argmin(np.abs(grid - np.log10(f))))] for f in fpirs]
         lines.append(f"| {name} | " + " | ".join(f"{100 * v:.2f}" for v in cmc + tpir) + " |")
     return "\n".join(lines)
 

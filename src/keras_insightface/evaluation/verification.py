@@ -1,9 +1,13 @@
 """Face verification on ``.bin`` pairs: flip-summed embeddings, cosine scores, and both accuracy conventions.
 
-- The seed system's metric: the best accuracy over thresholds taken from the highest 10% of impostor
-  scores, reported with that threshold (``best_threshold_accuracy``).
-- insightface's metric: 10-fold accuracy mean +- std, thresholds 0..4 step 0.01 on the squared L2 distance
-  of normalised embeddings, each fold's threshold chosen on the other nine (``kfold_accuracy``).
+- The seed system's metric (its ``evals.py``): the best accuracy over thresholds taken from the highest 10%
+  of impostor cosine scores, reported with that threshold (``best_threshold_accuracy``); the image and mirror
+  embeddings are summed in float32 and L2-normalised in float32, as the seed's model outputs are
+  (``pair_scores``); its line is ``seed_line``.
+- insightface's metric (arcface_torch ``eval/verification.py``): 10-fold accuracy mean +- std, thresholds 0..4
+  step 0.01 on the squared L2 distance of normalised embeddings, each fold's threshold chosen on the other
+  nine (``kfold_accuracy``); the views are summed in float64, as insightface stores them; its lines are
+  ``insightface_lines``.
 - insightface's VAL@FAR=1e-3: the genuine accept rate at the threshold where the other nine folds reach that
   false accept rate, 10-fold mean +- std, and the FAR it gives (``val_at_far``).
 - insightface's XNorm: the mean L2 norm of the un-normalised embeddings, each view (image, mirror) counted
@@ -27,7 +31,7 @@ import numpy as np
 from keras_insightface.data.binpack import decode_bin_images, load_bin
 from keras_insightface.errors import DataError
 from keras_insightface.hosts import is_primary
-from keras_insightface.inference.embed import embed_views, l2_normalize
+from keras_insightface.inference.embed import embed_views
 from keras_insightface.inference.embedders import open_model
 from keras_insightface.saving import save_model as save_keras_model
 
@@ -42,9 +46,18 @@ def mean_norm(*views):
     return float(np.mean(np.concatenate([np.linalg.norm(np.asarray(v, "float64"), axis=-1) for v in views])))
 
 
+def unit_rows(x):
+    """Rows of ``x`` divided by their L2 norm, in ``x``'s float dtype, as ``sklearn.preprocessing.normalize``
+    (the norm is ``sqrt(einsum("ij,ij->i"))``; a zero row stays zero), which both references call."""
+    x = np.asarray(x)
+    x = x if np.issubdtype(x.dtype, np.floating) else x.astype(np.float64)
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x))
+    return x / np.where(norms < 10 * np.finfo(x.dtype).eps, 1, norms)[:, None]
+
+
 def pair_scores(embeddings):
-    """Cosine similarity of pairs (2i, 2i+1)."""
-    emb = l2_normalize(np.asarray(embeddings, dtype="float64"))
+    """Cosine similarity of pairs (2i, 2i+1), in the embeddings' float dtype (float32 model outputs: float32)."""
+    emb = unit_rows(embeddings)
     return np.sum(emb[0::2] * emb[1::2], axis=-1)
 
 
@@ -69,13 +82,15 @@ def half_split_weighted_cosine_similarity(aa, bb):
 def best_threshold_accuracy(scores, issame):
     """The seed's metric: max accuracy over thresholds from the top 10% of impostor scores, and that threshold.
 
-    A pair is predicted "same" when its score is above the threshold.
+    A pair is predicted "same" when its score is above the threshold. The candidates are the highest
+    ``int(0.1 x impostors)`` impostor scores, every impostor score when that is 0 (the seed's ``ff[-0:]``); the
+    first best is kept.
     """
     scores, issame = np.asarray(scores, dtype="float64"), np.asarray(issame, dtype=bool)
     genuine, impostor = np.sort(scores[issame]), np.sort(scores[~issame])
     if len(genuine) == 0 or len(impostor) == 0:
         raise ValueError("best_threshold_accuracy needs both genuine and impostor pairs")
-    candidates = impostor[-max(int(0.1 * len(impostor)), 1) :]
+    candidates = impostor[-int(0.1 * len(impostor)) :]
     genuine_above = len(genuine) - np.searchsorted(genuine, candidates, side="right")
     impostor_at_or_below = np.searchsorted(impostor, candidates, side="right")
     correct = genuine_above + impostor_at_or_below
@@ -97,7 +112,7 @@ def kfold_accuracy(embeddings1, embeddings2, issame, n_folds=10, thresholds=None
     if len(issame) < n_folds:
         raise ValueError(f"kfold_accuracy needs at least {n_folds} pairs, received {len(issame)}")
     thresholds = np.arange(0, 4, 0.01) if thresholds is None else np.asarray(thresholds)
-    diff = l2_normalize(np.asarray(embeddings1, "float64")) - l2_normalize(np.asarray(embeddings2, "float64"))
+    diff = unit_rows(np.asarray(embeddings1, "float64")) - unit_rows(np.asarray(embeddings2, "float64"))
     dist = np.sum(np.square(diff), axis=1)
     predicted = dist[None, :] < thresholds[:, None]  # (thresholds, pairs)
     correct = predicted == issame[None, :]
@@ -149,7 +164,7 @@ def val_at_far(embeddings1, embeddings2, issame, far_target=1e-3, n_folds=10, th
     if len(issame) < n_folds:
         raise ValueError(f"val_at_far needs at least {n_folds} pairs, received {len(issame)}")
     thresholds = np.arange(0, 4, 0.001) if thresholds is None else np.asarray(thresholds, dtype="float64")
-    diff = l2_normalize(np.asarray(embeddings1, "float64")) - l2_normalize(np.asarray(embeddings2, "float64"))
+    diff = unit_rows(np.asarray(embeddings1, "float64")) - unit_rows(np.asarray(embeddings2, "float64"))
     dist = np.sum(np.square(diff), axis=1)
     vals, fars = [], []
     for test in _kfold_indices(len(issame), n_folds):
@@ -162,17 +177,54 @@ def val_at_far(embeddings1, embeddings2, issame, far_target=1e-3, n_folds=10, th
     return float(np.mean(vals)), float(np.std(vals)), float(np.mean(fars))
 
 
-def evaluate_embeddings(embeddings, issame, xnorm=None):
+def evaluate_embeddings(embeddings, issame, xnorm=None, kfold_embeddings=None):
     """All metrics for flip-summed embeddings of a pair list: accuracy, threshold, kfold_mean, kfold_std, val,
-    val_std, far (VAL@FAR=1e-3) and xnorm (``mean_norm`` of ``embeddings`` unless given)."""
-    scores = pair_scores(embeddings)
-    accuracy, threshold = best_threshold_accuracy(scores, issame)
-    kfold_mean, kfold_std = kfold_accuracy(embeddings[0::2], embeddings[1::2], issame)
-    val, val_std, far = val_at_far(embeddings[0::2], embeddings[1::2], issame)
+    val_std, far (VAL@FAR=1e-3) and xnorm (``mean_norm`` of ``embeddings`` unless given).
+
+    The seed's accuracy and threshold use ``embeddings``; insightface's 10-fold and VAL use
+    ``kfold_embeddings`` when given (``evaluate_views`` passes the float64 sum there, as insightface's).
+    """
+    embeddings = np.asarray(embeddings)
+    field = embeddings if kfold_embeddings is None else np.asarray(kfold_embeddings)
+    accuracy, threshold = best_threshold_accuracy(pair_scores(embeddings), issame)
+    kfold_mean, kfold_std = kfold_accuracy(field[0::2], field[1::2], issame)
+    val, val_std, far = val_at_far(field[0::2], field[1::2], issame)
     return {
         "accuracy": accuracy, "threshold": threshold, "kfold_mean": kfold_mean, "kfold_std": kfold_std,
         "val": val, "val_std": val_std, "far": far, "xnorm": mean_norm(embeddings) if xnorm is None else xnorm,
     }
+
+
+def evaluate_views(views, issame):
+    """``evaluate_embeddings`` of the embedding views ``[image]`` or ``[image, mirror]``, each convention with
+    its own flip sum: the seed's in the views' dtype (float32, as its TensorFlow model gave), insightface's in
+    float64 (it copies each view into a float64 array first); XNorm over each view, as insightface."""
+    return evaluate_embeddings(sum(views), issame, xnorm=mean_norm(*views),
+                               kfold_embeddings=sum(np.asarray(view, np.float64) for view in views))
+
+
+def insightface_lines(name, result, flip=True):
+    """insightface's printout (arcface_torch ``eval/verification.py``) of one set: ``[name]XNorm: %f`` and
+    ``[name]Accuracy-Flip: %1.5f+-%1.5f`` (``Accuracy`` without flip), the 10-fold mean and std.
+
+    Example:
+        >>> insightface_lines("lfw", {"xnorm": 21.5, "kfold_mean": 0.995, "kfold_std": 0.0031})
+        ['[lfw]XNorm: 21.500000', '[lfw]Accuracy-Flip: 0.99500+-0.00310']
+    """
+    label = "Accuracy-Flip" if flip else "Accuracy"
+    return [f"[{name}]XNorm: {result['xnorm']:f}",
+            f"[{name}]{label}: {result['kfold_mean']:1.5f}+-{result['kfold_std']:1.5f}"]
+
+
+def seed_line(name, accuracy, threshold, previous=0.0):
+    """The seed's evaluation line (``evals.py`` ``eval_callback``), ``previous`` the best accuracy before.
+
+    Example:
+        >>> seed_line("lfw", 0.995, 0.2143)
+        '>>>> lfw evaluation max accuracy: 0.995000, thresh: 0.214300, previous max accuracy: 0.000000'
+    """
+    return (f">>>> {name} evaluation max accuracy: {accuracy:f}, thresh: {threshold:f}, "
+            f"previous max accuracy: {previous:f}")
 
 
 class VerificationSet:
@@ -194,9 +246,8 @@ class VerificationSet:
         return embed_views(basic_model, self.images, batch_size, flip)
 
     def evaluate(self, basic_model, batch_size=64, flip=True):
-        """``evaluate_embeddings`` of the flip-summed embeddings; XNorm over each view, as insightface."""
-        views = self.embed(basic_model, batch_size, flip)
-        return evaluate_embeddings(sum(views), self.issame, xnorm=mean_norm(*views))
+        """``evaluate_views`` of the embedding views: both conventions' flip sums, XNorm over each view."""
+        return evaluate_views(self.embed(basic_model, batch_size, flip), self.issame)
 
 
 def evaluate_bin(basic_model, bin_path, batch_size=64, flip=True):
@@ -286,13 +337,12 @@ class eval_callback(keras.callbacks.Callback):  # noqa: N801 - the seed system's
             if self.verbose:
                 print(f"\n>>>> {self.name}: NaN or Inf in the embeddings, not evaluated")
             return None
-        result = evaluate_embeddings(embs, self.test_issame, xnorm=mean_norm(*views))
+        result = evaluate_views(views, self.test_issame)
         scores = pair_scores(embs)
         self.embs, self.tt, self.ff = embs, np.sort(scores[self.test_issame]), np.sort(scores[~self.test_issame])
         self.cur_acc, self.acc_thresh = result["accuracy"], result["threshold"]
         if self.verbose:
-            line = (f"\n>>>> {self.name} evaluation max accuracy: {self.cur_acc:f}, thresh: {self.acc_thresh:f}, "
-                    f"previous max accuracy: {self.max_accuracy:f}")
+            line = "\n" + seed_line(self.name, self.cur_acc, self.acc_thresh, self.max_accuracy)
             if self.PCA_acc:
                 line += f", 10-fold accuracy = {result['kfold_mean']:f} \u00b1 {result['kfold_std']:f}"
             print(line)

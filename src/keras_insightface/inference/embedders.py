@@ -8,8 +8,10 @@
       RGB order, and ``(x - 127.5) / 127.5`` unless one of the graph's first 8 nodes is a ``Sub`` and one a
       ``Mul`` (an mxnet-converted model that normalises itself: mean 0, std 1). A ``uint8`` input gets the
       raw pixels.
-    - ``.pt`` / ``.pth``: a TorchScript module (``torch.jit.save``), NCHW float ``(x / 255 - 0.5) / 0.5`` as
-      arcface_torch feeds it.
+    - ``.pt`` / ``.pth``: a TorchScript module (``torch.jit.save``: its zip holds ``code/`` and
+      ``constants.pkl``), NCHW float ``(x / 255 - 0.5) / 0.5`` as arcface_torch feeds it; any other
+      ``torch.save`` zip is an arcface_torch state dict (``backbone.pth``, or a checkpoint holding one), imported
+      into our Keras model in memory (``insightface_import``, read without PyTorch) and run as a Keras model.
     - any callable ``uint8 NHWC batch -> (B, D)``, or an ``Embedder`` (returned as it is).
 
 Every embedder has ``size`` (the ``(height, width)`` face crop it takes; 112x112 when the model does not say)
@@ -23,6 +25,7 @@ Example:
 """
 
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +37,7 @@ DEFAULT_INPUT_SIZE = (112, 112)
 KERAS_SUFFIXES = (".keras", ".h5")
 MODEL_SUFFIXES = (*KERAS_SUFFIXES, ".onnx", ".pt", ".pth")
 ONNX_DTYPES = {"tensor(uint8)": np.uint8, "tensor(float)": np.float32, "tensor(float16)": np.float16}
+TORCHSCRIPT_ENTRIES = ("constants.pkl", "code/")  # what torch.jit.save writes and torch.save does not
 
 
 def _static_size(size):
@@ -216,7 +220,8 @@ class TorchScriptEmbedder(Embedder):
             self.module = torch.jit.load(os.fspath(path), map_location=self.device).eval()
         except (RuntimeError, ValueError) as error:
             raise DataError(
-                f"{path}: not a TorchScript module ({error}); save one with torch.jit.save(torch.jit.script(model))"
+                f"{path}: not a TorchScript module ({error}); save one with torch.jit.save(torch.jit.script(model)); "
+                "nor a torch.save zip holding an arcface_torch state dict (torch.save(backbone.state_dict(), ...))"
             ) from None
         self.mean = 127.5 if input_mean == AUTO else float(input_mean)
         self.std = 127.5 if input_std == AUTO else float(input_std)
@@ -228,6 +233,36 @@ class TorchScriptEmbedder(Embedder):
             tensor = torch.from_numpy(np.ascontiguousarray(blob.transpose(0, 3, 1, 2))).to(self.device)
             output = self.module(tensor)
         return output.float().cpu().numpy().reshape(len(images), -1)
+
+
+def _is_state_dict_zip(path):
+    """Whether ``path`` is a ``torch.save`` zip (one ``<name>/data.pkl``) that is no TorchScript module."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    pickles = [name for name in names if name.endswith("/data.pkl") and name.count("/") == 1]
+    if len(pickles) != 1:
+        return False
+    prefix = pickles[0][: -len("data.pkl")]
+    return not any(name.startswith(prefix + entry) for name in names for entry in TORCHSCRIPT_ENTRIES)
+
+
+def _open_state_dict(path, input_mean, input_std):
+    """A Keras embedder of arcface_torch state dict ``path``, imported in memory (no file written)."""
+    if (input_mean, input_std) != (AUTO, AUTO):
+        raise DataError(f"{path}: an arcface_torch state dict opens as a Keras model, which normalises inside; "
+                        "input_mean/input_std apply to .onnx and TorchScript models")
+    from keras_insightface.inference.insightface_import import import_arcface_torch
+
+    try:
+        model = import_arcface_torch(path)
+    except DataError as error:
+        reason = str(error).removeprefix(f"{path}: ")
+        raise DataError(f"{path}: not a TorchScript module (no code/ or constants.pkl in the zip), and as a "
+                        f"torch.save state dict not one of arcface_torch's iresnet / mbf: {reason}") from None
+    return KerasEmbedder(model, path)
 
 
 def _open_file(path, input_mean, input_std):
@@ -248,14 +283,16 @@ def _open_file(path, input_mean, input_std):
         return KerasEmbedder(load_model(path), path)
     if suffix == ".onnx":
         return OnnxEmbedder(path, input_mean, input_std)
+    if _is_state_dict_zip(path):
+        return _open_state_dict(path, input_mean, input_std)
     return TorchScriptEmbedder(path, input_mean, input_std)
 
 
 def open_model(model, input_mean=AUTO, input_std=AUTO):
     """An ``Embedder`` for a model file, a Keras model, a batch callable or an embedder (see the module docstring).
 
-    ``input_mean`` / ``input_std`` override the ``(x - mean) / std`` of ``.onnx`` and ``.pt`` models
-    (``"auto"``: the format's convention).
+    ``input_mean`` / ``input_std`` override the ``(x - mean) / std`` of ``.onnx`` and TorchScript ``.pt``
+    models (``"auto"``: the format's convention).
     """
     if isinstance(model, (str, os.PathLike)):
         return _open_file(os.fspath(model), input_mean, input_std)

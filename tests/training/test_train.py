@@ -464,3 +464,16 @@ def test_resume_without_a_checkpoint_is_an_error(tiny_data, tmp_path):
             trainer.train([{"loss": ArcfaceLoss(scale=16), "epoch": 1}], resume=True)
     finally:
         trainer.close()
+
+
+def test_an_unusable_eval_pack_is_refused_before_the_data_is_read(tmp_path):
+    """A pack of genuine pairs only fails when Train is made, before the data is opened (here it does not even
+    exist), and the message says how to make a usable one."""
+    from keras_insightface.data.binpack import write_bin
+    from tests.conftest import class_images
+
+    images = [image for image, _ in class_images(2, 12, seed=3)]
+    write_bin(tmp_path / "genuine.bin", images, [True] * 12)
+    with pytest.raises(DataError, match=r"genuine.bin: 12 pairs \(12 genuine\); .*convert make-bin"):
+        Train(str(tmp_path / "no_such_data"), "r.keras", eval_paths=[str(tmp_path / "genuine.bin")],
+              checkpoint_dir=str(tmp_path), num_workers=0, verbose=0)

@@ -6,6 +6,7 @@ Example:
     True
 """
 
+import difflib
 import functools
 import types
 
@@ -84,8 +85,10 @@ def list_backbones():
 
 
 def get_backbone(name):
-    """The backbone builder registered as ``name`` (case-insensitive)."""
+    """The backbone builder registered as ``name`` (case-insensitive; an unknown name gets the closest ones)."""
     key = name.lower()
     if key not in BACKBONES:
-        raise ValueError(f"Unknown backbone {name!r}; available: {', '.join(list_backbones())}")
+        close = difflib.get_close_matches(key, list(BACKBONES), n=3)
+        hint = f" (did you mean {', '.join(repr(match) for match in close)}?)" if close else ""
+        raise ValueError(f"Unknown backbone {name!r}{hint}; available: {', '.join(list_backbones())}")
     return BACKBONES[key]

@@ -227,18 +227,26 @@ def seed_line(name, accuracy, threshold, previous=0.0):
             f"previous max accuracy: {previous:f}")
 
 
+def load_usable_pack(bin_path):
+    """``(JPEG images, issame)`` of a ``.bin`` pack that verification can use: at least 10 pairs, both genuine and
+    impostor ones; otherwise a ``DataError`` naming the file and how to make a usable pack."""
+    encoded, issame = load_bin(bin_path)
+    if len(issame) < 10 or issame.all() or not issame.any():
+        raise DataError(
+            f"{bin_path}: {len(issame)} pairs ({int(issame.sum())} genuine); verification needs at least 10 pairs "
+            "with both genuine and impostor ones; make a balanced pack from identity folders or a .rec with "
+            "keras-insightface convert make-bin <dataset> <pack.bin> --pairs <N>"
+        )
+    return encoded, issame
+
+
 class VerificationSet:
     """A ``.bin`` pack decoded once into memory: ``images`` uint8 NHWC and ``issame``."""
 
     def __init__(self, bin_path):
         self.path = str(bin_path)
         self.name = os.path.splitext(os.path.basename(self.path))[0]
-        encoded, self.issame = load_bin(self.path)
-        if len(self.issame) < 10 or self.issame.all() or not self.issame.any():
-            raise DataError(
-                f"{self.path}: {len(self.issame)} pairs ({int(self.issame.sum())} genuine); verification needs"
-                " at least 10 pairs with both genuine and impostor ones"
-            )
+        encoded, self.issame = load_usable_pack(self.path)
         self.images = decode_bin_images(encoded, self.path)
 
     def embed(self, basic_model, batch_size=64, flip=True):

@@ -10,7 +10,7 @@ from keras_insightface.data.augment import FaceAugment
 from keras_insightface.data.loader import describe_record
 from keras_insightface.data.mixup import Mixup
 from keras_insightface.errors import DataError
-from keras_insightface.evaluation.verification import eval_callback
+from keras_insightface.evaluation.verification import eval_callback, load_usable_pack
 from keras_insightface.heads.norm_dense import NormDense
 from keras_insightface.heads.partial_fc import PartialFC
 from keras_insightface.heads.vpl import NormDenseVPL
@@ -27,10 +27,13 @@ from keras_insightface.training.stage_parts import StageParts
 
 
 def check_files(config):
-    """Fail before any work when an evaluation pack is missing or TensorBoard cannot be written."""
+    """Fail before any work when an evaluation pack is missing or unusable (one kind of pair, too few pairs) or
+    TensorBoard cannot be written."""
     missing = [path for path in config.run.eval_paths if not os.path.isfile(path)]
     if missing:
         raise DataError(f"{missing[0]}: eval .bin file does not exist")
+    for path in config.run.eval_paths:
+        load_usable_pack(path)
     if config.run.tensorboard_dir is not None:
         try:
             import tensorboard  # noqa: F401

@@ -277,7 +277,9 @@ def test_acr_trip_loss_is_an_arcface_stage_lowering_the_target_by_the_triplet_vi
     want = np_acr_trip(LABELS, EMB, COS, 0.5, 16.0, label_smoothing)
     assert want[6] > 0 and np.ptp(want) > 1  # the fallback row is in, values spread
     term = AcrTripTerm(FixedCosines(), stage.embedding_loss)  # what the stage's training step computes
-    check(term(LABELS, EMB), want, SEED[seed_key], atol=1e-4)
+    values, cos = term(LABELS, EMB)
+    check(values, want, SEED[seed_key], atol=1e-4)
+    np.testing.assert_allclose(np.asarray(cos), COS, rtol=1e-6)  # the cosines it scored, for the accuracy
     seed_layout = np.concatenate([np.tile(EMB, (1, 128)), COS], axis=1)  # the seed's [embedding (512), cosines]
     check(loss.call(ONE_HOT, seed_layout), want, SEED[seed_key], atol=1e-4)
 

@@ -117,6 +117,21 @@ def ordered_batches(source, batch_size, num_workers=None, image_size=(112, 112),
         yield images, labels
 
 
+def identity_groups(labels, group_size, rng):
+    """``(G, group_size)`` record indices: each identity's images shuffled and cut into groups of ``group_size``
+    (the rest of an identity left out), the groups in a random order drawn from ``rng``."""
+    labels = np.asarray(labels)
+    order = np.argsort(labels, kind="stable")
+    starts = np.searchsorted(labels[order], np.arange(labels.max() + 2))
+    groups = []
+    for begin, end in zip(starts[:-1], starts[1:]):
+        members = rng.permutation(order[begin:end])
+        usable = len(members) // group_size * group_size
+        groups.append(members[:usable].reshape(-1, group_size))
+    groups = np.concatenate(groups)
+    return groups[rng.permutation(len(groups))]
+
+
 class IdentityGroups(grain.MapDataset):
     """Record indices ordered so that each run of ``group_size`` shares one identity, reshuffled every epoch.
 
@@ -146,15 +161,7 @@ class IdentityGroups(grain.MapDataset):
         """All record indices of ``epoch`` in grouped order (computed once per epoch per process)."""
         if self._cached_epoch != epoch:
             rng = np.random.default_rng([self.seed, epoch])
-            order = np.argsort(self.labels, kind="stable")
-            starts = np.searchsorted(self.labels[order], np.arange(self.labels.max() + 2))
-            groups = []
-            for begin, end in zip(starts[:-1], starts[1:]):
-                members = rng.permutation(order[begin:end])
-                usable = len(members) // self.group_size * self.group_size
-                groups.append(members[:usable].reshape(-1, self.group_size))
-            groups = np.concatenate(groups)
-            self._order, self._cached_epoch = groups[rng.permutation(len(groups))].ravel(), epoch
+            self._order, self._cached_epoch = identity_groups(self.labels, self.group_size, rng).ravel(), epoch
         return self._order
 
     def __getitem__(self, index):

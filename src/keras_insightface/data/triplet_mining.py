@@ -19,6 +19,7 @@ Example:
 
 import numpy as np
 
+from keras_insightface.data.loader import identity_groups
 from keras_insightface.errors import DataError
 
 
@@ -34,18 +35,11 @@ def mining_size(samples_per_mining, num_images):
 def mining_sample(labels, image_per_class, size, rng):
     """Record indices of one mining round: ``size // image_per_class`` random identity groups of
     ``image_per_class`` images (each identity's images shuffled, its remainder left out), in a random order."""
-    labels = np.asarray(labels)
-    order = rng.permutation(len(labels))
-    by_label = order[np.argsort(labels[order], kind="stable")]
-    bounds = np.flatnonzero(np.diff(labels[by_label])) + 1
-    groups = [group[: len(group) // image_per_class * image_per_class].reshape(-1, image_per_class)
-              for group in np.split(by_label, bounds)]
-    groups = np.concatenate([group for group in groups if len(group)] or [np.zeros((0, image_per_class), int)])
+    groups = identity_groups(labels, image_per_class, rng)
     if len(groups) < 2:
         raise DataError(f"offline triplet mining needs identities with at least {image_per_class} images; "
                         f"found {len(groups)} such group(s)")
-    picked = groups[rng.permutation(len(groups))[: max(2, size // image_per_class)]]
-    return rng.permutation(picked.reshape(-1))
+    return rng.permutation(groups[: max(2, size // image_per_class)].reshape(-1))
 
 
 def hardest_triplets(embeddings, labels, block=1024):

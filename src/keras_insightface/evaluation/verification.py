@@ -31,7 +31,7 @@ import numpy as np
 from keras_insightface.data.binpack import decode_bin_images, load_bin
 from keras_insightface.errors import DataError
 from keras_insightface.hosts import is_primary
-from keras_insightface.inference.embed import embed_views
+from keras_insightface.inference.embed import embed_views, l2_normalize
 from keras_insightface.inference.embedders import open_model
 from keras_insightface.saving import save_model as save_keras_model
 
@@ -46,18 +46,9 @@ def mean_norm(*views):
     return float(np.mean(np.concatenate([np.linalg.norm(np.asarray(v, "float64"), axis=-1) for v in views])))
 
 
-def unit_rows(x):
-    """Rows of ``x`` divided by their L2 norm, in ``x``'s float dtype, as ``sklearn.preprocessing.normalize``
-    (the norm is ``sqrt(einsum("ij,ij->i"))``; a zero row stays zero), which both references call."""
-    x = np.asarray(x)
-    x = x if np.issubdtype(x.dtype, np.floating) else x.astype(np.float64)
-    norms = np.sqrt(np.einsum("ij,ij->i", x, x))
-    return x / np.where(norms < 10 * np.finfo(x.dtype).eps, 1, norms)[:, None]
-
-
 def pair_scores(embeddings):
     """Cosine similarity of pairs (2i, 2i+1), in the embeddings' float dtype (float32 model outputs: float32)."""
-    emb = unit_rows(embeddings)
+    emb = l2_normalize(embeddings)
     return np.sum(emb[0::2] * emb[1::2], axis=-1)
 
 
@@ -112,7 +103,7 @@ def kfold_accuracy(embeddings1, embeddings2, issame, n_folds=10, thresholds=None
     if len(issame) < n_folds:
         raise ValueError(f"kfold_accuracy needs at least {n_folds} pairs, received {len(issame)}")
     thresholds = np.arange(0, 4, 0.01) if thresholds is None else np.asarray(thresholds)
-    diff = unit_rows(np.asarray(embeddings1, "float64")) - unit_rows(np.asarray(embeddings2, "float64"))
+    diff = l2_normalize(np.asarray(embeddings1, "float64")) - l2_normalize(np.asarray(embeddings2, "float64"))
     dist = np.sum(np.square(diff), axis=1)
     predicted = dist[None, :] < thresholds[:, None]  # (thresholds, pairs)
     correct = predicted == issame[None, :]
@@ -164,7 +155,7 @@ def val_at_far(embeddings1, embeddings2, issame, far_target=1e-3, n_folds=10, th
     if len(issame) < n_folds:
         raise ValueError(f"val_at_far needs at least {n_folds} pairs, received {len(issame)}")
     thresholds = np.arange(0, 4, 0.001) if thresholds is None else np.asarray(thresholds, dtype="float64")
-    diff = unit_rows(np.asarray(embeddings1, "float64")) - unit_rows(np.asarray(embeddings2, "float64"))
+    diff = l2_normalize(np.asarray(embeddings1, "float64")) - l2_normalize(np.asarray(embeddings2, "float64"))
     dist = np.sum(np.square(diff), axis=1)
     vals, fars = [], []
     for test in _kfold_indices(len(issame), n_folds):
@@ -227,26 +218,19 @@ def seed_line(name, accuracy, threshold, previous=0.0):
             f"previous max accuracy: {previous:f}")
 
 
-def load_usable_pack(bin_path):
-    """``(JPEG images, issame)`` of a ``.bin`` pack that verification can use: at least 10 pairs, both genuine and
-    impostor ones; otherwise a ``DataError`` naming the file and how to make a usable pack."""
-    encoded, issame = load_bin(bin_path)
-    if len(issame) < 10 or issame.all() or not issame.any():
-        raise DataError(
-            f"{bin_path}: {len(issame)} pairs ({int(issame.sum())} genuine); verification needs at least 10 pairs "
-            "with both genuine and impostor ones; make a balanced pack from identity folders or a .rec with "
-            "keras-insightface convert make-bin <dataset> <pack.bin> --pairs <N>"
-        )
-    return encoded, issame
-
-
 class VerificationSet:
     """A ``.bin`` pack decoded once into memory: ``images`` uint8 NHWC and ``issame``."""
 
     def __init__(self, bin_path):
         self.path = str(bin_path)
         self.name = os.path.splitext(os.path.basename(self.path))[0]
-        encoded, self.issame = load_usable_pack(self.path)
+        encoded, self.issame = load_bin(self.path)
+        if len(self.issame) < 10 or self.issame.all() or not self.issame.any():
+            raise DataError(
+                f"{self.path}: {len(self.issame)} pairs ({int(self.issame.sum())} genuine); verification needs at "
+                "least 10 pairs with both genuine and impostor ones; make a balanced pack from identity folders or "
+                "a .rec with keras-insightface convert make-bin <dataset> <pack.bin> --pairs <N>"
+            )
         self.images = decode_bin_images(encoded, self.path)
 
     def embed(self, basic_model, batch_size=64, flip=True):
@@ -275,7 +259,8 @@ class eval_callback(keras.callbacks.Callback):  # noqa: N801 - the seed system's
 
     Args:
         basic_model: the embedding model (a Keras model, a model file or a batch callable, see ``open_model``).
-        test_bin_file: the ``.bin`` pack; its file name without extension names the set (``test_names``).
+        test_bin_file: the ``.bin`` pack (or a ``VerificationSet`` already read); its file name without extension
+            names the set (``test_names``).
         batch_size: images per embedding batch.
         save_model: with a name, the basic model is saved whenever the accuracy does not drop below the best so
             far, as ``<save_model>_basic_<test_names>_epoch_<E>_<accuracy %f>.keras`` (``E`` is the 1-based epoch,
@@ -326,7 +311,7 @@ class eval_callback(keras.callbacks.Callback):  # noqa: N801 - the seed system's
             basic_model, save_model, flip, PCA_acc, verbose
         )
         self.embedder = open_model(basic_model)  # split over every device when the model is distributed
-        self.dataset = VerificationSet(test_bin_file)
+        self.dataset = test_bin_file if isinstance(test_bin_file, VerificationSet) else VerificationSet(test_bin_file)
         self.name = self.test_names = self.dataset.name
         self.test_issame = self.dataset.issame
         self.steps = int(np.ceil(len(self.dataset.images) / self.batch_size))

@@ -25,19 +25,18 @@ Example:
 """
 
 import os
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from keras_insightface.errors import DataError
+from keras_insightface.inference.torch_pth import is_weights_archive
 
 AUTO = "auto"
 DEFAULT_INPUT_SIZE = (112, 112)
 KERAS_SUFFIXES = (".keras", ".h5")
 MODEL_SUFFIXES = (*KERAS_SUFFIXES, ".onnx", ".pt", ".pth")
 ONNX_DTYPES = {"tensor(uint8)": np.uint8, "tensor(float)": np.float32, "tensor(float16)": np.float16}
-TORCHSCRIPT_ENTRIES = ("constants.pkl", "code/")  # what torch.jit.save writes and torch.save does not
 
 
 def _static_size(size):
@@ -235,20 +234,6 @@ class TorchScriptEmbedder(Embedder):
         return output.float().cpu().numpy().reshape(len(images), -1)
 
 
-def _is_state_dict_zip(path):
-    """Whether ``path`` is a ``torch.save`` zip (one ``<name>/data.pkl``) that is no TorchScript module."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-    except (zipfile.BadZipFile, OSError):
-        return False
-    pickles = [name for name in names if name.endswith("/data.pkl") and name.count("/") == 1]
-    if len(pickles) != 1:
-        return False
-    prefix = pickles[0][: -len("data.pkl")]
-    return not any(name.startswith(prefix + entry) for name in names for entry in TORCHSCRIPT_ENTRIES)
-
-
 def _open_state_dict(path, input_mean, input_std):
     """A Keras embedder of arcface_torch state dict ``path``, imported in memory (no file written)."""
     if (input_mean, input_std) != (AUTO, AUTO):
@@ -283,7 +268,7 @@ def _open_file(path, input_mean, input_std):
         return KerasEmbedder(load_model(path), path)
     if suffix == ".onnx":
         return OnnxEmbedder(path, input_mean, input_std)
-    if _is_state_dict_zip(path):
+    if is_weights_archive(path):
         return _open_state_dict(path, input_mean, input_std)
     return TorchScriptEmbedder(path, input_mean, input_std)
 

@@ -40,11 +40,11 @@ import re
 
 import numpy as np
 
-from keras_insightface.atomic import atomic_path
 from keras_insightface.backbones.iresnet import BLOCKS
 from keras_insightface.errors import DataError
 from keras_insightface.inference.onnx_weights import read_onnx_weights
 from keras_insightface.inference.torch_pth import load_state_dict
+from keras_insightface.saving import save_model
 
 IRESNETS = ("r18", "r34", "r50", "r100", "r200")
 ARCHS = (*IRESNETS, "mbf")
@@ -492,6 +492,5 @@ def convert_insightface(src, dst, kind, arch=None):
         model = import_onnx(src, arch)
     else:
         raise ValueError(f"kind must be 'arcface-torch' or 'onnx', received kind={kind!r}")
-    with atomic_path(dst, "save the model") as tmp:
-        model.save(tmp)
+    save_model(model, dst)
     return model

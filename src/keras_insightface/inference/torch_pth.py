@@ -46,6 +46,7 @@ STORAGE_DTYPES = types.MappingProxyType({
 CHECKPOINT_KEYS = ("state_dict_backbone", "state_dict", "model_state_dict", "model", "backbone")
 # prefixes wrappers add to every key: DistributedDataParallel / DataParallel, torch.compile
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+TORCHSCRIPT_ENTRIES = ("constants.pkl", "code/")  # what torch.jit.save writes and torch.save does not
 _KEY = re.compile(r"^[A-Za-z0-9_.]+$")
 
 
@@ -140,6 +141,18 @@ def _archive_prefix(archive, path):
     if len(names) != 1:
         raise DataError(f"{path}: not a torch.save archive: expected one <name>/data.pkl entry, found {len(names)}")
     return names[0][: -len("data.pkl")]
+
+
+def is_weights_archive(path):
+    """Whether ``path`` is a ``torch.save`` zip (one ``<name>/data.pkl``) and not a TorchScript module (whose zip
+    also holds ``code/`` and ``constants.pkl``)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            prefix = _archive_prefix(archive, path)
+            return not any(name.startswith(prefix + entry) for name in archive.namelist()
+                           for entry in TORCHSCRIPT_ENTRIES)
+    except (zipfile.BadZipFile, OSError, DataError):
+        return False
 
 
 def _looks_legacy(path):

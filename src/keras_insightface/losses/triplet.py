@@ -332,7 +332,7 @@ class AcrTripLoss(keras.losses.Loss):
 
 
 class AcrTripTerm(keras.layers.Layer):
-    """``(labels (B,), embeddings (B, D)) -> AcrTripLoss per sample (B,)``, the cosines from ``head``.
+    """``(labels (B,), embeddings (B, D)) -> (AcrTripLoss per sample (B,), the head's cosines (B, C))``.
 
     How a ``Train`` stage trains with ``AcrTripLoss``: ``head`` is the run's cosine classifier (``NormDense``),
     tracked here so its kernel trains with the embedding; the layer owns no weights of its own.
@@ -347,4 +347,5 @@ class AcrTripTerm(keras.layers.Layer):
         self.built = True
 
     def call(self, labels, embeddings):
-        return self.acr_trip.per_sample(labels, embeddings, self.head(embeddings))
+        cos = self.head(embeddings)
+        return self.acr_trip.per_sample(labels, embeddings, cos), cos

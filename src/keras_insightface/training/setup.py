@@ -10,7 +10,7 @@ from keras_insightface.data.augment import FaceAugment
 from keras_insightface.data.loader import describe_record
 from keras_insightface.data.mixup import Mixup
 from keras_insightface.errors import DataError
-from keras_insightface.evaluation.verification import eval_callback, load_usable_pack
+from keras_insightface.evaluation.verification import VerificationSet, eval_callback
 from keras_insightface.heads.norm_dense import NormDense
 from keras_insightface.heads.partial_fc import PartialFC
 from keras_insightface.heads.vpl import NormDenseVPL
@@ -27,13 +27,12 @@ from keras_insightface.training.stage_parts import StageParts
 
 
 def check_files(config):
-    """Fail before any work when an evaluation pack is missing or unusable (one kind of pair, too few pairs) or
-    TensorBoard cannot be written."""
+    """The evaluation packs, read and decoded (``VerificationSet``), before any other work: a missing or unusable
+    pack (one kind of pair, too few pairs) fails here, as does a TensorBoard folder that cannot be written."""
     missing = [path for path in config.run.eval_paths if not os.path.isfile(path)]
     if missing:
         raise DataError(f"{missing[0]}: eval .bin file does not exist")
-    for path in config.run.eval_paths:
-        load_usable_pack(path)
+    packs = [VerificationSet(path) for path in config.run.eval_paths]
     if config.run.tensorboard_dir is not None:
         try:
             import tensorboard  # noqa: F401
@@ -41,6 +40,7 @@ def check_files(config):
         except ImportError:
             raise ImportError("tensorboard_dir needs TensorFlow and TensorBoard for writing summaries: "
                               "pip install keras_insightface[compat]") from None
+    return packs
 
 
 def run_prefix(config):
@@ -121,7 +121,7 @@ def build_run(config):
     """The ``Run`` of ``config`` (a ``TrainConfig``): see the module docstring."""
     import keras
 
-    check_files(config)
+    packs = check_files(config)
     distribution = resolve_distribution(config.run.distribution, config.run.model_parallel)
     replicas = data_parallel_size(distribution)
     global_batch_size = config.data.batch_size * replicas
@@ -136,10 +136,10 @@ def build_run(config):
                             distribution is not None)
     # evaluation batches are split over every device of every host, like the training batches (KerasEmbedder)
     eval_callbacks = [
-        eval_callback(parts.basic_model, path, global_batch_size, PCA_acc=True, verbose=is_primary(),
+        eval_callback(parts.basic_model, pack, global_batch_size, PCA_acc=True, verbose=is_primary(),
                       **({"eval_every_steps": config.run.eval_every_steps} if config.run.eval_every_steps else
                          {"eval_freq": config.run.eval_freq}))
-        for path in config.run.eval_paths
+        for pack in packs
     ]
     return Run(config, parts, source, loader, distribution, prefix, eval_callbacks,
                cbs.SkippedImages(functools.partial(describe_record, source)), teacher_embeddings, replicas)

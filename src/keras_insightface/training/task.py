@@ -64,9 +64,10 @@ class FaceTask(keras.Model):
         embedding_loss: the ``embedding`` term's Keras loss ``(labels, embeddings)`` (a ``TripletLoss``).
         center_loss: a ``CenterLoss`` layer for the ``centerloss`` term.
         distill: ``(teacher, distance, projection)``: ``teacher`` a frozen embedding model (a full model whose
-            output is the classes, for ``DistillKLDivergence``) run on the augmented images, or the size D of stored teacher embeddings given as the second input; ``distance`` a
-            distillation loss whose ``call(teacher, student)`` is per sample; ``projection`` maps the student
-            embedding to the teacher's size (or None).
+            output is the classes, for ``DistillKLDivergence``) run on the augmented images, or the size D of
+            stored teacher embeddings given as the second input; ``distance`` a distillation loss whose
+            ``call(teacher, student)`` is per sample; ``projection`` maps the student embedding to the teacher's
+            size (or None).
         mixup: a ``Mixup`` layer mixing the augmented images; the cross-entropy is then weighted between both
             labels (margins without running statistics only).
         sam_rho: > 0 trains with Sharpness-Aware Minimization of that radius (``sam.py``, the seed's ``SAMModel``).
@@ -164,8 +165,7 @@ class FaceTask(keras.Model):
         if self.center_loss is not None:
             terms["centerloss"] = self.center_loss([embedding, labels], training=training)
         if self.acr_trip:  # AcrTripLoss on the run's classifier's cosines, whose accuracy is logged too
-            cos = self.embedding_loss.head(embedding)
-            terms["embedding"] = self.embedding_loss.acr_trip.per_sample(labels, embedding, cos)
+            terms["embedding"], cos = self.embedding_loss(labels, embedding)
             self._track_accuracy(cos, labels)
         elif self.embedding_loss is not None:
             terms["embedding"] = self.embedding_loss(labels, embedding)

@@ -48,7 +48,7 @@ def test_bin_with_forbidden_pickle_and_missing_model(tmp_path, capsys):
     argv = ["train", "--data", str(tmp_path / "rec"), "--eval", str(bad), "--model", "r18_tiny", "--batch-size", "4"]
     assert "evil.bin: refusing to unpickle" in _error_line(capsys, argv)
     model = tmp_path / "m.keras"
-    assert "m.keras: model file does not exist" in _error_line(capsys, ["eval", "-m", str(model), "-t", str(bad)])
+    assert "m.keras: model file does not exist" in _error_line(capsys, ["eval", "-m", str(model), "--eval", str(bad)])
 
 
 def test_train_command_end_to_end(tmp_path, capsys):
@@ -66,23 +66,23 @@ def test_train_command_end_to_end(tmp_path, capsys):
     assert (tmp_path / "out" / "cli.png").stat().st_size > 10_000
     best = list((tmp_path / "out").glob("cli_basic_val_epoch_*.keras"))
     assert len(best) == 1
-    assert main(["eval", "-m", str(best[0]), "-t", str(tmp_path / "val.bin")]) == 0
+    assert main(["eval", "-m", str(best[0]), "-e", str(tmp_path / "val.bin")]) == 0
     assert "| val | " in capsys.readouterr().out
 
 
 def test_results_table_rows():
-    history = {"lr": [0.1, 0.05], "loss": [2.0, 1.0], "accuracy": [0.5, 0.9], "lfw": [0.8, 0.9],
+    history = {"lr": [0.1, 4e-6], "loss": [2.0, 1.0], "accuracy": [0.5, 0.9], "lfw": [0.8, 0.9],
                "lfw_thresh": [0.3, 0.4], "lfw_kfold": [0.79, 0.88], "lfw_kfold_std": [0.01, 0.02]}
     lines = results_table(history, ["lfw"], [1, 1]).splitlines()
-    assert lines[2] == "| 1 | 1 | 0.10000 | 2.0000 | 0.5000 | 0.8000 | 0.3000 | 0.7900 ± 0.0100 |"
-    assert lines[3].startswith("| 2 | 2 |")
+    assert lines[2] == "| 1 | 1 | 1.00e-01 | 2.0000 | 0.5000 | 0.8000 | 0.3000 | 0.7900 ± 0.0100 |"
+    assert lines[3].startswith("| 2 | 2 | 4.00e-06 |")  # a small rate is not "0.00000"
 
 
 def test_convert_commands(tmp_path, capsys):
     folders = tmp_path / "folders"
     for label in range(4):
         (folders / str(label)).mkdir(parents=True)
-        for i, (image, _) in enumerate(class_images(1, 3, seed=label, size=16)):
+        for i, (image, _) in enumerate(class_images(1, 3, seed=label)):
             (folders / str(label) / f"{i}.jpg").write_bytes(image)
     assert main(["convert", "folders2rec", str(folders), str(tmp_path / "rec")]) == 0
     assert main(["convert", "rec2folders", str(tmp_path / "rec"), str(tmp_path / "back")]) == 0
@@ -132,6 +132,6 @@ def test_search_and_summary_commands(tmp_path, capsys):
     assert main(argv) == 0
     assert "(0 embedded now, 6 from the cache" in capsys.readouterr().out
 
-    assert main(["summary", str(model_path), "--runs", "2"]) == 0
+    assert main(["summary", "-m", str(model_path), "--runs", "2"]) == 0
     printed = capsys.readouterr().out
     assert "parameters     0 (0 trainable)" in printed and "48-d, output layer 'embedding'" in printed

@@ -1,5 +1,6 @@
-"""hist_plot_split's grid, stages, best marks, the seed's keywords and ``(axes, pre_item)``; plot_runs' overlays;
-choose_accuracy's tables and the seed's keywords; the ``plot`` command."""
+"""hist_plot_split's panels, stages, best marks, the seed's keywords and ``(axes, pre_item)``; plot_runs' overlays;
+choose_accuracy's tables and the seed's keywords; the ``plot`` command. How the figures read (no empty panel,
+whole epochs, no overlapping text, the learning-rate axis) is checked in test_plot_review.py."""
 
 import json
 
@@ -46,8 +47,13 @@ RUN_B = _history(
 )
 
 
-def _panel(fig_or_axes, title):
-    return next(ax for ax in getattr(fig_or_axes, "axes", fig_or_axes) if ax.get_title() == title)
+def _panel(fig_or_axes, gid):
+    """The panel named ``gid`` (``loss``, ``accuracy``, ``lr``, ``customs``, ``eval:<set>``, ``evals``)."""
+    return next(ax for ax in getattr(fig_or_axes, "axes", fig_or_axes) if ax.get_gid() == gid)
+
+
+def _shown(fig_or_axes):
+    return [ax.get_gid() for ax in getattr(fig_or_axes, "axes", fig_or_axes) if ax.get_visible()]
 
 
 def _runs(ax):
@@ -56,9 +62,11 @@ def _runs(ax):
 
 def test_grid_stages_and_per_stage_best(tmp_path):
     fig = hist_plot_split([_write(tmp_path / "a_hist.json", RUN_A)], epochs=[2, 4], names=["s16", "s32"])
+    assert _shown(fig) == ["loss", "accuracy", "lr", *(f"eval:{name}" for name in EVALS)]
     titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
-    assert titles == ["loss", "accuracy", "lr", *EVALS]
-    lfw = _panel(fig, "lfw")
+    assert titles == ["training loss", "training accuracy", "learning rate",
+                      *(f"{name}: verification accuracy" for name in EVALS)]
+    lfw = _panel(fig, "eval:lfw")
     assert [line.get_label() for line in _runs(lfw)] == ["a"]
     separators = [line.get_xdata()[0] for line in lfw.get_lines() if line.get_gid() == "stage-separator"]
     assert separators == [2.5]  # between epoch 2 (end of stage 1) and epoch 3
@@ -67,6 +75,7 @@ def test_grid_stages_and_per_stage_best(tmp_path):
     assert "s16" in texts and "s32" in texts
     loss_texts = [text.get_text() for text in _panel(fig, "loss").texts]
     assert "3.0000" in loss_texts and "1.0000" in loss_texts  # losses mark the stage minimum
+    assert len(_panel(fig, "lr").texts) == 2  # the two stage names; a learning rate has no best value
     fig.savefig(tmp_path / "plot.png")
     assert (tmp_path / "plot.png").stat().st_size > 10_000
 
@@ -74,20 +83,22 @@ def test_grid_stages_and_per_stage_best(tmp_path):
 def test_overlay_axes_reuse_sparse_evals_and_skip_epochs(tmp_path):
     a, b = _write(tmp_path / "a_hist.json", RUN_A), _write(tmp_path / "b_hist.json", RUN_B)
     fig = plot_runs([a, b], epochs=[2, 4], customs=["lr", "centerloss_loss"])
-    for title in ("loss", "accuracy", *EVALS):
-        assert [line.get_label() for line in _runs(_panel(fig, title))] == ["a", "b"]
-    assert len(_runs(_panel(fig, "lr, centerloss_loss"))) == 4
-    b_lfw = _runs(_panel(fig, "lfw"))[1]
+    for gid in ("loss", "accuracy", "lr", *(f"eval:{name}" for name in EVALS)):
+        assert [line.get_label() for line in _runs(_panel(fig, gid))] == ["a", "b"]
+    customs = _panel(fig, "customs")  # per-output losses apart from the learning rate
+    assert [line.get_label() for line in _runs(customs)] == ["centerloss_loss - a", "centerloss_loss - b"]
+    assert customs.get_title() == "centerloss_loss"
+    b_lfw = _runs(_panel(fig, "eval:lfw"))[1]
     assert b_lfw.get_xdata().tolist() == [2, 4, 6]  # evaluated every 2nd epoch
-    assert len([line for line in _panel(fig, "lfw").get_lines() if line.get_gid() == "stage-separator"]) == 1
+    assert len([line for line in _panel(fig, "eval:lfw").get_lines() if line.get_gid() == "stage-separator"]) == 1
 
     again = plot_runs(a, axes=fig.axes, fig_label="a again")
     assert again is fig
-    assert [line.get_label() for line in _runs(_panel(fig, "agedb_30"))] == ["a", "b", "a again"]
+    assert [line.get_label() for line in _runs(_panel(fig, "eval:agedb_30"))] == ["a", "b", "a again"]
     assert len({line.get_color() for line in _runs(_panel(fig, "loss"))}) == 3
 
     skipped = hist_plot_split(a, epochs=[2, 4], names=["s16", "s32"], skip_epochs=3)
-    lfw = _panel(skipped, "lfw")
+    lfw = _panel(skipped, "eval:lfw")
     assert _runs(lfw)[0].get_xdata().tolist() == [4, 5, 6]
     assert not [line for line in lfw.get_lines() if line.get_gid() == "stage-separator"]
     assert "s16" not in [text.get_text() for text in lfw.texts]
@@ -143,7 +154,7 @@ def test_seed_return_pair_and_two_histories_on_the_same_axes(tmp_path):
                                       "lr": 0.1})
     again, pre_b = hist_plot_split(b, [2, 4], axes=axes)
     assert list(again) == list(axes)  # the same Axes objects: the seed's way of comparing runs
-    lfw = _panel(again, "lfw")
+    lfw = _panel(again, "eval:lfw")
     assert [line.get_label() for line in _runs(lfw)] == ["a", "b"]
     assert _runs(lfw)[0].get_color() != _runs(lfw)[1].get_color()
     assert pre_b["loss"] == 1.6 and pre_b["lfw"] == 0.96
@@ -161,9 +172,9 @@ def test_list_of_files_is_one_run_continued_and_init_epoch_joins_parts(tmp_path)
     axes, _ = hist_plot_split(p2, axes=axes, init_epoch=3, pre_item=pre_item, fig_label="part 2")
     # the continued part is drawn from epoch 4 on, joined to part 1's last value at epoch 3
     np.testing.assert_array_equal(_loss_line(axes, "part 2").get_xydata(), [[3, 2.5], [4, 2.0], [5, 1.5], [6, 1.0]])
-    lfw_part2 = _runs(_panel(axes, "lfw"))[1]
+    lfw_part2 = _runs(_panel(axes, "eval:lfw"))[1]
     assert lfw_part2.get_xydata().tolist() == [[3, 0.93], [4, 0.96], [5, 0.97], [6, 0.965]]
-    lines = _panel(axes, "lfw").get_lines()
+    lines = _panel(axes, "eval:lfw").get_lines()
     separators = [line.get_xdata()[0] for line in lines if line.get_gid() == "stage-separator"]
     assert separators == [3.5]  # where the continued part starts
 
@@ -174,7 +185,7 @@ def test_every_seed_keyword(tmp_path):
     # the seed's positional order: history, epochs, names, customs, save
     axes, _ = hist_plot_split(a, [2, 4], ["s16", "s32"], ["lfw", "lr"], str(out))
     assert out.stat().st_size > 10_000
-    assert [ax.get_title() for ax in axes if ax.get_visible()] == ["loss", "accuracy", "lr", "lfw"]
+    assert _shown(axes) == ["loss", "accuracy", "lr", "eval:lfw"]
     axes, pre_item = hist_plot_split(
         history=a, epochs=[2], names=["s16"], customs=["lfw", "agedb_30", "lr"], save=str(tmp_path / "k.svg"),
         axes=None, init_epoch=0, pre_item={}, fig_label="run a", eval_split=True, limit_loss_max=3.2, skip_epochs=0,
@@ -190,17 +201,18 @@ def test_every_seed_keyword(tmp_path):
     with pytest.raises(ValueError, match="give a path"):
         hist_plot_split(RUN_A, save="")
 
-    # customs []: every verification set, nothing in the third panel
+    # customs []: every verification set and no learning rate: its panel is left out, not drawn empty
     axes, pre_item = hist_plot_split(a, customs=[])
-    assert [ax.get_title() for ax in axes if ax.get_visible()] == ["loss", "accuracy", "", *EVALS]
-    assert "lr" not in pre_item and not axes[2].get_lines()
+    assert _shown(axes) == ["loss", "accuracy", *(f"eval:{name}" for name in EVALS)]
+    assert "lr" not in pre_item and not axes[2].get_lines() and not axes[2].get_visible()
+    assert axes[0].get_subplotspec().get_gridspec().get_geometry() == (2, 3)
 
 
 def test_eval_split_false_is_one_row(tmp_path):
     a, b = _write(tmp_path / "a_hist.json", RUN_A), _write(tmp_path / "b_hist.json", RUN_B)
     axes, _ = hist_plot_split(a, eval_split=False)
     assert len(axes) == 4 and axes[0].get_subplotspec().get_gridspec().get_geometry() == (1, 3)
-    assert axes[2].get_title() == "lfw, cfp_fp, agedb_30"
+    assert axes[2].get_title() == "verification accuracy: lfw, cfp_fp, agedb_30"
     styles = [line.get_linestyle() for line in _runs(axes[2])]
     assert [line.get_label() for line in _runs(axes[2])] == ["lfw - a", "cfp_fp - a", "agedb_30 - a"]
     assert len(set(styles)) == 3

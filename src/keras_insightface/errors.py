@@ -7,3 +7,13 @@ class DataError(ValueError):
 
 class DatasetError(DataError):
     """A problem of the dataset as a whole (a stale index): never skipped as one unreadable image would be."""
+
+
+class RunProblems(DataError):
+    """Every problem found before a run starts, reported together: one line each."""
+
+    def __init__(self, problems):
+        self.problems = [str(problem) for problem in problems]
+        lines = self.problems if len(self.problems) == 1 else [
+            f"{len(self.problems)} problems, nothing was started:", *(f"  - {problem}" for problem in self.problems)]
+        super().__init__("\n".join(lines))

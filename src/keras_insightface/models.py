@@ -224,7 +224,7 @@ def buildin_models(
         if _takes(builder, "weights"):  # keras.applications models (and ResNetV2) fetch ImageNet weights
             options["weights"] = None if weights_file else weights
         features = builder(x, **options)
-        name = name or stem_model
+        name = name or (stem_model.lower() if stem_model.lower() in BACKBONES else stem_model)  # "R50" is r50
     elif isinstance(stem_model, keras.Model):
         if backbone_kwargs:
             raise ValueError(f"Backbone options apply to named backbones only, received {sorted(backbone_kwargs)}")

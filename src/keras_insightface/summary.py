@@ -1,8 +1,10 @@
 """What a basic model is and costs: parameters, GFLOPs, CPU latency, embedding size and input contract.
 
-``model_summary`` takes a Keras model, a ``.keras`` / seed ``.h5`` file or a builtin backbone name (built by
-``buildin_models`` with its defaults: GDC head, 512-d embedding) and returns a dict; ``format_summary``
-makes it printable (``keras-insightface summary MODEL``).
+``model_summary`` takes a Keras model, a ``.keras`` / seed ``.h5`` file, a builtin backbone name (built by
+``buildin_models`` with its defaults: GDC head, 512-d embedding) or an exported ``.onnx`` / ``.tflite`` file
+(read by ``inference.graph_summary``: parameters and multiply-accumulates from the graph, onnxruntime's or the
+TFLite interpreter's CPU latency) and returns a dict; ``format_summary`` makes it printable
+(``keras-insightface summary MODEL``).
 
 - GFLOPs: ``flops.gflops`` of one image at the model's input size (112x112), in the field's convention:
   multiply-accumulates of the convolutions and matrix products, the figure insightface's and the papers'
@@ -30,7 +32,7 @@ Example:
     embedding      16-d, output layer 'embedding'
     input          Bx112x112x3 float32 (NHWC, RGB 0..255, batch B dynamic)
     normalization  (x - 127.5) / 128 (layer 'normalize')
-    >>> model_summary("r100")    # a backbone name, a .keras or a seed .h5 file          # doctest: +SKIP
+    >>> model_summary("r100")    # a backbone name, a .keras, seed .h5, .onnx or .tflite file   # doctest: +SKIP
 """
 
 import os
@@ -40,6 +42,8 @@ import time
 import numpy as np
 
 from keras_insightface.errors import DataError
+
+GRAPH_SUFFIXES = (".onnx", ".tflite")
 
 
 def load_summary_model(model):
@@ -62,7 +66,8 @@ def load_summary_model(model):
 
         return buildin_models(text, weights=None, preset="arcface_torch")
     raise DataError(
-        f"{text}: neither a .keras/.h5 model file nor a builtin backbone (keras-insightface models lists them)"
+        f"{text}: neither a .keras/.h5/.onnx/.tflite model file nor a builtin backbone (keras-insightface models "
+        "lists them)"
     )
 
 
@@ -112,10 +117,28 @@ def _count(weights):
     return int(sum(np.prod(w.shape) for w in weights))
 
 
+def _graph_file_summary(path, batch_size, runs):
+    """``graph_summary``'s dict of an ``.onnx`` / ``.tflite`` file, or ``None`` for other paths."""
+    suffix = os.path.splitext(os.fspath(path))[1].lower()
+    if suffix not in GRAPH_SUFFIXES:
+        return None
+    if not os.path.isfile(path):
+        raise DataError(f"{os.fspath(path)}: model file does not exist")
+    from keras_insightface.inference import graph_summary
+
+    reader = graph_summary.onnx_summary if suffix == ".onnx" else graph_summary.tflite_summary
+    return reader(path, batch_size=batch_size, runs=runs)
+
+
 def model_summary(model, batch_size=1, runs=20):
-    """The summary dict of ``model`` (object, ``.keras`` / ``.h5`` path or backbone name); see the module doc."""
+    """The summary dict of ``model`` (object, ``.keras`` / ``.h5`` / ``.onnx`` / ``.tflite`` path or backbone
+    name); see the module doc."""
     from keras_insightface.flops import gflops
 
+    if isinstance(model, (str, os.PathLike)):
+        graph = _graph_file_summary(model, batch_size, runs)
+        if graph is not None:
+            return graph
     model = load_summary_model(model)
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise DataError(
@@ -124,6 +147,7 @@ def model_summary(model, batch_size=1, runs=20):
         )
     return {
         "name": model.name,
+        "format": "Keras",
         "parameters": int(model.count_params()),
         "trainable_parameters": _count(model.trainable_weights),
         "gflops": gflops(model),
@@ -131,6 +155,7 @@ def model_summary(model, batch_size=1, runs=20):
         "latency_ms": cpu_latency_ms(model, batch_size, runs),
         "latency_batch_size": batch_size,
         "latency_runs": runs,
+        "runtime": "jitted calls, JAX CPU",
         "embedding_size": int(model.output_shape[-1]),
         "input_shape": (None, *model.input_shape[1:]),
         "input_dtype": str(model.inputs[0].dtype),
@@ -141,18 +166,22 @@ def model_summary(model, batch_size=1, runs=20):
 
 
 def format_summary(summary):
-    """Aligned ``label  value`` lines of a ``model_summary`` dict."""
+    """Aligned ``label  value`` lines of a ``model_summary`` dict (a Keras model's or an exported file's)."""
     s = summary
+    keras_model = s["trainable_parameters"] is not None
     shape = "x".join("B" if n is None else str(n) for n in s["input_shape"])
+    batch = "batch B dynamic" if s["input_shape"][0] is None else "fixed batch"
     normalization = s["normalization"] or "none found: the model expects normalised input"
+    parameters = f"{s['trainable_parameters']:,} trainable" if keras_model else "graph weights"
+    counted = f"XLA's count {s['xla_gflops']:.4g} GFLOPs" if s["xla_gflops"] is not None else "counted on the graph"
     rows = [
-        ("model", s["name"]),
-        ("parameters", f"{s['parameters']:,} ({s['trainable_parameters']:,} trainable)"),
-        ("GFLOPs", f"{s['gflops']:.4g} per image (multiply-accumulates; XLA's count {s['xla_gflops']:.4g} GFLOPs)"),
+        ("model", s["name"] if keras_model else f"{s['name']} ({s['format']})"),
+        ("parameters", f"{s['parameters']:,} ({parameters})"),
+        ("GFLOPs", f"{s['gflops']:.4g} per image (multiply-accumulates; {counted})"),
         ("CPU latency", f"{s['latency_ms']:.2f} ms per batch of {s['latency_batch_size']}"
-                        f" (median of {s['latency_runs']} jitted calls, JAX CPU)"),
-        ("embedding", f"{s['embedding_size']}-d, output layer {s['output_layer']!r}"),
-        ("input", f"{shape} {s['input_dtype']} ({s['input_layout']} 0..255, batch B dynamic)"),
+                        f" (median of {s['latency_runs']} {s['runtime']})"),
+        ("embedding", f"{s['embedding_size']}-d, output {'layer' if keras_model else 'tensor'} {s['output_layer']!r}"),
+        ("input", f"{shape} {s['input_dtype']} ({s['input_layout']}{' 0..255' if keras_model else ''}, {batch})"),
         ("normalization", normalization),
     ]
     width = max(len(label) for label, _ in rows) + 2

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import simplejpeg
 
-from keras_insightface.data.binpack import build_bin, decode_bin_images, load_bin, make_pairs, write_bin
+from keras_insightface.data.binpack import (
+    build_bin, decode_bin_images, kfold_sizes, load_bin, make_pairs, write_bin,
+)
 from keras_insightface.errors import DataError
 
 
@@ -96,10 +98,16 @@ def test_real_lfw_pack(real_faces):
 
 
 def _check_layout(pairs, issame, labels, num_pairs):
+    """The folds scikit-learn's KFold(n_splits=10) (insightface's verification) cuts from the pairs each hold both
+    kinds, genuine first, half and half (one more of a kind in an odd fold); the totals are equal."""
+    from sklearn.model_selection import KFold
+
     assert pairs.shape == (2 * num_pairs, 2) and issame.shape == (2 * num_pairs,) and issame.dtype == bool
-    tenth = 2 * num_pairs // 10
-    for fold in range(10):
-        assert issame[fold * tenth : (fold + 1) * tenth].sum() == tenth // 2
+    assert issame.sum() == num_pairs
+    for _, fold in KFold(n_splits=10).split(np.arange(2 * num_pairs)):
+        genuine = int(issame[fold].sum())
+        assert genuine in (len(fold) // 2, (len(fold) + 1) // 2) and 0 < genuine < len(fold)
+        assert issame[fold].tolist() == [True] * genuine + [False] * (len(fold) - genuine)
     same = labels[pairs[:, 0]] == labels[pairs[:, 1]]
     assert (same == issame).all() and (pairs[:, 0] != pairs[:, 1]).all()
     assert len({tuple(sorted(p)) for p in pairs.tolist()}) == 2 * num_pairs
@@ -114,6 +122,27 @@ def test_make_pairs_random_layout_and_determinism():
     total_genuine = sum(n * (n - 1) // 2 for n in [2, 3, 5, 2, 8, 4, 2])
     every, issame = make_pairs(labels, total_genuine // 10 * 10, seed=0)
     _check_layout(every, issame, labels, total_genuine // 10 * 10)
+
+
+@pytest.mark.parametrize("num_pairs", [10, 11, 13, 15, 24, 37])
+def test_any_number_of_pairs_in_kfold_folds(num_pairs):
+    labels = np.repeat(np.arange(8), 6)
+    pairs, issame = make_pairs(labels, num_pairs, seed=num_pairs)
+    _check_layout(pairs, issame, labels, num_pairs)
+
+
+def test_kfold_sizes_are_sklearn_kfold():
+    from sklearn.model_selection import KFold
+
+    for count in (20, 22, 26, 29, 30, 6000, 6002):
+        expected = [len(test) for _, test in KFold(n_splits=10).split(np.arange(count))]
+        assert kfold_sizes(count).tolist() == expected
+
+
+def test_multiples_of_ten_keep_insightface_layout():
+    """A multiple of 10 pairs gives insightface's own layout (lfw.bin: 10 folds of 300 genuine then 300 impostor)."""
+    _, issame = make_pairs(np.repeat(np.arange(6), 5), 30, seed=4)
+    assert issame.tolist() == ([True] * 3 + [False] * 3) * 10
 
 
 def _brute_force(labels, embeddings, count):
@@ -152,8 +181,8 @@ def test_make_pairs_errors():
         make_pairs([0, 0, 1, 2, 3], 10)
     with pytest.raises(DataError, match="only 2 distinct genuine pairs, 10 needed"):
         make_pairs([0, 0, 1, 1, 2, 3], 10)
-    with pytest.raises(DataError, match="multiple of 10"):
-        make_pairs(np.repeat(np.arange(5), 5), 15)
+    with pytest.raises(DataError, match="num_pairs must be at least 10, got 9: each of the 10 folds needs a genuine"):
+        make_pairs(np.repeat(np.arange(5), 5), 9)
     with pytest.raises(DataError, match="hardest=True needs embeddings"):
         make_pairs(np.repeat(np.arange(5), 5), 10, hardest=True)
     with pytest.raises(DataError, match=r"embeddings have shape \(3, 2\)"):

@@ -937,7 +937,7 @@ def round_trip(ctx):
         write(ctx.tmp / "faces" / name, data)
 
     def run():
-        count = folders_to_rec(ctx.tmp / "faces", ctx.tmp / "rec")
+        count = folders_to_rec(ctx.tmp / "faces", ctx.tmp / "rec").images
         rec_to_folders(ctx.tmp / "rec", ctx.tmp / "back")
         back = sorted(snapshot(ctx.tmp / "back").values())
         return f"{count} images packed, same bytes back: {back == sorted(files.values())}"
@@ -965,8 +965,8 @@ table(
      r"faces -> .*held_out\.bin: make_pairs: only 2 distinct genuine pairs, 10 needed"),
     ("make-bin-over-existing-pack", "error", converting(FACES, make_bin(10), existing("held_out.bin", b"old pack")),
      r"faces -> .*held_out\.bin: make_pairs: only 2 distinct genuine pairs"),
-    ("make-bin-pairs-not-tens", "error", converting(EIGHT, make_bin(15)),
-     r"make_pairs: num_pairs must be a positive multiple of 10, got 15"),
+    ("make-bin-fewer-pairs-than-folds", "error", converting(EIGHT, make_bin(9)),
+     r"make_pairs: num_pairs must be at least 10, got 9"),
     ("make-bin-png-images", "error", converting(PNGS, make_bin(10)),
      r"faces/\d/\d\.png: not a JPEG; \.bin packs hold JPEG bytes"),
     ("round-trip", "ok", round_trip, r"4 images packed, same bytes back: True"),

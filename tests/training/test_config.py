@@ -69,7 +69,7 @@ def test_the_seed_flags_still_work():
     assert config.optimizer.lr_warmup_steps == 1 and config.run.checkpoint_every_steps == 50
     assert config.stages == [{"loss": "CosFaceLoss", "loss_config": {"scale": 16.0}, "epoch": 2},
                              {"loss": "CosFaceLoss", "loss_config": {"scale": 64.0}, "epoch": 3}]
-    assert config.run.save_path == "keras_insightface.keras"  # the train command's preset
+    assert config.run.save_path == "r34_cosface_faces.keras"  # default_run_name: model, loss, data
     with pytest.raises(DataError, match="train needs --data"):
         run_config(_parse(["train", "--batch-size", "4"]))
 

@@ -333,8 +333,8 @@ epoch = 1
     capsys.readouterr()
     assert main(["train", str(config), "--set", "stage.0.epoch=1", "--resume"]) == 0
     assert json.loads((tmp_path / "from_config_hist.json").read_text()) == history
-    best = capsys.readouterr().out.split("best basic model: ")[1].split()[0]
-    assert best.startswith(str(tmp_path / "from_config_basic_tiny_val_epoch_")) and os.path.isfile(best)
+    assert "the run from_config is finished" in capsys.readouterr().out  # said at once, nothing built
+    assert len(glob.glob(str(tmp_path / "from_config_basic_tiny_val_epoch_*.keras"))) == 1
     # --resume DIR finds the run's resolved config there: no other flags needed
     assert main(["train", "--resume", str(tmp_path)]) == 0
     assert json.loads((tmp_path / "from_config_hist.json").read_text()) == history
@@ -347,8 +347,9 @@ epoch = 1
         (shutil.copytree if path.is_dir() else shutil.copy2)(path, copy / path.name)
     before = {path.name: path.stat().st_mtime_ns for path in tmp_path.glob("from_config*")}
     capsys.readouterr()
-    assert main(["train", "--resume", str(copy)]) == 0
+    assert main(["train", "--resume", str(copy), "--set", "stage.1.epoch=2"]) == 0  # one more epoch, in the copy
     assert f"resuming the run in {copy}" in capsys.readouterr().out
+    assert len(json.loads((copy / "from_config_hist.json").read_text())["loss"]) == 3
     assert json.loads((copy / "from_config_config.json").read_text())["train"]["checkpoint_dir"] == str(copy)
     assert {path.name: path.stat().st_mtime_ns for path in tmp_path.glob("from_config*")} == before
     (tmp_path / "other_config.json").write_text("{}")
@@ -466,14 +467,19 @@ def test_resume_without_a_checkpoint_is_an_error(tiny_data, tmp_path):
         trainer.close()
 
 
-def test_an_unusable_eval_pack_is_refused_before_the_data_is_read(tmp_path):
-    """A pack of genuine pairs only fails when Train is made, before the data is opened (here it does not even
-    exist), and the message says how to make a usable one."""
+def test_every_problem_of_the_files_is_reported_at_once(tmp_path):
+    """A missing dataset, a pack of genuine pairs only and a misspelt backbone fail together when Train is made,
+    before anything is opened or built, and the pack's line says how to make a usable one."""
     from keras_insightface.data.binpack import write_bin
     from tests.conftest import class_images
 
     images = [image for image, _ in class_images(2, 12, seed=3)]
     write_bin(tmp_path / "genuine.bin", images, [True] * 12)
-    with pytest.raises(DataError, match=r"genuine.bin: 12 pairs \(12 genuine\); .*convert make-bin"):
+    with pytest.raises(DataError) as raised:
         Train(str(tmp_path / "no_such_data"), "r.keras", eval_paths=[str(tmp_path / "genuine.bin")],
-              checkpoint_dir=str(tmp_path), num_workers=0, verbose=0)
+              basic_model="r5O", checkpoint_dir=str(tmp_path), num_workers=0, verbose=0)
+    lines = str(raised.value).splitlines()  # every problem, one line each, in one message
+    assert lines[0] == "3 problems, nothing was started:"
+    assert re.search(r"no_such_data: dataset path does not exist", lines[1])
+    assert re.search(r"genuine.bin: 12 pairs \(12 genuine\); .*convert make-bin", lines[2])
+    assert re.search(r"basic_model: Unknown backbone 'r5O' \(did you mean 'r50'", lines[3])

@@ -1,5 +1,6 @@
 """Evaluation commands: eval (.bin packs), ijb (IJB-B/C), eval-folder and plot (training curves)."""
 
+import argparse
 import os
 from pathlib import Path
 
@@ -16,9 +17,9 @@ def cmd_eval(args):
     model = open_model(args.model)
     print("| set | accuracy | threshold | 10-fold | VAL@FAR=1e-3 | FAR | XNorm |\n|---|---|---|---|---|---|---|")
     results = []
-    for path in args.test_bin:
+    for path in args.eval:
         dataset = VerificationSet(path)
-        result = dataset.evaluate(model, args.batch_size, flip=not args.no_flip)
+        result = dataset.evaluate(model, args.batch_size, flip=args.flip)
         results.append((dataset.name, result))
         print(
             f"| {dataset.name} | {result['accuracy']:.4f} | {result['threshold']:.4f} |"
@@ -27,7 +28,7 @@ def cmd_eval(args):
         )
     print("\ninsightface (arcface_torch eval/verification.py: 10-fold accuracy on squared L2 distance):")
     for name, result in results:
-        print("\n".join(insightface_lines(name, result, flip=not args.no_flip)))
+        print("\n".join(insightface_lines(name, result, flip=args.flip)))
     print("seed (evals.py eval_callback: best accuracy over the top 10% impostor cosine thresholds):")
     for name, result in results:
         print(seed_line(name, result["accuracy"], result["threshold"]))
@@ -109,19 +110,22 @@ def add_commands(sub):
         "eval", help="verification accuracy, VAL@FAR=1e-3 and XNorm of a model on .bin packs, with insightface's"
         " and the seed's printout lines"
     )
-    evaluate.add_argument(
-        "-m", "--model", required=True, help=f"basic model: {MODEL_FILES}"
-    )
-    evaluate.add_argument("-t", "--test-bin", nargs="+", required=True, help=".bin packs")
-    evaluate.add_argument("-b", "--batch-size", type=int, default=64)
-    evaluate.add_argument("--no-flip", action="store_true", help="do not add the flipped image's embedding")
+    evaluate.add_argument("-m", "--model", required=True, help=f"basic model: {MODEL_FILES}")
+    packs = evaluate.add_argument("-e", "--eval", nargs="+", required=True, metavar="PACK",
+                                  help=".bin verification packs (lfw.bin, cfp_fp.bin, ...), as train's --eval")
+    evaluate.add_old_spelling(packs, "-t", "--test-bin")
+    evaluate.add_argument("-b", "--batch-size", type=int, default=64, metavar="N", help="images per batch")
+    evaluate.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
+                          help="add the horizontally flipped image's embedding to each image's (insightface's "
+                               "Accuracy-Flip)")
     evaluate.set_defaults(func=cmd_eval)
 
     ijb = sub.add_parser("ijb", help="IJB-B/IJB-C 1:1 verification (TAR at FAR, ROC) and 1:N identification")
     ijb.add_argument("-m", "--model", help=f"basic model: {MODEL_FILES}")
     ijb.add_argument("-d", "--data-dir", help="folder holding IJBC/ (or IJBB/) with meta/ and loose_crop/")
-    ijb.add_argument("-s", "--subset", default="IJBC", type=str.upper, choices=["IJBB", "IJBC"])
-    ijb.add_argument("-b", "--batch-size", type=int, default=64)
+    ijb.add_argument("-s", "--subset", default="IJBC", type=str.upper, choices=["IJBB", "IJBC"],
+                     help="which benchmark of --data-dir (any case)")
+    ijb.add_argument("-b", "--batch-size", type=int, default=64, metavar="N", help="images per batch")
     ijb.add_argument("--modes", default="N0D1F1", help="N{0,1}D{0,1}F{0,1} modes, comma-separated, or 'all'")
     ijb.add_argument("--embeddings", help="embeddings cache (.npz): read if it exists, else written")
     ijb.add_argument("--identification", action="store_true", help="also run 1:N (galleries and mixed probes)")
@@ -147,6 +151,7 @@ def add_commands(sub):
     folder.add_argument("data", help="class-folder root, train.rec folder or list file")
     folder.add_argument("-m", "--model", required=True, help=f"basic model: {MODEL_FILES}")
     folder.add_argument("--fprs", type=float_list, default=[1e-4, 1e-3, 1e-2], help="comma-separated FPRs")
-    folder.add_argument("--flip", action="store_true", help="add the flipped image's embedding")
+    folder.add_argument("--flip", action=argparse.BooleanOptionalAction, default=False,
+                        help="add the horizontally flipped image's embedding to each image's")
     add_embedding_args(folder)
     folder.set_defaults(func=cmd_eval_folder)

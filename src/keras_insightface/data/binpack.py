@@ -4,8 +4,10 @@
 ``2i`` and ``2i + 1`` and ``issame_list[i]`` says whether they show the same person. Packs come from the
 internet, so they are read with an unpickler that only builds lists, tuples, bytes, bools and numpy arrays.
 
-``build_bin`` makes a pack from any labelled source, laid out as insightface's: 10 contiguous folds with
-as many genuine as impostor pairs each, random pairs or, given embeddings, the hardest ones.
+``build_bin`` makes a pack from any labelled source, laid out for insightface's evaluation: the 10 contiguous
+folds that scikit-learn's ``KFold(n_splits=10)`` cuts from the pairs (``kfold_sizes``), each holding as many
+genuine as impostor pairs (one more of a kind in some folds when the sizes are odd), random pairs or, given
+embeddings, the hardest ones.
 
 Example:
     >>> from keras_insightface.data.binpack import make_pairs
@@ -27,6 +29,7 @@ import numpy as np
 
 from keras_insightface.atomic import atomic_path
 from keras_insightface.data.decode import decode_image, is_jpeg
+from keras_insightface.data.outputs import refuse_existing
 from keras_insightface.data.progress import progress_bar
 from keras_insightface.errors import DataError
 
@@ -148,7 +151,30 @@ def decode_bin_images(images, path=""):
     return out
 
 
-_NUM_FOLDS = 10
+NUM_FOLDS = 10  # insightface's verification: 10-fold accuracy, each fold's threshold chosen on the other nine
+MIN_PAIRS = NUM_FOLDS  # genuine pairs (and as many impostor): one of each kind in every fold of the 2 x 10
+
+
+def kfold_sizes(count, n_folds=NUM_FOLDS):
+    """Sizes of the contiguous folds scikit-learn's ``KFold(n_splits=n_folds)`` (no shuffle) cuts from ``count``
+    items: ``count // n_folds`` each, one more in the first ``count % n_folds`` (insightface's verification folds).
+
+    Example:
+        >>> kfold_sizes(22).tolist()
+        [3, 3, 2, 2, 2, 2, 2, 2, 2, 2]
+    """
+    sizes = np.full(n_folds, count // n_folds, dtype=np.int64)
+    sizes[: count % n_folds] += 1
+    return sizes
+
+
+def _genuine_per_fold(fold_sizes):
+    """Genuine pairs of each fold: half of it, the odd folds taking the extra pair in turns, so the genuine and
+    the impostor totals are equal (the odd folds are an even number, as the sizes add up to twice the pairs)."""
+    genuine = fold_sizes // 2
+    odd = np.flatnonzero(fold_sizes % 2)
+    genuine[odd[::2]] += 1
+    return genuine
 
 
 def _split_ranks(counts, ranks):
@@ -227,8 +253,10 @@ def make_pairs(labels, num_pairs, seed=0, embeddings=None, hardest=False):
     """``num_pairs`` genuine and ``num_pairs`` impostor image-index pairs in insightface's 10-fold layout.
 
     Returns ``(pairs, issame)``: an int64 ``(2 * num_pairs, 2)`` array of indices into ``labels`` and a bool
-    ``(2 * num_pairs,)`` array. Each contiguous tenth holds ``num_pairs / 10`` genuine then as many impostor
-    pairs, so ``num_pairs`` must be a multiple of 10. No pair appears twice. By default pairs are random
+    ``(2 * num_pairs,)`` array. The pairs fall into the 10 folds ``KFold(n_splits=10)`` makes of ``2 * num_pairs``
+    (``kfold_sizes``), each holding its genuine pairs then its impostor pairs, half and half (a fold of odd size
+    has one more of a kind, in turns). ``num_pairs`` is any number from ``MIN_PAIRS`` (10), so that every fold
+    holds both kinds. No pair appears twice. By default pairs are random
     (genuine: identities drawn uniformly; impostors: uniform over all different-identity pairs). With
     ``embeddings`` (N, D) and ``hardest=True``: the least cosine-similar genuine pairs and the most similar
     impostor pairs, spread over the folds at random.
@@ -242,8 +270,11 @@ def make_pairs(labels, num_pairs, seed=0, embeddings=None, hardest=False):
     if labels.ndim != 1 or not (np.issubdtype(labels.dtype, np.integer) or labels.size == 0):
         raise DataError(f"make_pairs: labels must be a 1-D integer array, got {labels.dtype} of shape {labels.shape}")
     num_pairs = int(num_pairs)
-    if num_pairs <= 0 or num_pairs % _NUM_FOLDS:
-        raise DataError(f"make_pairs: num_pairs must be a positive multiple of {_NUM_FOLDS}, got {num_pairs}")
+    if num_pairs < MIN_PAIRS:
+        raise DataError(
+            f"make_pairs: num_pairs must be at least {MIN_PAIRS}, got {num_pairs}: each of the {NUM_FOLDS} folds "
+            "needs a genuine and an impostor pair"
+        )
     if hardest and embeddings is None:
         raise DataError("make_pairs: hardest=True needs embeddings")
     if embeddings is not None and not hardest:
@@ -273,24 +304,22 @@ def make_pairs(labels, num_pairs, seed=0, embeddings=None, hardest=False):
     else:
         genuine = _random_genuine(members, num_pairs, rng)
         impostor = _random_impostors(order, class_end, num_pairs, rng)
-    per_fold = num_pairs // _NUM_FOLDS
-    folds = np.concatenate(
-        [
-            rng.permutation(genuine).reshape(_NUM_FOLDS, per_fold, 2),
-            rng.permutation(impostor).reshape(_NUM_FOLDS, per_fold, 2),
-        ],
-        axis=1,
-    )
-    issame = np.tile(np.repeat([True, False], per_fold), _NUM_FOLDS)
-    return folds.reshape(-1, 2).astype(np.int64), issame
+    sizes = kfold_sizes(2 * num_pairs)
+    genuine_counts = _genuine_per_fold(sizes)
+    cuts = [np.cumsum(counts)[:-1] for counts in (genuine_counts, sizes - genuine_counts)]
+    genuine_folds = np.split(rng.permutation(genuine), cuts[0])
+    impostor_folds = np.split(rng.permutation(impostor), cuts[1])
+    pairs = np.concatenate([part for folds in zip(genuine_folds, impostor_folds) for part in folds])
+    issame = np.concatenate([np.repeat([True, False], [g, n - g]) for g, n in zip(genuine_counts, sizes)])
+    return pairs.astype(np.int64), issame
 
 
-def build_bin(source, out_path, num_pairs, seed=0, embeddings=None, hardest=False):
+def build_bin(source, out_path, num_pairs, seed=0, embeddings=None, hardest=False, overwrite=False):
     """Write a verification pack of ``make_pairs`` pairs from ``source``; returns ``(pairs, issame)``.
 
     ``source`` is random access: ``len``, ``source[i] -> (jpeg_bytes, label)`` and a ``labels`` array
     (as ``open_source`` gives). Each image is read once even when it is in several pairs; images must be
-    JPEG, as packs hold JPEG bytes.
+    JPEG, as packs hold JPEG bytes. An existing ``out_path`` is replaced only with ``overwrite``.
 
     Example:
         >>> from keras_insightface.data.sources import open_source
@@ -304,6 +333,7 @@ def build_bin(source, out_path, num_pairs, seed=0, embeddings=None, hardest=Fals
         pairs, issame = make_pairs(labels, num_pairs, seed=seed, embeddings=embeddings, hardest=hardest)
     except DataError as error:
         raise DataError(f"{name} -> {out_path}: {error}") from None
+    refuse_existing(out_path, overwrite)
     describe = getattr(source, "describe", None)
     images = {}
     needed = np.unique(pairs).tolist()

@@ -3,6 +3,8 @@
 
 Record 0's header holds ``[images + 1, images + 1 + classes)``: the keys of one record per class with its
 ``[start, end)`` image keys; images are keys ``1..images``, grouped by class. ``property`` is ``classes,h,w``.
+Our packs may add ``classes.txt`` (line ``i``: the name of class ``i``, UTF-8), which insightface's readers
+ignore: ``folders2rec`` writes the class folder names there and ``rec2folders`` names the folders back from it.
 
 Example:
     >>> from keras_insightface.data.insightface_rec import InsightfaceRec
@@ -10,6 +12,7 @@ Example:
     >>> jpeg_bytes, label = ds[0]                       # doctest: +SKIP
 """
 
+import collections
 import contextlib
 import functools
 import warnings
@@ -51,6 +54,45 @@ def write_property(path, num_classes, h, w):
     path.write_text(f"{int(num_classes)},{int(h)},{int(w)}\n", encoding="ascii")
 
 
+CLASS_NAMES_FILE = "classes.txt"
+_NOT_IN_NAMES = ("/", "\\", "\0", "\n", "\r")
+
+
+def check_class_names(names, where):
+    """``names`` as a list of strings, each usable as a folder name (not empty, ``.`` or ``..``, no path separator,
+    NUL or line break) and unique; ``where`` names the source in errors."""
+    names = [str(name) for name in names]
+    for i, name in enumerate(names):
+        if name in ("", ".", "..") or any(c in name for c in _NOT_IN_NAMES):
+            raise DataError(f"{where}: class {i} has the name {name!r}, which cannot be a folder name")
+    twice = [name for name, count in collections.Counter(names).items() if count > 1]
+    if twice:
+        raise DataError(f"{where}: the class name {twice[0]!r} is given to more than one class")
+    return names
+
+
+def read_class_names(rec_dir, num_classes):
+    """Class names from ``classes.txt`` beside ``train.rec`` (a folder, or the ``.rec`` file's folder), checked to
+    name ``num_classes`` classes; ``None`` when the pack has no such file (insightface's packs)."""
+    rec_dir = Path(rec_dir)
+    path = (rec_dir if rec_dir.is_dir() else rec_dir.parent) / CLASS_NAMES_FILE
+    try:
+        names = path.read_text(encoding="utf-8").split("\n")
+    except FileNotFoundError:
+        return None
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: class names file is not UTF-8 text") from None
+    if names and names[-1] == "":
+        names.pop()
+    if len(names) != num_classes:
+        raise DataError(f"{path}: {len(names)} class names for {num_classes} classes, expected one line per class")
+    return check_class_names(names, path)
+
+
+def _write_class_names(path, names):
+    Path(path).write_text("".join(f"{name}\n" for name in names), encoding="utf-8")
+
+
 def _label_error(rec_path, index, label, num_classes):
     return DataError(f"{rec_path}: sample {index} has label {label}, expected 0..{num_classes - 1}")
 
@@ -65,20 +107,27 @@ def _by_label(samples, rec_path, num_classes):
     if labels.size + 1 + num_classes > FLOAT32_EXACT:
         raise DataError(f"{rec_path}: {labels.size} images + {num_classes} classes exceed float32-exact header keys")
     for i in np.argsort(labels, kind="stable").tolist():
-        data, label = samples[i]
+        item = samples[i]
+        if item is None:  # left out by the sequence (folders2rec --skip-bad)
+            continue
+        data, label = item
         if int(label) != labels[i]:
             raise DataError(f"{rec_path}: sample {i} has label {label} but the sample labels say {labels[i]}")
         yield data, label
 
 
-def write_insightface_rec(out_dir, samples, num_classes, image_size=(112, 112), progress=False):
+def write_insightface_rec(out_dir, samples, num_classes, image_size=(112, 112), progress=False, class_names=None,
+                          before_commit=None):
     """Write ``train.rec``/``train.idx``/``property`` in the insightface layout (header, images, identities).
 
     ``samples`` yields ``(image_bytes, label)``; bytes are stored as given (JPEG, PNG: no re-encoding). A
     sequence (``len`` and indexing: a list, a source) is written grouped by label through random access, one
-    image in memory at a time, its labels taken from its ``labels`` array when it has one. Any other iterable
-    is streamed in its own order and must hold each class in one contiguous run. ``progress`` shows a
-    progress line on stderr.
+    image in memory at a time, its labels taken from its ``labels`` array when it has one; an item that is
+    ``None`` is left out. Any other iterable is streamed in its own order and must hold each class in one
+    contiguous run. ``progress`` shows a progress line on stderr. ``class_names`` (one per class) go to
+    ``classes.txt``; without them a ``classes.txt`` left from an earlier pack is removed, so it cannot name
+    other classes. ``before_commit()`` runs once every record is written, before the files take their names: an
+    error it raises leaves no new file behind.
 
     Example:
         >>> write_insightface_rec("out", [(jpeg_bytes, 0), (jpeg_bytes, 1)], num_classes=2)  # doctest: +SKIP
@@ -86,6 +135,10 @@ def write_insightface_rec(out_dir, samples, num_classes, image_size=(112, 112), 
     out_dir = Path(out_dir)
     rec_path = out_dir / "train.rec"
     num_classes = int(num_classes)
+    if class_names is not None:
+        class_names = check_class_names(class_names, out_dir / CLASS_NAMES_FILE)
+        if len(class_names) != num_classes:
+            raise DataError(f"{out_dir / CLASS_NAMES_FILE}: {len(class_names)} class names for {num_classes} classes")
     if hasattr(samples, "__len__") and hasattr(samples, "__getitem__"):
         total, items = len(samples), _by_label(samples, rec_path, num_classes)
     else:
@@ -96,6 +149,13 @@ def write_insightface_rec(out_dir, samples, num_classes, image_size=(112, 112), 
                                           for name in ("train.rec", "train.idx", "property"))
         _write_records(tmp_rec, tmp_idx, rec_path, total, items, num_classes, progress)
         write_property(tmp_property, num_classes, image_size[0], image_size[1])
+        if class_names is not None:
+            _write_class_names(temps.enter_context(atomic_path(out_dir / CLASS_NAMES_FILE, "write the dataset")),
+                               class_names)
+        if before_commit is not None:
+            before_commit()
+    if class_names is None:
+        (out_dir / CLASS_NAMES_FILE).unlink(missing_ok=True)
 
 
 def _write_records(tmp_rec, tmp_idx, rec_path, total, items, num_classes, progress):

@@ -476,46 +476,83 @@ def load_scores(paths):
     return rocs, curves
 
 
+def _figure(panels):
+    """A new figure of ``panels`` side by side, drawn with the Agg canvas (no pyplot, no global backend)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4 * panels, 5.0))
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(1, panels, squeeze=False)[0]
+
+
+def _rate_axes(ax, y_values):
+    """A 0..1 rate on y, from the tenth below the lowest drawn value, with a grid on major and minor ticks."""
+    from matplotlib.ticker import MultipleLocator
+
+    finite = np.concatenate([np.ravel(v) for v in y_values] or [np.zeros(0)])
+    finite = finite[np.isfinite(finite)]
+    low = max(0.0, np.floor(10 * finite.min()) / 10 - 0.05) if finite.size else 0.0
+    ax.set_ylim(low, 1.005)
+    ax.yaxis.set_minor_locator(MultipleLocator(0.05 if 1 - low > 0.3 else 0.01))
+    ax.grid(True, which="major", linestyle="-", linewidth=0.6, alpha=0.6)
+    ax.grid(True, which="minor", linestyle=":", linewidth=0.5, alpha=0.5)
+
+
+def _powers_of_ten(ax, low, high):
+    """A log x axis from ``low`` to ``high`` labelled at each power of ten (10^-6 ... 10^0), unlabelled minor
+    ticks between."""
+    from matplotlib.ticker import LogFormatterSciNotation, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    ax.set_xlim(low, high)
+    ax.xaxis.set_major_locator(LogLocator(base=10, numticks=20))
+    ax.xaxis.set_major_formatter(LogFormatterSciNotation(base=10))
+    ax.xaxis.set_minor_locator(LogLocator(base=10, subs=np.arange(2, 10), numticks=20))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def plot_roc(rocs, path, title="ROC on IJB"):
-    """ROC curves (log FAR) of ``{name: Roc}`` with their AUC, written to ``path`` (matplotlib, Agg)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 5))
+    """ROC curves of ``{name: Roc}``, TAR against FAR on a log axis labelled at powers of ten, each labelled
+    with its AUC, written to ``path``."""
+    fig, (ax,) = _figure(1)
     low = min(FARS)
+    tars = []
     for name, roc in rocs.items():
         far, tar = roc.curve(min_far=low)
         keep = far > 0
-        ax.plot(far[keep], tar[keep], lw=1, label=f"{name} (AUC {100 * roc.auc():.2f}%)")
-    ax.set(xscale="log", xlim=(low, 1), ylim=(0, 1.0), xlabel="False Accept Rate", ylabel="True Accept Rate",
-           title=title)
-    ax.grid(linestyle="--", linewidth=0.5)
-    ax.legend(loc="lower right", fontsize="x-small")
+        ax.plot(far[keep], tar[keep], lw=1.2, label=f"{name} (AUC {100 * roc.auc():.2f}%)")
+        tars.append(tar[keep])
+    _powers_of_ten(ax, low, 1.0)
+    _rate_axes(ax, tars)
+    ax.set(xlabel="False Accept Rate (FAR)", ylabel="True Accept Rate (TAR)", title=title)
+    ax.legend(loc="lower right", fontsize="small", framealpha=0.9)
     fig.tight_layout()
     savefig_atomic(fig, path)
-    plt.close(fig)
     return str(path)
 
 
 def plot_cmc(results, path, title="Identification on IJB"):
-    """CMC (rank 1..R) and TPIR vs FPIR of ``{name: identification result}``, two panels, written to ``path``."""
-    import matplotlib
+    """CMC (identification rate at rank 1..R) and TPIR at FPIR (log axis labelled at powers of ten) of
+    ``{name: identification result}``, two panels, written to ``path``."""
+    from matplotlib.ticker import MaxNLocator
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    fig, (left, right) = _figure(2)
+    ranks = 1
     for name, result in results.items():
-        left.plot(np.arange(1, len(result["cmc"]) + 1), result["cmc"], marker=".", lw=1, label=name)
-        right.plot(result["fpir"], result["tpir"], lw=1, label=name)
-    left.set(xlabel="rank", ylabel="identification rate", title=f"{title}: CMC", ylim=(0, 1.02))
-    right.set(xscale="log", xlabel="FPIR", ylabel="TPIR", title=f"{title}: TPIR at FPIR", ylim=(0, 1.02))
-    for ax in (left, right):
-        ax.grid(linestyle="--", linewidth=0.5)
-        ax.legend(fontsize="x-small")
+        ranks = max(ranks, len(result["cmc"]))
+        left.plot(np.arange(1, len(result["cmc"]) + 1), result["cmc"], marker=".", lw=1.2, label=name)
+        right.plot(result["fpir"], result["tpir"], lw=1.2, label=name)
+    left.set(xlabel="rank", ylabel="identification rate", title=f"{title}: CMC", xlim=(0.5, ranks + 0.5))
+    left.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    fpirs = np.concatenate([np.ravel(result["fpir"]) for result in results.values()] or [np.ones(1)])
+    fpirs = fpirs[np.isfinite(fpirs) & (fpirs > 0)]
+    _powers_of_ten(right, 10 ** np.floor(np.log10(fpirs.min())) if fpirs.size else 1e-4, 1.0)
+    right.set(xlabel="False Positive Identification Rate (FPIR)", ylabel="True Positive Identification Rate (TPIR)",
+              title=f"{title}: TPIR at FPIR")
+    for ax, key in ((left, "cmc"), (right, "tpir")):
+        _rate_axes(ax, [result[key] for result in results.values()])
+        ax.legend(loc="lower right", fontsize="small", framealpha=0.9)
     fig.tight_layout()
     savefig_atomic(fig, path)
-    plt.close(fig)
     return str(path)

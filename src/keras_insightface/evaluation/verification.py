@@ -28,7 +28,7 @@ import os
 import keras
 import numpy as np
 
-from keras_insightface.data.binpack import decode_bin_images, load_bin
+from keras_insightface.data.binpack import decode_bin_images, kfold_sizes, load_bin
 from keras_insightface.errors import DataError
 from keras_insightface.hosts import is_primary
 from keras_insightface.inference.embed import embed_views, l2_normalize
@@ -90,10 +90,9 @@ def best_threshold_accuracy(scores, issame):
 
 
 def _kfold_indices(count, n_folds):
-    """Contiguous folds, the first ``count % n_folds`` one longer (sklearn ``KFold(shuffle=False)``)."""
-    sizes = np.full(n_folds, count // n_folds)
-    sizes[: count % n_folds] += 1
-    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    """Contiguous folds, the first ``count % n_folds`` one longer (sklearn ``KFold(shuffle=False)``): the folds
+    ``make_pairs`` lays its packs out by."""
+    bounds = np.concatenate([[0], np.cumsum(kfold_sizes(count, n_folds))])
     return [np.arange(bounds[i], bounds[i + 1]) for i in range(n_folds)]
 
 
@@ -218,6 +217,21 @@ def seed_line(name, accuracy, threshold, previous=0.0):
             f"previous max accuracy: {previous:f}")
 
 
+def check_pairs(path, issame):
+    """Refuse a pack verification cannot score: fewer than 10 pairs, or only one kind of pair."""
+    if len(issame) < 10 or issame.all() or not issame.any():
+        raise DataError(
+            f"{path}: {len(issame)} pairs ({int(issame.sum())} genuine); verification needs at least 10 pairs with "
+            "both genuine and impostor ones; make a balanced pack from identity folders or a .rec with "
+            "keras-insightface convert make-bin <dataset> <pack.bin> --pairs <N>"
+        )
+
+
+def check_pack(path):
+    """``check_pairs`` of the pack at ``path`` without decoding its images (a quick check before a run)."""
+    check_pairs(path, load_bin(path)[1])
+
+
 class VerificationSet:
     """A ``.bin`` pack decoded once into memory: ``images`` uint8 NHWC and ``issame``."""
 
@@ -225,12 +239,7 @@ class VerificationSet:
         self.path = str(bin_path)
         self.name = os.path.splitext(os.path.basename(self.path))[0]
         encoded, self.issame = load_bin(self.path)
-        if len(self.issame) < 10 or self.issame.all() or not self.issame.any():
-            raise DataError(
-                f"{self.path}: {len(self.issame)} pairs ({int(self.issame.sum())} genuine); verification needs at "
-                "least 10 pairs with both genuine and impostor ones; make a balanced pack from identity folders or "
-                "a .rec with keras-insightface convert make-bin <dataset> <pack.bin> --pairs <N>"
-            )
+        check_pairs(self.path, self.issame)
         self.images = decode_bin_images(encoded, self.path)
 
     def embed(self, basic_model, batch_size=64, flip=True):

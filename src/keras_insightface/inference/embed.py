@@ -19,10 +19,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from keras_insightface.data.progress import make_progbar
 from keras_insightface.errors import DataError
 from keras_insightface.inference.embedders import open_model
 
-PROGRESS_EVERY = 10  # batches between progress lines
 
 
 def l2_normalize(x):
@@ -44,13 +44,14 @@ def embed_batches(model, batches, batch_size, flip=False, desc=None, total=None)
     """Yield, for each uint8 NHWC batch of ``batches`` (at most ``batch_size`` images), the list of its float32
     views: ``[embeddings]``, plus ``[mirrored-image embeddings]`` with ``flip``.
 
-    ``model`` is anything ``open_model`` takes. With ``desc``, prints ``desc: done/total images (%), img/s``
-    every ``PROGRESS_EVERY`` batches and at the end. A model that does not return one row per image is a
+    ``model`` is anything ``open_model`` takes. With ``desc``, shows the progress in images with the rate
+    (``data.progress.make_progbar``). A model that does not return one row per image is a
     ``DataError`` naming ``desc``.
     """
     embedder = open_model(model)
     check_batch_size(batch_size, desc)
     done, start = 0, time.monotonic()
+    bar = make_progbar(total, "image", desc, stateful_metrics=["img/s"]) if desc is not None else None
 
     def run(images):
         output = np.asarray(embedder(images), dtype=np.float32)
@@ -58,7 +59,7 @@ def embed_batches(model, batches, batch_size, flip=False, desc=None, total=None)
             raise DataError(f"{desc or 'embedding'}: the model returned shape {output.shape} for {batch_size} images")
         return output
 
-    for step, images in enumerate(batches, 1):
+    for images in batches:
         count = len(images)
         if count < batch_size:
             images = np.concatenate([images, np.zeros((batch_size - count, *images.shape[1:]), images.dtype)])
@@ -66,10 +67,9 @@ def embed_batches(model, batches, batch_size, flip=False, desc=None, total=None)
         if flip:
             views.append(run(np.ascontiguousarray(images[:, :, ::-1]))[:count])
         done += count
-        if desc is not None and (step % PROGRESS_EVERY == 0 or done == total):
+        if bar is not None:
             rate = done / max(time.monotonic() - start, 1e-9)
-            share = f"/{total} images ({100 * done // total}%)" if total else " images"
-            print(f"{desc}: {done}{share}, {rate:.0f} img/s", flush=True)
+            bar.update(done, [("img/s", round(rate))], finalize=bool(total) and done >= total)
         yield views
 
 

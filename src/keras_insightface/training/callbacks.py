@@ -12,6 +12,7 @@ import keras
 import numpy as np
 
 from keras_insightface.atomic import write_json_atomic
+from keras_insightface.data.progress import PlainProgbar, is_terminal
 from keras_insightface.hosts import is_primary, process_count
 from keras_insightface.saving import save_model
 from keras_insightface.training.checkpoint import KEEP, restore_metrics, save_state
@@ -20,6 +21,26 @@ from keras_insightface.training.distribute import gather_objects
 
 def _to_float(value):
     return float(np.asarray(value))
+
+
+class RunProgress(keras.callbacks.ProgbarLogger):
+    """``fit``'s progress: Keras's bar on a terminal, plain lines (``data.progress.PlainProgbar``, one every
+    ``every_s`` seconds and one per epoch) when the output is a log or a pipe, so a redirected run has no escape
+    codes or redrawn lines."""
+
+    def __init__(self, every_s=30.0):
+        super().__init__()
+        self.every_s, self.epoch = every_s, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+        super().on_epoch_begin(epoch, logs)
+
+    def _maybe_init_progbar(self):
+        if self.progbar is None and not is_terminal():
+            self.progbar = PlainProgbar(self.target, every_s=self.every_s, desc=f"epoch {self.epoch + 1}",
+                                        stateless_metrics=set())
+        super()._maybe_init_progbar()
 
 
 class Throughput(keras.callbacks.Callback):

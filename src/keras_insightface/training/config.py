@@ -40,7 +40,7 @@ import os
 import tomllib
 
 from keras_insightface.atomic import write_json_atomic
-from keras_insightface.errors import DataError
+from keras_insightface.errors import DataError, RunProblems
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 SCHEDULE_KINDS = ("cosine", "cosine_restarts", "exponential", "step", "polynomial")
@@ -317,7 +317,8 @@ class RunConfig(_Section):
     """The run's outputs, evaluation, checkpoints and devices."""
 
     save_path: str = option(None, _optional(_text), "the run's name, e.g. r50_arcface.keras (a folder in it "
-                            "overrides checkpoint_dir)", required=True)
+                            "overrides checkpoint_dir; keras-insightface train names a run given none "
+                            "<model>_<loss>_<data>.keras)", required=True)
     checkpoint_dir: str = option("checkpoints", _text, "where the history, basic models and checkpoints go")
     eval_paths: list = option([], _texts, ".bin verification packs evaluated at every epoch end (the best basic "
                               "model of each is kept)", ("--eval",))
@@ -402,17 +403,20 @@ class TrainConfig:
         if unknown or "train" not in config or not config.get("stage"):
             raise DataError(f"{where}: needs a [train] table and at least one [[stage]]; unknown sections "
                             f"{sorted(unknown)}")
+        from keras_insightface.training.stages import plan_stage, prepare_schedule
+
+        problems, built = [], None
         try:
             built = cls.from_kwargs(stages=config["stage"], **config["train"])
         except (TypeError, ValueError) as error:
-            raise ValueError(f"{where}: [train] {error}") from None
-        from keras_insightface.training.stages import plan_stage, prepare_schedule
-
-        try:
-            for index, stage in enumerate(prepare_schedule(schedule(built.stages))):
+            problems.append(f"{where}: [train] {error}")
+        try:  # the stages are checked even when [train] is wrong: every problem in one message
+            for index, stage in enumerate(prepare_schedule(schedule(list(config["stage"])))):
                 plan_stage(index, stage)
         except (TypeError, ValueError) as error:
-            raise ValueError(f"{where}: [[stage]] {error}") from None
+            problems.append(f"{where}: [[stage]] {error}")
+        if problems:
+            raise RunProblems(problems)
         return built
 
     def train_kwargs(self):

@@ -33,6 +33,35 @@ def dtype_policy(policy):
         keras.config.set_dtype_policy(previous)
 
 
+def seed_run(seed):
+    """``keras.utils.set_random_seed(seed)`` (Python, NumPy and Keras's global seed: weight initialisation and
+    augmentation draws repeat for a seed) without importing TensorFlow, which that function does whenever it is
+    installed only to seed ``tf.data``: 4 s of every run's start where the export extra is installed."""
+    import random
+    import sys
+
+    import numpy as np
+
+    if "tensorflow" in sys.modules:
+        keras.utils.set_random_seed(seed)
+        return
+    try:
+        from keras.src.backend.common import global_state
+        from keras.src.random.seed_generator import GLOBAL_SEED_GENERATOR
+        from keras.src.utils.rng_utils import GLOBAL_RANDOM_SEED
+    except ImportError:  # another Keras layout: the public function, TensorFlow import included
+        keras.utils.set_random_seed(seed)
+        return
+    global_state.set_global_attribute(GLOBAL_RANDOM_SEED, seed)
+    global_state.set_global_attribute(GLOBAL_SEED_GENERATOR, None)
+    random.seed(seed)
+    np.random.seed(seed)
+    if keras.backend.backend() == "torch":
+        import torch
+
+        torch.manual_seed(seed)
+
+
 def load_basic_model(basic_model, output_layer="GDC", emb_shape=512, distributed=False, preset=None, weights=None):
     """The embedding model from a ``buildin_models`` name (with ``preset`` and ``weights``), a model file
     (``.keras`` / seed ``.h5``) or a model (remade when ``distributed``: variables made outside the distribution's

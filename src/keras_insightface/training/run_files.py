@@ -74,6 +74,12 @@ class RunLock:
         self.release()
 
 
+def prefix_of(save_path, checkpoint_dir):
+    """``<dir>/<name>`` of a run: the folder of ``save_path`` (else ``checkpoint_dir``) and its stem."""
+    directory, filename = os.path.split(save_path)
+    return os.path.join(directory or checkpoint_dir, os.path.splitext(filename)[0])
+
+
 def _state_dirs(prefix):
     """Every checkpoint folder of the run ``prefix``: the kept ones and a write that was cut short."""
     return [*checkpoint_dirs(prefix + "_state"), *[path for path in [prefix + "_state.tmp"] if os.path.isdir(path)]]

@@ -25,6 +25,7 @@ class RunState:
         signal: a stop signal (``SIGINT`` / ``SIGTERM``) received and not yet acted on.
         stage: the 1-based stage being trained.
         best_model_path: the best basic model of the first evaluation set (without one: the latest basic model).
+        epoch: the run's epoch count at the end of the last stage done (where a next ``train`` call continues).
     """
 
     history: dict = dataclasses.field(default_factory=dict)
@@ -33,6 +34,7 @@ class RunState:
     signal: str | None = None
     stage: int = 1
     best_model_path: str | None = None
+    epoch: int = 0
 
     @property
     def stopped(self):

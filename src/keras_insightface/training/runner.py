@@ -18,6 +18,8 @@ from keras_insightface.hosts import is_primary
 from keras_insightface.training import callbacks as cbs
 from keras_insightface.training.checkpoint import latest_state_dir, load_meta, restore_model_and_optimizer
 from keras_insightface.training.run_files import RunLock, check_new_run
+from keras_insightface.training.run_log import tee_console
+from keras_insightface.training.run_summary import summary_lines
 from keras_insightface.training.run_data import mine_data, use_data
 from keras_insightface.training.stages import plan_stage, prepare_schedule
 
@@ -78,6 +80,16 @@ class Run:
     @property
     def history_path(self):
         return self.prefix + "_hist.json"
+
+    @property
+    def plot_path(self):
+        """The run's training plot (``write_plot``)."""
+        return self.prefix + ".png"
+
+    @property
+    def log_path(self):
+        """The run's log: every console line of its training (``run_log.py``)."""
+        return self.prefix + "_train.log"
 
     @property
     def full_model_path(self):
@@ -145,6 +157,43 @@ def resume_point(run, schedule, state):
     return meta, directory
 
 
+def stage_ends(plans, first_epoch):
+    """The epoch each stage ends at, counted as ``run_stages`` does (a ``bottleneckOnly`` stage counts from 0 and
+    does not advance the run)."""
+    ends, epoch = [], first_epoch
+    for plan in plans:
+        end = (0 if plan.bottleneck_only else epoch) + plan.epochs
+        ends.append(end)
+        epoch = epoch if plan.bottleneck_only else end
+    return ends
+
+
+def describe_resume(meta, directory, steps_per_epoch):
+    """Where a resumed run continues: the checkpoint, stage, epoch and batch."""
+    stage = f"stage {meta['stage'] + 1}/{meta['num_stages']}"
+    where = (f"epoch {meta['epoch'] + 1} after batch {meta['step']}/{steps_per_epoch}" if meta["step"]
+             else f"the start of epoch {meta['epoch'] + 1}")
+    return f">>>> resuming from {directory}: {stage}, {where}"
+
+
+def finished_run(prefix, schedule):
+    """A line saying the run ``prefix`` already trained every epoch of ``schedule`` (its newest checkpoint is the
+    end of the last stage), or None: what ``--resume`` of a finished run prints instead of training."""
+    directory = latest_state_dir(prefix + "_state", report=lambda line: None)
+    if directory is None:
+        return None
+    meta = load_meta(directory)
+    if meta["num_stages"] != len(schedule):
+        return None  # resume_point says what is wrong
+    plans = [plan_stage(index, stage) for index, stage in enumerate(prepare_schedule(schedule))]
+    if meta["stage"] == len(schedule) - 1 and meta["step"] == 0 and meta["epoch"] >= stage_ends(
+            plans, meta["first_epoch"])[-1]:
+        return (f">>>> the run {os.path.basename(prefix)} is finished: its last checkpoint {directory} is the end of "
+                f"epoch {meta['epoch']}, the last of its {len(schedule)} stage(s); nothing to resume (train more "
+                "with a longer schedule: --epochs / [[stage]] epoch, or start it over with --overwrite)")
+    return None
+
+
 def claim_run(run, resume=False, initial_epoch=0):
     """Take the run's lock (process 0; re-entrant, one ``release_run`` each) and, the first time, refuse to start
     a new run over another's history and checkpoints (``run_files.check_new_run``) unless the run appends to its
@@ -198,10 +247,12 @@ def run_stages(run, schedule, state, initial_epoch=0, resume=False, callbacks=()
     run.last_loss = next((stage["loss"] for stage in reversed(schedule) if stage.get("loss") is not None),
                          run.last_loss)
     claim_run(run, resume, initial_epoch)
+    log = tee_console(run.log_path) if is_primary() else contextlib.nullcontext()
     try:
-        if not resume:
-            _continued_history(run, state, initial_epoch)
-        return _run_stages(run, schedule, plans, state, initial_epoch, resume, callbacks)
+        with log:
+            if not resume:
+                _continued_history(run, state, initial_epoch)
+            return _run_stages(run, schedule, plans, state, initial_epoch, resume, callbacks)
     finally:
         release_run(run)
 
@@ -211,6 +262,10 @@ def _run_stages(run, schedule, plans, state, initial_epoch, resume, callbacks):
     epoch = meta["first_epoch"] if meta is not None else initial_epoch
     first_epoch = epoch
     total_epochs = epoch + sum(plan.epochs for plan in plans if not plan.bottleneck_only)
+    if run.verbose:
+        print("\n".join(summary_lines(run, schedule, plans, first_epoch)))
+    if meta is not None and run.verbose:
+        print(describe_resume(meta, resume_dir, run.steps_per_epoch))
     monitors = [callback.name for callback in run.eval_callbacks]
     savers = [cbs.BestBasicModel(run.parts.basic_model, run.prefix, monitors, state)]
     if run.config.run.save_full_model:
@@ -218,6 +273,43 @@ def _run_stages(run, schedule, plans, state, initial_epoch, resume, callbacks):
     tensorboard = run.config.run.tensorboard_dir
     user = [*([keras.callbacks.TensorBoard(tensorboard)] if tensorboard and is_primary() else []), *callbacks]
     one_run = cbs.OneRun(user)
+    earlier = first_epoch if meta is not None else len(state.history.get("loss", []))  # a continued history's
+    try:
+        _stage_loop(run, schedule, plans, state, meta, resume_dir, epoch, first_epoch, total_epochs, savers,
+                    one_run)
+    finally:  # also after an error: the epochs the history holds are drawn
+        write_plot(run, plans, state, earlier)
+    one_run.end_run()
+    state.best_model_path = savers[0].saved
+    return state.epoch
+
+
+def write_plot(run, plans, state, earlier=0):
+    """``<prefix>.png``: the run's curves (``plot.plot_runs``), the stages separated and named by their scale, the
+    epochs of a continued history first as "earlier"; on the primary host, when an epoch was trained. A plot that
+    fails is reported, not raised: the history it would show is already written."""
+    if not is_primary() or not state.history.get("loss"):
+        return
+    from keras_insightface.atomic import savefig_atomic
+    from keras_insightface.plot import plot_runs
+
+    trained = [(index, plan) for index, plan in enumerate(plans) if not plan.bottleneck_only]
+    epochs = [plan.epochs for _, plan in trained]
+    names = [f"scale {float(plan.margin_loss.logit_scale):g}" if hasattr(plan.margin_loss, "logit_scale")
+             else f"stage {index + 1}" for index, plan in trained]
+    if earlier:
+        epochs, names = [earlier, *epochs], ["earlier", *names]
+    try:
+        savefig_atomic(plot_runs(dict(state.history), epochs=epochs, names=names,
+                                 fig_label=os.path.basename(run.prefix)), run.plot_path)
+    except Exception as error:  # noqa: BLE001 - a drawing problem must not hide the run's own outcome
+        print(f">>>> plot {run.plot_path} not written: {type(error).__name__}: {error}")
+
+
+def _stage_loop(run, schedule, plans, state, meta, resume_dir, epoch, first_epoch, total_epochs, savers, one_run):
+    """Fit each stage of ``schedule`` from the checkpoint ``meta`` (or the start); ``state.epoch`` is the epoch
+    reached."""
+    state.epoch = epoch
     with cbs.CatchStopSignals(state), run.scope():
         for index, (stage, plan) in enumerate(zip(schedule, plans)):
             # bottleneckOnly, as the seed: the head alone trains epochs 0.. of the schedule, without evaluation,
@@ -226,6 +318,7 @@ def _run_stages(run, schedule, plans, state, initial_epoch, resume, callbacks):
             end_epoch = start + plan.epochs
             if meta is not None and index < meta["stage"]:
                 epoch = epoch if plan.bottleneck_only else end_epoch  # finished before the checkpoint
+                state.epoch = epoch
                 continue
             resuming = meta is not None and index == meta["stage"]
             if resuming:  # the optimizer in the checkpoint was created at this epoch: same schedule offset
@@ -256,9 +349,7 @@ def _run_stages(run, schedule, plans, state, initial_epoch, resume, callbacks):
                 break
             if not plan.bottleneck_only:
                 epoch = end_epoch
-    one_run.end_run()
-    state.best_model_path = savers[0].saved
-    return epoch
+                state.epoch = epoch
 
 
 def current_lr(optimizer):
@@ -296,6 +387,7 @@ def fit_stage(run, state, savers, one_run, position, start, end_epoch, step_offs
         checkpoint,
         cbs.StopOnSignal(state, checkpoint),
         one_run,
+        *([cbs.RunProgress()] if run.verbose else []),  # last, as Keras's own: the epoch line shows every metric
     ]
     model = parts.train_model
     if step_offset:

@@ -9,7 +9,7 @@ import os
 from keras_insightface.data.augment import FaceAugment
 from keras_insightface.data.loader import describe_record
 from keras_insightface.data.mixup import Mixup
-from keras_insightface.errors import DataError
+from keras_insightface.errors import DataError, RunProblems
 from keras_insightface.evaluation.verification import VerificationSet, eval_callback
 from keras_insightface.heads.norm_dense import NormDense
 from keras_insightface.heads.partial_fc import PartialFC
@@ -19,19 +19,18 @@ from keras_insightface.saving import copy_weights_by_name, embedding_at, load_mo
 from keras_insightface.training import callbacks as cbs
 from keras_insightface.training.distribute import data_parallel_size, resolve_distribution
 from keras_insightface.training.model_setup import (
-    continue_classifier, dtype_policy, load_basic_model, load_teacher, output_decay_factors,
+    continue_classifier, dtype_policy, load_basic_model, load_teacher, output_decay_factors, seed_run,
 )
+from keras_insightface.training.preflight import file_problems
 from keras_insightface.training.run_data import make_data_loader, open_data
+from keras_insightface.training.run_files import prefix_of
 from keras_insightface.training.runner import Run
 from keras_insightface.training.stage_parts import StageParts
 
 
 def check_files(config):
-    """The evaluation packs, read and decoded (``VerificationSet``), before any other work: a missing or unusable
-    pack (one kind of pair, too few pairs) fails here, as does a TensorBoard folder that cannot be written."""
-    missing = [path for path in config.run.eval_paths if not os.path.isfile(path)]
-    if missing:
-        raise DataError(f"{missing[0]}: eval .bin file does not exist")
+    """The evaluation packs, read and decoded (``VerificationSet``), before any other work (``file_problems`` has
+    checked they exist and hold usable pairs), and the TensorBoard writer's packages."""
     packs = [VerificationSet(path) for path in config.run.eval_paths]
     if config.run.tensorboard_dir is not None:
         try:
@@ -45,13 +44,12 @@ def check_files(config):
 
 def run_prefix(config):
     """``<dir>/<name>``: the folder of ``save_path`` (else ``checkpoint_dir``, created) and its stem."""
-    directory, filename = os.path.split(config.run.save_path)
-    directory = directory or config.run.checkpoint_dir
+    prefix = prefix_of(config.run.save_path, config.run.checkpoint_dir)
     try:
-        os.makedirs(directory, exist_ok=True)
+        os.makedirs(os.path.dirname(prefix), exist_ok=True)
     except OSError as error:
-        raise DataError(f"{directory}: cannot create the run folder ({error.strerror or error})") from None
-    return os.path.join(directory, os.path.splitext(filename)[0])
+        raise DataError(f"{os.path.dirname(prefix)}: cannot create the run folder ({error.strerror or error})") from None
+    return prefix
 
 
 def build_parts(config, num_classes, steps_per_epoch, teacher_dim, distributed):
@@ -119,8 +117,9 @@ def build_parts(config, num_classes, steps_per_epoch, teacher_dim, distributed):
 
 def build_run(config):
     """The ``Run`` of ``config`` (a ``TrainConfig``): see the module docstring."""
-    import keras
-
+    problems = file_problems(config.train_kwargs())  # every missing or unusable file at once, before any work
+    if problems:
+        raise RunProblems(problems)
     packs = check_files(config)
     distribution = resolve_distribution(config.run.distribution, config.run.model_parallel)
     replicas = data_parallel_size(distribution)
@@ -128,7 +127,7 @@ def build_run(config):
     source, teacher_embeddings = open_data(config)
     loader = make_data_loader(config, source, global_batch_size, teacher_embeddings is not None)
     prefix = run_prefix(config)
-    keras.utils.set_random_seed(config.run.seed)  # weight init and augmentation draws repeat for a given seed
+    seed_run(config.run.seed)  # weight init and augmentation draws repeat for a given seed
     scope = distribution.scope() if distribution is not None else contextlib.nullcontext()
     with dtype_policy(config.model.mixed_precision), scope:
         parts = build_parts(config, loader.num_classes, loader.steps_per_epoch,

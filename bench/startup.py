@@ -120,8 +120,8 @@ def bench_eval(folder, model_path, model):
     print(f"\n| eval ({model}, 20 images) | .keras s | .onnx s | ratio |\n|---|---|---|---|")
     results = {}
     for name, env in _cache_runs(folder, "eval"):
-        keras_s, _ = _run(CLI, ["eval", "-m", model_path, "-t", pack], env)
-        onnx_s, _ = _run(CLI, ["eval", "-m", onnx_path, "-t", pack], env)
+        keras_s, _ = _run(CLI, ["eval", "-m", model_path, "--eval", pack], env)
+        onnx_s, _ = _run(CLI, ["eval", "-m", onnx_path, "--eval", pack], env)
         results[name] = keras_s / onnx_s
         print(f"| {name} | {keras_s:.1f} | {onnx_s:.1f} | {keras_s / onnx_s:.2f} |")
         print(f"RESULT eval_keras_{name} {keras_s:.2f} s\nRESULT eval_onnx_{name} {onnx_s:.2f} s")

@@ -483,3 +483,25 @@ def test_every_problem_of_the_files_is_reported_at_once(tmp_path):
     assert re.search(r"no_such_data: dataset path does not exist", lines[1])
     assert re.search(r"genuine.bin: 12 pairs \(12 genuine\); .*convert make-bin", lines[2])
     assert re.search(r"basic_model: Unknown backbone 'r5O' \(did you mean 'r50'", lines[3])
+
+
+def test_a_callback_that_stops_mid_epoch_leaves_a_checkpoint_of_where_it_stopped(tiny_data, tmp_path):
+    """keras's own way to stop (``model.stop_training`` from a callback, e.g. a time budget) mid-epoch: the epoch-end
+    checkpoint records the batch reached, not a whole epoch, and a resume continues from that batch."""
+    from keras_insightface.training.checkpoint import latest_state_dir, load_meta
+
+    class StopAfterTwo(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 1:
+                self.model.stop_training = True
+
+    trainer = _train(tiny_data, tmp_path, eval_paths=[])
+    try:
+        trainer.train([{"loss": ArcfaceLoss(), "epoch": 1}], callbacks=[StopAfterTwo()])  # 4 steps of 16
+        meta = load_meta(latest_state_dir(trainer.run.state_dir))
+        assert (meta["epoch"], meta["step"]) == (0, 2)
+        history = trainer.train([{"loss": ArcfaceLoss(), "epoch": 1}], resume=True)
+        assert len(history["loss"]) == 1
+        assert (load_meta(latest_state_dir(trainer.run.state_dir))["epoch"], trainer.stop_reason) == (1, None)
+    finally:
+        trainer.close()

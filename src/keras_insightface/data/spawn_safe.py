@@ -13,6 +13,7 @@ Example:
     True
 """
 
+import concurrent.futures
 import contextlib
 import sys
 
@@ -55,27 +56,54 @@ class SpawnSafeIterator:
     with the main script hidden, the others untouched."""
 
     def __init__(self, iterator):
-        self.iterator, self.starting = iterator, True
+        self.iterator, self.starting, self.early = iterator, True, None
 
     def __iter__(self):
         return self
 
-    def __next__(self):
-        if not self.starting:
-            return next(self.iterator)
+    def _first(self):
         with main_script_hidden():
-            item = next(self.iterator)
+            return next(self.iterator)
+
+    def __next__(self):
+        if self.early is not None:  # the first item, fetched by start_prefetch
+            early, self.early = self.early, None
+            item = early.result()
+        elif not self.starting:
+            return next(self.iterator)
+        else:
+            item = self._first()
         self.starting = False
         return item
+
+    def _drop_early(self):
+        """Wait for a first item fetched ahead and forget it (the position is about to be set or closed)."""
+        early, self.early = self.early, None
+        if early is not None:
+            try:
+                early.result()
+            except Exception:  # noqa: BLE001 - an item nobody will read: its error is not this call's
+                pass
+
+    def start_prefetch(self):
+        """Fetch the first item in a background thread now: the workers' start-up (a fresh interpreter importing
+        the decoder, seconds) then overlaps whatever the caller does next (building and tracing the model), and
+        the next ``next`` returns that item (the iterator's state is the same as if it had been read there)."""
+        if self.starting and self.early is None:
+            pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="first-batch")
+            self.early = pool.submit(self._first)
+            pool.shutdown(wait=False)
 
     def get_state(self):
         return self.iterator.get_state()
 
     def set_state(self, state):
+        self._drop_early()
         with main_script_hidden():
             self.iterator.set_state(state)
         self.starting = True
 
     def close(self):
+        self._drop_early()
         if hasattr(self.iterator, "close"):
             self.iterator.close()

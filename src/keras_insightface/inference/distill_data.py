@@ -16,7 +16,7 @@ Example:
     >>> write_insightface_rec(tmp / "rec", faces, num_classes=2)
     >>> teacher = lambda images: np.asarray(images, "float32").mean(axis=(1, 2))  # (B, 3) "embeddings"
     >>> distill_data(tmp / "rec", teacher, tmp / "distilled.npz", batch_size=2, num_workers=0)  # doctest: +ELLIPSIS
-    embedding ...: 2/2 images (100%), ... img/s
+    embedding ...: 2/2 (100%) - ... - img/s: ...
     '.../distilled.npz'
     >>> source = open_source(tmp / "distilled.npz")
     >>> source.embeddings.shape, source.labels.tolist()

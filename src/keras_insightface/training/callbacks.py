@@ -277,23 +277,30 @@ class FullStateCheckpoint(keras.callbacks.Callback):
         self.directory, self.optimizer, self.meta_fn = directory, optimizer, meta_fn
         self.iterator_state_fn, self.state, self.every_steps = iterator_state_fn, state, every_steps
         self.step_offset = step_offset
-        self.epoch, self.trained, self.step, self._epoch_start = 0, 0, 0, 0
+        self.epoch, self.trained, self.step, self._epoch_start, self._begun, self._lengths = 0, 0, 0, 0, None, {}
 
-    def _save(self, epoch, step):
+    def _save(self, epoch, step, history_lengths=None):
+        """Checkpoint "continue at ``step`` of ``epoch``"; ``history_lengths`` keeps only that many entries of each
+        history list (an epoch cut short is recorded when the resumed run finishes it, once)."""
         if self.state.stopped:
             return
         if hasattr(self.model, "jax_state_sync"):
             self.model.jax_state_sync()  # the JAX trainer keeps variables outside the model between epochs
-        save_state(self.directory, self.model, self.optimizer, self.meta_fn(epoch, step),
-                   self.iterator_state_fn(self.trained), self.keep)
+        meta = self.meta_fn(epoch, step)
+        if history_lengths is not None:
+            meta = {**meta, "history": {key: list(values)[:history_lengths.get(key, 0)]
+                                        for key, values in meta["history"].items()}}
+        save_state(self.directory, self.model, self.optimizer, meta, self.iterator_state_fn(self.trained), self.keep)
         self.state.last_checkpoint = f"{self.directory} (epoch {epoch + 1}, batch {step})" if step else \
             f"{self.directory} (end of epoch {epoch})"
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.epoch, self._epoch_start = epoch, self.trained
+        self.epoch, self._epoch_start, self._begun = epoch, self.trained, None
+        self._lengths = {key: len(values) for key, values in self.state.history.items() if isinstance(values, list)}
 
     def on_train_batch_begin(self, batch, logs=None):
         """``batch`` batches of this epoch are done: count them, and checkpoint every ``every_steps``."""
+        self._begun = batch
         self.trained = self._epoch_start + batch
         self.step = self.step_offset + batch
         if batch and self.every_steps and self.step % self.every_steps == 0:
@@ -307,7 +314,13 @@ class FullStateCheckpoint(keras.callbacks.Callback):
         self._save(self.epoch, self.step)
 
     def on_epoch_end(self, epoch, logs=None):
-        self.trained = self._epoch_start + self.params["steps"]  # this fit call's epoch length
+        steps = self.params["steps"]  # this fit call's epoch length
+        done = steps if self._begun is None else min(steps, self._begun + getattr(self.model, "steps_per_execution", 1))
+        if done < steps and self.model.stop_training:  # a callback stopped the epoch early: save where it stopped
+            self.trained, self.step = self._epoch_start + done, self.step_offset + done
+            self._save(epoch, self.step, self._lengths)
+            return
+        self.trained = self._epoch_start + steps
         self.step_offset = 0
         self._save(epoch + 1, 0)
 

@@ -1,13 +1,14 @@
 """What a run is about to do, printed once before its first step: data, model, schedule, devices and outputs, so a
 log says what was trained without the config beside it.
 
-Example (the lines of a small run):
-    >>> print("\\n".join(summary_lines(run, schedule, plans, 0)))  # doctest: +SKIP
-    >>>> run r50_arcface: outputs in checkpoints/ (r50_arcface_hist.json, _basic_*.keras, _state/, _train.log)
-    >>>> data: faces_emore, 5822653 images, 85742 identities, 11372 steps per epoch of 512
-    >>>> model: r50, 43.59 M parameters, 6.309 GFLOPs (multiply-accumulates, 112x112), 512-d embedding; ...
-    >>>> schedule: 3 stage(s), epochs 1..50; optimizer sgd, lr 0.1 (cosine, warmup 1 epoch) ...
-    >>>> devices: 8 x gpu (NVIDIA H100 80GB HBM3), data-parallel over 8, float32
+What it prints for an r50 run on MS1M (``summary_lines(run, schedule, plans, first_epoch)``; the prefix ``>>>>``
+starts each line)::
+
+    run r50_arcface: outputs in checkpoints/ (r50_arcface_hist.json, _basic_*.keras, _state/, _train.log)
+    data: faces_emore, 5822653 images, 85742 identities, 11372 steps per epoch of 512
+    model: r50, 43.59 M parameters, 6.309 GFLOPs (multiply-accumulates, 112x112), 512-d embedding; ...
+    schedule: 3 stage(s), epochs 1..50; optimizer sgd, lr 0.1 (cosine, warmup 1 epoch(s)); 1: ArcfaceLoss(scale=16) x 5; ...
+    devices: 8 x gpu (NVIDIA H100 80GB HBM3, jax ...), data-parallel over 8, float32
 """
 
 import os

@@ -126,6 +126,11 @@ def build_run(config):
     global_batch_size = config.data.batch_size * replicas
     source, teacher_embeddings = open_data(config)
     loader = make_data_loader(config, source, global_batch_size, teacher_embeddings is not None)
+    iterator = None
+    if config.data.samples_per_mining <= 0:  # decode workers start while the model is built (mining opens its own)
+        iterator = iter(loader.dataset)
+        if hasattr(iterator, "start_prefetch"):
+            iterator.start_prefetch()
     prefix = run_prefix(config)
     seed_run(config.run.seed)  # weight init and augmentation draws repeat for a given seed
     scope = distribution.scope() if distribution is not None else contextlib.nullcontext()
@@ -141,4 +146,5 @@ def build_run(config):
         for pack in packs
     ]
     return Run(config, parts, source, loader, distribution, prefix, eval_callbacks,
-               cbs.SkippedImages(functools.partial(describe_record, source)), teacher_embeddings, replicas)
+               cbs.SkippedImages(functools.partial(describe_record, source)), teacher_embeddings, replicas,
+               iterator=iterator)

@@ -67,7 +67,7 @@ class Train:
         self.global_batch_size, self.eval_callbacks = self.run.global_batch_size, self.run.eval_callbacks
         self.prefix, self.history_path = self.run.prefix, self.run.history_path
         self.history, self.initial_epoch, self.best_model_path, self.stop_reason = {}, 0, None, None
-        self._closes_at_exit = False
+        atexit.register(_close_at_exit, weakref.ref(self))  # its decode workers are already starting
 
     @property
     def lr_scheduler(self):
@@ -114,9 +114,6 @@ class Train:
         """
         if isinstance(train_schedule, dict):
             train_schedule = [train_schedule]
-        if not self._closes_at_exit:
-            atexit.register(_close_at_exit, weakref.ref(self))
-            self._closes_at_exit = True
         state = RunState(history=self.history)
         start = self.initial_epoch if initial_epoch is None else initial_epoch
         self.initial_epoch = run_stages(self.run, train_schedule, state, start, resume, callbacks)

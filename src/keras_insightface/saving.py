@@ -21,6 +21,7 @@ import zipfile
 
 from keras_insightface.atomic import atomic_path
 from keras_insightface.errors import DataError
+from keras_insightface.file_weights import weights_from_file
 
 REGISTERING_MODULES = (
     "keras_insightface.backbones.vit",
@@ -48,10 +49,12 @@ def load_model(path, compile=False):
     if path.endswith(".h5") and not _written_by_keras3(path):
         from keras_insightface.seed_h5 import load_seed_h5
 
-        return load_seed_h5(path)
+        with weights_from_file():
+            return load_seed_h5(path)
     if path.endswith(".h5"):  # a Keras 3 HDF5 file (the full model a Train of a .h5 save_path writes)
         try:
-            return keras.saving.load_model(path, compile=compile)
+            with weights_from_file():
+                return keras.saving.load_model(path, compile=compile)
         except (ValueError, OSError, KeyError, TypeError) as error:
             raise DataError(f"{path}: could not load the Keras 3 HDF5 model: {error}") from error
     if not path.endswith(".keras"):
@@ -59,7 +62,8 @@ def load_model(path, compile=False):
     if not zipfile.is_zipfile(path):  # Keras would say "File not found" of a truncated or foreign file
         raise DataError(f"{path}: not a .keras model (not a zip archive: truncated, or another format)")
     try:
-        return keras.saving.load_model(path, compile=compile)
+        with weights_from_file():  # the file's weights replace the initial values: no random initialiser is run
+            return keras.saving.load_model(path, compile=compile)
     except (ValueError, OSError, KeyError) as error:
         raise DataError(f"{path}: could not load the model: {error}") from error
 

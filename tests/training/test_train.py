@@ -505,3 +505,17 @@ def test_a_callback_that_stops_mid_epoch_leaves_a_checkpoint_of_where_it_stopped
         assert (load_meta(latest_state_dir(trainer.run.state_dir))["epoch"], trainer.stop_reason) == (1, None)
     finally:
         trainer.close()
+
+
+def test_the_progress_display_keeps_the_step_asynchronous(tiny_data, tmp_path, capsys):
+    """With progress shown (verbose=1) every batch-end hook still runs off the training loop: no step waits for its
+    results to be read back for the display; the plain progress lines still come in order."""
+    threads = BatchEndThreads()
+    trainer = _train(tiny_data, tmp_path, eval_paths=[], verbose=1)
+    try:
+        trainer.train([{"loss": ArcfaceLoss(), "epoch": 2}], callbacks=[threads])
+    finally:
+        trainer.close()
+    assert threads.threads == {False}
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
+    assert [line.split(" (")[0] for line in lines if "4/4" in line] == ["epoch 1: 4/4", "epoch 2: 4/4"]

@@ -71,8 +71,8 @@ class PlainProgbar(keras.utils.Progbar):
             value = self._values[key]
             if isinstance(value, list):
                 value = float(value[0]) / max(1, value[1])
-                value = (f"{value:.0f}" if key in (self.stateful_metrics or ()) and value.is_integer() else
-                         f"{value:.4f}" if abs(value) > 1e-3 else f"{value:.4e}")
+                value = (f"{value:.0f}" if value == 0 or key in (self.stateful_metrics or ()) and value.is_integer()
+                         else f"{value:.4f}" if abs(value) > 1e-3 else f"{value:.4e}")
             parts.append(f" - {key}: {value}")
         return "".join(parts)
 

@@ -30,11 +30,25 @@ class RunProgress(keras.callbacks.ProgbarLogger):
 
     def __init__(self, every_s=30.0):
         super().__init__()
-        self.every_s, self.epoch = every_s, 0
+        self.every_s, self.epoch, self.shown = every_s, 0, -1
+        # Keras may run batch-end hooks in threads, in any order, without waiting for each step: a late hook of an
+        # earlier step is skipped, so the bar never goes back and the training loop never waits for a display
+        self.async_safe, self.lock = True, threading.Lock()
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-        super().on_epoch_begin(epoch, logs)
+        with self.lock:
+            self.epoch, self.shown = epoch, -1
+            super().on_epoch_begin(epoch, logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        with self.lock:
+            if batch > self.shown:
+                self.shown = batch
+                super().on_train_batch_end(batch, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        with self.lock:
+            super().on_epoch_end(epoch, logs)
 
     def _maybe_init_progbar(self):
         if self.progbar is None and not is_terminal():

@@ -340,7 +340,7 @@ def _stage_loop(run, schedule, plans, state, meta, resume_dir, epoch, first_epoc
                     what = plan.margin_loss or plan.embedding_loss
                     frozen = ", backbone frozen, no evaluation" if plan.bottleneck_only else ""
                     print(f">>>> Stage {index + 1} ({plan.kind}{frozen}): {what}, epochs {start + 1}..{end_epoch}, "
-                          f"lr now {current_lr(run.parts.optimizer):.6f}")
+                          f"lr now {current_lr(run.parts.optimizer):.3g}")
                 fit_stage(run, state, savers, one_run, (index, len(schedule), first_epoch), start, end_epoch,
                           step_offset, resume_dir if step_offset else None, evaluate=not plan.bottleneck_only)
             finally:

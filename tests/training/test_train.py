@@ -519,3 +519,27 @@ def test_the_progress_display_keeps_the_step_asynchronous(tiny_data, tmp_path, c
     assert threads.threads == {False}
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
     assert [line.split(" (")[0] for line in lines if "4/4" in line] == ["epoch 1: 4/4", "epoch 2: 4/4"]
+
+
+def test_each_stage_traces_its_step_once_across_epochs_checkpoints_and_resume(tiny_data, tmp_path, monkeypatch):
+    """The compiled step is made once per stage and reused by every epoch and mid-epoch checkpoint (a retrace is a
+    recompilation: seconds on a CPU, a minute for an r100 on a GPU); a resume traces the stage it continues once."""
+    from keras_insightface.training import task
+
+    traces, trace_step = [], task.FaceTask.train_step
+
+    def counted(self, *args, **kwargs):
+        traces.append(1)  # train_step runs in Python only while jax traces it
+        return trace_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(task.FaceTask, "train_step", counted)
+    trainer = _train(tiny_data, tmp_path, eval_paths=[], checkpoint_every_steps=2)
+    try:
+        trainer.train([{"loss": ArcfaceLoss(scale=16), "epoch": 3}, {"loss": ArcfaceLoss(scale=32), "epoch": 2}])
+        assert len(traces) == 2
+        traces.clear()
+        trainer.train([{"loss": ArcfaceLoss(scale=16), "epoch": 3}, {"loss": ArcfaceLoss(scale=32), "epoch": 3}],
+                      resume=True)
+        assert len(traces) == 1
+    finally:
+        trainer.close()

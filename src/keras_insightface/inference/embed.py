@@ -54,18 +54,18 @@ def embed_batches(model, batches, batch_size, flip=False, desc=None, total=None)
     bar = make_progbar(total, "image", desc, stateful_metrics=["img/s"]) if desc is not None else None
 
     def run(images):
-        output = np.asarray(embedder(images), dtype=np.float32)
-        if output.ndim != 2 or len(output) != batch_size:
-            raise DataError(f"{desc or 'embedding'}: the model returned shape {output.shape} for {batch_size} images")
-        return output
+        views = embedder.views(images, flip)
+        for output in views:
+            if output.ndim != 2 or len(output) != batch_size:
+                raise DataError(f"{desc or 'embedding'}: the model returned shape {output.shape} for {batch_size} "
+                                "images")
+        return views
 
     for images in batches:
         count = len(images)
         if count < batch_size:
             images = np.concatenate([images, np.zeros((batch_size - count, *images.shape[1:]), images.dtype)])
-        views = [run(images)[:count]]
-        if flip:
-            views.append(run(np.ascontiguousarray(images[:, :, ::-1]))[:count])
+        views = [view[:count] for view in run(images)]
         done += count
         if bar is not None:
             rate = done / max(time.monotonic() - start, 1e-9)

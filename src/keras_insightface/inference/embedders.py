@@ -56,6 +56,14 @@ class Embedder:
     def __call__(self, images):
         raise NotImplementedError
 
+    def views(self, images, flip=False):
+        """``[embeddings]``, plus ``[embeddings of the mirrored images]`` with ``flip``: two calls here; a Keras
+        model runs both in one compiled function."""
+        views = [self(images)]
+        if flip:
+            views.append(self(np.ascontiguousarray(np.asarray(images)[:, :, ::-1])))
+        return views
+
 
 class CallableEmbedder(Embedder):
     """Any ``batch -> (B, D)`` callable as an embedder (its ``size`` / ``path`` attributes are kept if it has them)."""
@@ -83,7 +91,7 @@ class KerasEmbedder(Embedder):
         self.model, self.path = model, path
         shape = getattr(model, "input_shape", None)
         self.size = _static_size(shape[1:3] if shape is not None and len(shape) == 4 else None)
-        self._sharded = None
+        self._sharded, self._with_mirror = None, None
 
     def _mesh(self):
         if not self.model.variables:
@@ -102,6 +110,20 @@ class KerasEmbedder(Embedder):
             return self.model.stateless_call(trainable, non_trainable, images, training=False)[0]
 
         return batch, jax.jit(forward, out_shardings=replicated)
+
+    def views(self, images, flip=False):
+        """Both views from one compiled forward of the image batch and its mirror (the mirror made on the device:
+        one transfer of the batch, one dispatch); on a mesh, the sharded forward once per view."""
+        if not flip or self._mesh() is not None:
+            return super().views(images, flip)
+        if self._with_mirror is None:
+            import keras
+
+            inputs = keras.Input(self.model.input_shape[1:], name="image")
+            both = [self.model(inputs), self.model(keras.ops.flip(inputs, axis=2))]  # axis 2: NHWC width
+            self._with_mirror = keras.Model(inputs, both, name=f"{self.model.name}_with_mirror")
+        outputs = self._with_mirror.predict_on_batch(np.asarray(images, dtype="float32"))
+        return [np.asarray(view, dtype=np.float32) for view in outputs]
 
     def __call__(self, images):
         images = np.asarray(images, dtype="float32")

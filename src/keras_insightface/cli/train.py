@@ -210,8 +210,9 @@ def default_run_name(train, stages):
     loss = loss if isinstance(loss, str) else type(loss).__name__
     loss = loss[:-4] if loss.lower().endswith("loss") and len(loss) > 4 else loss
     data = os.path.normpath(str(train["data_path"]))
-    data = os.path.basename(os.path.dirname(data) if os.path.isfile(data) and data.endswith(".rec") else data)
-    data = os.path.splitext(data)[0] if os.path.isfile(os.path.normpath(str(train["data_path"]))) else data
+    if os.path.isfile(data):  # a .rec names its folder; a list or npz file its stem
+        data = os.path.dirname(data) if data.endswith(".rec") else os.path.splitext(data)[0]
+    data = os.path.basename(data)
     name = "_".join(part for part in (model, loss.lower(), data) if part)
     return "".join(char if char.isalnum() or char in "-_." else "_" for char in name) + ".keras"
 

@@ -63,9 +63,13 @@ def _output_folder(options):
         raise DataError(f"checkpoint_dir: {folder}: cannot be written ({existing} is not a writable folder)")
 
 
-def file_problems(options):
-    """Every problem of the files ``options`` (a run's option dict) names, as messages; [] when none."""
-    from keras_insightface.evaluation.verification import check_pack
+def file_problems(options, check_pack=None):
+    """Every problem of the files ``options`` (a run's option dict) names, as messages; [] when none.
+
+    ``check_pack(path)`` checks an existing eval pack (default: its pairs, images not decoded); a caller that
+    decodes the packs anyway passes its decoder, so each pack is read once."""
+    if check_pack is None:
+        from keras_insightface.evaluation.verification import check_pack
 
     found = []
     data = options.get("data_path")

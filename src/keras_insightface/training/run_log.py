@@ -48,7 +48,7 @@ class Tee:
     as it would without the log."""
 
     def __init__(self, stream, lines, log):
-        self.stream, self.lines, self.log, self.path = stream, lines, log, log.path
+        self.stream, self.lines, self.log = stream, lines, log
 
     def write(self, text):
         self.lines.write(text)
@@ -98,7 +98,7 @@ def tee_console(path, start=True):
     """Copy stdout and stderr to the end of the log ``path`` while inside (a resumed or repeated run adds to it);
     yields the ``RunLog``, written from its ``start()`` (at once with ``start=True``). Nothing new when the
     console is already copied there (a run inside a command that logs)."""
-    if isinstance(sys.stdout, Tee) and sys.stdout.path == os.path.abspath(path):
+    if isinstance(sys.stdout, Tee) and sys.stdout.log.path == os.path.abspath(path):
         yield sys.stdout.log
         return
     log = RunLog(path)

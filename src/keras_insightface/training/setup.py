@@ -29,9 +29,16 @@ from keras_insightface.training.stage_parts import StageParts
 
 
 def check_files(config):
-    """The evaluation packs, read and decoded (``VerificationSet``), before any other work (``file_problems`` has
-    checked they exist and hold usable pairs), and the TensorBoard writer's packages."""
-    packs = [VerificationSet(path) for path in config.run.eval_paths]
+    """Every problem of the run's files at once (``file_problems``, raised as ``RunProblems``) with the evaluation
+    packs read and decoded once there (``VerificationSet``), and the TensorBoard writer's packages."""
+    packs = {}
+
+    def decode(path):
+        packs[path] = VerificationSet(path)
+
+    problems = file_problems(config.train_kwargs(), check_pack=decode)
+    if problems:
+        raise RunProblems(problems)
     if config.run.tensorboard_dir is not None:
         try:
             import tensorboard  # noqa: F401
@@ -39,7 +46,7 @@ def check_files(config):
         except ImportError:
             raise ImportError("tensorboard_dir needs TensorFlow and TensorBoard for writing summaries: "
                               "pip install keras_insightface[compat]") from None
-    return packs
+    return [packs[path] for path in config.run.eval_paths]
 
 
 def run_prefix(config):
@@ -117,10 +124,7 @@ def build_parts(config, num_classes, steps_per_epoch, teacher_dim, distributed):
 
 def build_run(config):
     """The ``Run`` of ``config`` (a ``TrainConfig``): see the module docstring."""
-    problems = file_problems(config.train_kwargs())  # every missing or unusable file at once, before any work
-    if problems:
-        raise RunProblems(problems)
-    packs = check_files(config)
+    packs = check_files(config)  # every missing or unusable file at once, before any work
     distribution = resolve_distribution(config.run.distribution, config.run.model_parallel)
     replicas = data_parallel_size(distribution)
     global_batch_size = config.data.batch_size * replicas

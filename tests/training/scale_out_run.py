@@ -5,7 +5,7 @@
 The same 2-epoch run (global batch 16, augmentation on) three ways: one device (both epochs, the reference),
 class-sharded head (model_parallel 4: the kernel split over 4 devices, the batch over all 8; epoch 1), and the
 default, data parallel over all 8 devices with batch_size 2 (epoch 1, its checkpoint left for a resume on another
-device count). Prints one JSON line: per-batch running losses of each run, the head kernel's sharding and the
+device count), and a batch as ``batch_placer`` sends it ahead. Prints one JSON line: per-batch running losses of each run, the head kernel's sharding and the
 eval accuracies.
 """
 
@@ -58,8 +58,25 @@ def run(data_dir, out_dir, name, batch_size, stop_after=0, **kwargs):
     }
 
 
+def placed_batch():
+    """``batch_placer`` under the default data parallel: a batch split over the 8 devices, which Keras's own
+    placement (``distribute_data_input``) passes through without another copy."""
+    import numpy as np
+    from keras.src.backend.jax.distribution_lib import distribute_data_input
+
+    from keras_insightface.training.distribute import batch_placer, resolve_distribution
+
+    distribution = resolve_distribution()
+    images, labels = batch_placer(distribution)((np.zeros((16, 4, 4, 3), np.uint8), np.arange(16)))
+    layout = distribution.get_data_layout(images.shape)
+    again = distribute_data_input(images, layout, distribution.batch_dim_name)
+    return {"spec": str(images.sharding.spec), "devices": len(images.sharding.device_set),
+            "shard_rows": images.addressable_shards[0].data.shape[0], "labels_devices": len(labels.sharding.device_set),
+            "passes_through": again is images}
+
+
 def main(data_dir, out_dir):
-    results = {"devices": jax.device_count()}
+    results = {"devices": jax.device_count(), "placed": placed_batch()}
     results["single"] = run(data_dir, out_dir, "single", 16, distribution=None)
     results["model_parallel"] = run(data_dir, out_dir, "mp", 2, stop_after=1, model_parallel=4)
     results["data_parallel"] = run(data_dir, out_dir, "dp", 2, stop_after=1)

@@ -45,6 +45,9 @@ def test_train_scales_out_and_resumes_on_another_device_count(tiny_data, tmp_pat
     out.mkdir()
     result = _eight_devices("scale_out_run.py", data, out)
     assert result["devices"] == 8
+    # batches go to the devices one ahead, split as the distribution says, and Keras uses them as they are
+    assert result["placed"] == {"spec": "P('batch', None, None, None)", "devices": 8, "shard_rows": 2, "labels_devices": 8,
+                                "passes_through": True}
     single = result["single"]["losses"]
     assert len(single) == 8 and single[-1] < single[0] / 2  # 2 epochs of 4 batches, and it learns
     for name in ("data_parallel", "model_parallel"):
@@ -79,3 +82,53 @@ def test_train_scales_out_and_resumes_on_another_device_count(tiny_data, tmp_pat
     # summation differences epoch 1 left, which the updates amplify a little
     np.testing.assert_allclose(Losses.values, single[4:], rtol=2e-3)
     assert len(history["loss"]) == 2  # epoch 1 from the 8-device run, epoch 2 from this one
+
+
+def test_train_batches_are_placed_one_ahead_and_skips_counted_once():
+    """With a placer, batch k+1 is on its way to the devices before batch k is handed to the step; skipped images
+    are counted for batches handed on, so a read-ahead batch rewound at the end of a ``fit`` is counted once."""
+    from keras_insightface.training.runner import TrainBatches
+
+    events = []
+
+    class Loader:
+        def __init__(self):
+            self.position = 0
+
+        def __iter__(self):
+            while True:
+                self.position += 1
+                yield np.full(2, self.position), np.arange(2), self.position * 10
+
+        def get_state(self):
+            return self.position
+
+        def set_state(self, state):
+            self.position = state
+
+    class Skipped:
+        counts = []
+
+        def record(self, skipped):
+            self.counts.append(skipped)
+
+    def place(batch):
+        events.append(("placed", int(batch[0][0])))
+        return batch
+
+    loader = Loader()
+    batches = TrainBatches(loader, Skipped(), place=place)
+    stream = iter(batches)
+    for _ in range(3):
+        images, _ = next(stream)
+        events.append(("step", int(images[0])))
+    assert events == [("placed", 1), ("placed", 2), ("step", 1), ("placed", 3), ("step", 2), ("placed", 4),
+                      ("step", 3)]
+    assert Skipped.counts == [10, 20, 30] and batches.fetched == 4
+    batches.rewind(3)  # the fit trained 3 batches: the loader goes back to after batch 3
+    assert loader.position == 3 and batches.fetched == 3
+    images, _ = next(iter(batches))
+    assert int(images[0]) == 4 and Skipped.counts == [10, 20, 30, 40]
+
+    plain = TrainBatches(Loader(), Skipped())  # no placer: each batch handed on as it comes (Keras places it)
+    assert int(next(iter(plain))[0][0]) == 1

@@ -104,6 +104,28 @@ def data_parallel_size(distribution):
     return dict(zip(mesh.axis_names, mesh.shape))[distribution.batch_dim_name]
 
 
+def batch_placer(distribution):
+    """A function that starts a batch's transfer to the devices of ``distribution``, split as its data layout says,
+    so ``Train`` can send the next batch while the current step runs; None where Keras's own transfer is used.
+
+    Keras's JAX trainer sends batches one step ahead on a single accelerator, but under a distribution it places
+    each batch only when the step asks for it. On one host a batch already placed with the layout passes through
+    Keras unchanged; on several hosts Keras must assemble the global batch from each host's numpy part, so None.
+    """
+    if distribution is None or keras.backend.backend() != "jax" or process_count() > 1:
+        return None
+    import jax
+
+    shardings = {}
+
+    def sharding(shape):
+        if shape not in shardings:
+            shardings[shape] = distribution.get_data_layout(shape).backend_layout
+        return shardings[shape]
+
+    return lambda batch: jax.tree.map(lambda x: jax.device_put(x, sharding(x.shape)), batch)
+
+
 def initialize_hosts(coordinator=None, num_processes=None, process_id=None):
     """Join a run of several hosts (``keras.distribution.initialize``); call before anything runs on a device.
 

@@ -17,6 +17,7 @@ from keras_insightface.errors import DataError
 from keras_insightface.hosts import is_primary
 from keras_insightface.training import callbacks as cbs
 from keras_insightface.training.checkpoint import latest_state_dir, load_meta, restore_model_and_optimizer
+from keras_insightface.training.distribute import batch_placer
 from keras_insightface.training.run_files import RunLock, check_new_run
 from keras_insightface.training.run_log import tee_console
 from keras_insightface.training.run_summary import summary_lines
@@ -105,22 +106,41 @@ class Run:
 class TrainBatches:
     """The loader's batches as ``fit`` data, ``(images, labels)`` or ``((images, teacher embeddings), labels)``,
     remembering the loader state after each batch fetched, so a checkpoint stores exactly the position of the
-    batches trained on (Keras may read ahead)."""
+    batches trained on (Keras may read ahead).
+
+    With ``place`` (``distribute.batch_placer``) each batch is sent to the devices one batch ahead: the next
+    batch's transfer starts before the current one is handed to the step. Skipped images are counted when a batch
+    is handed on, so a batch read ahead and then rewound is counted once.
+    """
 
     KEEP = 16
 
-    def __init__(self, iterator, skipped_images, embeddings=None):
-        self.iterator, self.skipped_images, self.embeddings = iterator, skipped_images, embeddings
+    def __init__(self, iterator, skipped_images, embeddings=None, place=None):
+        self.iterator, self.skipped_images, self.embeddings, self.place = iterator, skipped_images, embeddings, place
         self.fetched, self.states = 0, {}
 
     def __iter__(self):
+        pending = None
         for images, labels, skipped, *records in self.iterator:
             self.fetched += 1
             if hasattr(self.iterator, "get_state"):
                 self.states[self.fetched] = self.iterator.get_state()
                 self.states.pop(self.fetched - self.KEEP, None)
-            self.skipped_images.record(skipped)
-            yield ((images, self.embeddings[records[0]]) if self.embeddings is not None else images), labels
+            batch = ((images, self.embeddings[records[0]]) if self.embeddings is not None else images), labels
+            if self.place is None:
+                self.skipped_images.record(skipped)
+                yield batch
+                continue
+            batch = self.place(batch)
+            if pending is not None:
+                yield self._hand_on(*pending)
+            pending = batch, skipped
+        if pending is not None:
+            yield self._hand_on(*pending)
+
+    def _hand_on(self, batch, skipped):
+        self.skipped_images.record(skipped)
+        return batch
 
     def state_after(self, batches):
         return self.states[batches]
@@ -363,7 +383,8 @@ def fit_stage(run, state, savers, one_run, position, start, end_epoch, step_offs
     ``evaluate=False`` leaves the evaluation packs out."""
     stage_index, num_stages, first_epoch = position
     parts, steps = run.parts, run.steps_per_epoch
-    batches = TrainBatches(run.iterator, run.skipped_images, run.teacher_embeddings)
+    batches = TrainBatches(run.iterator, run.skipped_images, run.teacher_embeddings,
+                           batch_placer(run.distribution))
 
     def meta_fn(epoch, step):  # the stage whose training model the variables belong to, even when it is done
         return {

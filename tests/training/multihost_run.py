@@ -18,7 +18,8 @@ import keras_insightface  # noqa: F401  (JAX backend)
 
 
 def main(process_id, port, data_dir, out_dir, mode, cache_dir):
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"  # before JAX starts its CPU client
+    # before JAX starts its CPU client; the test run's own flags kept
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2"
     from keras_insightface.training.distribute import initialize_hosts
 
     initialize_hosts(f"localhost:{port}", 2, int(process_id))

@@ -15,7 +15,7 @@ import pytest
 
 
 def _eight_devices(script, *args):
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "KERAS_BACKEND": "jax",
+    env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8", "KERAS_BACKEND": "jax",
            "PYTHONPATH": str(Path(__file__).parents[2])}
     run = subprocess.run([sys.executable, str(Path(__file__).with_name(script)), *map(str, args)], env=env,
                          capture_output=True, text=True, timeout=900)

@@ -109,8 +109,8 @@ class TrainBatches:
     batches trained on (Keras may read ahead).
 
     With ``place`` (``distribute.batch_placer``) each batch is sent to the devices one batch ahead: the next
-    batch's transfer starts before the current one is handed to the step. Skipped images are counted when a batch
-    is handed on, so a batch read ahead and then rewound is counted once.
+    batch's transfer starts before the current one is handed to the step. Skipped images are then counted when a
+    batch is handed on, so the batch placed ahead at a ``fit``'s end, rewound, counts once.
     """
 
     KEEP = 16

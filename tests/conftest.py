@@ -24,6 +24,17 @@ def real_faces():
     return REAL_FACES
 
 
+@pytest.fixture
+def structure_only():
+    """For tests of a model's structure (layers, parameter counts, settings), which never look at weight values:
+    weights start as zeros instead of running their random initialisers, each an XLA program compiled for its
+    weight shape (most of a model build's time with an empty compilation cache, as on a clean CI clone)."""
+    from keras_insightface.file_weights import weights_from_file
+
+    with weights_from_file():
+        yield
+
+
 def jpeg(image, quality=90):
     return simplejpeg.encode_jpeg(np.ascontiguousarray(image, dtype=np.uint8), quality=quality)
 

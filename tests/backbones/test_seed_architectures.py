@@ -157,6 +157,7 @@ def test_seed_h5_loads_by_layer_name_and_reproduces_embeddings(name, head, emb_s
     assert _relative(embeddings, expected["embeddings"]) <= 1e-5
 
 
+@pytest.mark.usefixtures("structure_only")
 @pytest.mark.parametrize(
     "name, head, options, expected", SEED_PARAMS, ids=[f"{n}-{h}-{o}" for n, h, o, _ in SEED_PARAMS]
 )

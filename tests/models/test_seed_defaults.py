@@ -34,6 +34,7 @@ def layer_classes(model):
 HEAD_BNS = {"GDC": 2, "E": 2}  # GDC_batchnorm / E_batchnorm and pre_embedding
 
 
+@pytest.mark.usefixtures("structure_only")
 @pytest.mark.parametrize(
     "name,output_layer,seed_params,backbone_bns",
     [
@@ -131,6 +132,7 @@ def test_the_bn_check_covers_every_backbone_family():
     assert {family(builder) for builder in BACKBONES.values()} <= covered
 
 
+@pytest.mark.usefixtures("structure_only")
 @pytest.mark.parametrize("name", sorted(FAMILY_MEMBERS))
 def test_bn_settings_reach_every_batch_norm(name):
     model = buildin_models(name, input_shape=(64, 64, 3), emb_shape=8, bn_momentum=0.95, bn_epsilon=2e-5,
@@ -220,6 +222,7 @@ def test_weights_file_loads_into_the_backbone(tmp_path):
             buildin_models("r18_tiny", weights=other)
 
 
+@pytest.mark.usefixtures("structure_only")
 @pytest.mark.parametrize(
     "name,output_layer,seed_params",
     [

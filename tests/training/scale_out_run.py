@@ -5,8 +5,8 @@
 The same 2-epoch run (global batch 16, augmentation on) three ways: one device (both epochs, the reference),
 class-sharded head (model_parallel 4: the kernel split over 4 devices, the batch over all 8; epoch 1), and the
 default, data parallel over all 8 devices with batch_size 2 (epoch 1, its checkpoint left for a resume on another
-device count), and a batch as ``batch_placer`` sends it ahead. Prints one JSON line: per-batch running losses of each run, the head kernel's sharding and the
-eval accuracies.
+device count), and a batch as ``batch_placer`` sends it ahead. Prints one JSON line: per-batch running losses of
+each run, the head kernel's sharding, the eval accuracies and the placed batch's sharding.
 """
 
 import json

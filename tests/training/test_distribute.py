@@ -15,8 +15,8 @@ import pytest
 
 
 def _eight_devices(script, *args):
-    env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8", "KERAS_BACKEND": "jax",
-           "PYTHONPATH": str(Path(__file__).parents[2])}
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8"
+    env = {**os.environ, "XLA_FLAGS": flags, "KERAS_BACKEND": "jax", "PYTHONPATH": str(Path(__file__).parents[2])}
     run = subprocess.run([sys.executable, str(Path(__file__).with_name(script)), *map(str, args)], env=env,
                          capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -46,8 +46,8 @@ def test_train_scales_out_and_resumes_on_another_device_count(tiny_data, tmp_pat
     result = _eight_devices("scale_out_run.py", data, out)
     assert result["devices"] == 8
     # batches go to the devices one ahead, split as the distribution says, and Keras uses them as they are
-    assert result["placed"] == {"spec": "P('batch', None, None, None)", "devices": 8, "shard_rows": 2, "labels_devices": 8,
-                                "passes_through": True}
+    assert result["placed"] == {"spec": "P('batch', None, None, None)", "devices": 8, "shard_rows": 2,
+                                "labels_devices": 8, "passes_through": True}
     single = result["single"]["losses"]
     assert len(single) == 8 and single[-1] < single[0] / 2  # 2 epochs of 4 batches, and it learns
     for name in ("data_parallel", "model_parallel"):
@@ -107,7 +107,8 @@ def test_train_batches_are_placed_one_ahead_and_skips_counted_once():
             self.position = state
 
     class Skipped:
-        counts = []
+        def __init__(self):
+            self.counts = []
 
         def record(self, skipped):
             self.counts.append(skipped)
@@ -117,18 +118,20 @@ def test_train_batches_are_placed_one_ahead_and_skips_counted_once():
         return batch
 
     loader = Loader()
-    batches = TrainBatches(loader, Skipped(), place=place)
+    skipped = Skipped()
+    batches = TrainBatches(loader, skipped, place=place)
     stream = iter(batches)
     for _ in range(3):
         images, _ = next(stream)
         events.append(("step", int(images[0])))
     assert events == [("placed", 1), ("placed", 2), ("step", 1), ("placed", 3), ("step", 2), ("placed", 4),
                       ("step", 3)]
-    assert Skipped.counts == [10, 20, 30] and batches.fetched == 4
+    assert skipped.counts == [10, 20, 30] and batches.fetched == 4
     batches.rewind(3)  # the fit trained 3 batches: the loader goes back to after batch 3
     assert loader.position == 3 and batches.fetched == 3
     images, _ = next(iter(batches))
-    assert int(images[0]) == 4 and Skipped.counts == [10, 20, 30, 40]
+    assert int(images[0]) == 4 and skipped.counts == [10, 20, 30, 40]
 
-    plain = TrainBatches(Loader(), Skipped())  # no placer: each batch handed on as it comes (Keras places it)
-    assert int(next(iter(plain))[0][0]) == 1
+    loader, skipped = Loader(), Skipped()  # no placer: each batch handed on as it comes (Keras places it)
+    images, _ = next(iter(TrainBatches(loader, skipped)))
+    assert int(images[0]) == 1 and loader.position == 1 and skipped.counts == [10]  # nothing read ahead

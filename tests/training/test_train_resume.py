@@ -145,7 +145,8 @@ def test_sigkill_mid_epoch_then_resume_reproduces_the_run(tiny_data, tmp_path, w
     assert _steps(killed_dir / "steps_kill.jsonl") == full[:7]
     assert _steps(killed_dir / "steps_term.jsonl") == full[4:7]  # from the checkpoint after step 4, bit for bit
     assert _steps(killed_dir / "steps_resume.jsonl") == full[6:]  # from the SIGTERM checkpoint after step 6
-    history = {name: json.loads((d / "run_hist.json").read_text()) for name, d in (("full", full_dir), ("r", killed_dir))}
+    history = {name: json.loads((d / "run_hist.json").read_text())
+               for name, d in (("full", full_dir), ("r", killed_dir))}
     for run in history.values():
         assert len(run.pop("img/s")) == 3  # wall-clock throughput, the one thing allowed to differ
     assert history["r"] == history["full"]  # epoch losses, accuracy, lr: the resumed run's epoch 2 is whole
